@@ -1,0 +1,35 @@
+# Two set-up commands on a fresh machine with Python 3.11:  make demo  /  make test
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU wheel; on a CUDA box use e.g. TORCH="torch --index-url <your CUDA wheel index>" or install torch first.
+TORCH ?= torch==2.13.0
+TRIALS ?= 8
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install  ## the main job: search on the default data, then retrain + evaluate the best
+	$(BIN)/fersearch tune --trials $(TRIALS) --name demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/fersearch best --evaluate
+
+test: install  ## the whole test suite (unit + slow end-to-end)
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) *.egg-info
