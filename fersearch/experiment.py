@@ -1,0 +1,172 @@
+"""Experiment directories: where they are and how their files are read and written.
+
+`fersearch tune` writes `results/<name>/`; `best`, `status` and `report` read it.
+This module is the one place that knows the file contract (pure pandas, no Ray):
+
+    fersearch.json  what made the experiment (command, data hash, space source, seed, versions)
+    trials.csv      one row per trial: TRIAL_COLUMNS, then `config/<param>` per space parameter
+    history.csv     one row per trial per epoch: HISTORY_COLUMNS
+
+Both CSVs are rewritten atomically while the search runs, so a reader may open
+them at any moment and sees a complete file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from .config import TrainConfig
+from .errors import ExperimentError
+from .record import atomic_write_text, read_json, write_json
+
+META_FILE = "fersearch.json"
+TRIALS_FILE = "trials.csv"
+HISTORY_FILE = "history.csv"
+DEFAULT_RESULTS = "results"
+
+STATUSES = ("pending", "running", "completed", "stopped", "failed")
+TRIAL_COLUMNS = (
+    "trial_id", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc",
+    "node", "gpu_ids", "error", "config_json",
+)
+HISTORY_COLUMNS = (
+    "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+    "lr", "images_per_s", "epoch_time_s",
+)
+PARAM_PREFIX = "config/"
+# Read as text so ids like "0e1" or gpu lists like "0,1" are never turned into numbers.
+_TEXT_COLUMNS = {"trial_id": str, "status": str, "node": str, "gpu_ids": str, "error": str, "config_json": str}
+
+
+# ---------------------------------------------------------------- locating
+def results_root(results: str | os.PathLike | None = None) -> Path:
+    """The directory experiments live in (default ./results, relative to the cwd)."""
+    return Path(results if results is not None else DEFAULT_RESULTS).expanduser()
+
+
+def is_experiment(path: str | os.PathLike) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def list_experiments(results: str | os.PathLike | None = None) -> list[Path]:
+    """Experiment dirs under the results root, oldest first (by fersearch.json `created`)."""
+    root = results_root(results)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and is_experiment(p)]
+    return sorted(found, key=lambda p: (_created(p), p.name))
+
+
+def _created(exp: Path) -> str:
+    try:
+        return str(read_json(exp / META_FILE).get("created", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> Path:
+    """An experiment dir from a path, a name under the results root, or (None) the newest one."""
+    root = results_root(results)
+    if name_or_path is None or str(name_or_path) == "":
+        found = list_experiments(root)
+        if not found:
+            raise ExperimentError(f"no experiments in {root}/; run `fersearch tune` first or pass a name or path")
+        return found[-1]
+    given = Path(name_or_path).expanduser()
+    for candidate in (given, root / given):
+        if is_experiment(candidate):
+            return candidate
+    if given.is_dir() or (root / given).is_dir():
+        where = given if given.is_dir() else root / given
+        raise ExperimentError(f"{where} has no {META_FILE}; it is not a fersearch experiment (was the search started?)")
+    names = ", ".join(p.name for p in list_experiments(root)[-5:]) or "none"
+    raise ExperimentError(f"experiment {str(name_or_path)!r} not found as a path or under {root}/ (recent: {names})")
+
+
+# ---------------------------------------------------------------- reading
+def read_meta(exp: str | os.PathLike) -> dict[str, Any]:
+    path = Path(exp) / META_FILE
+    try:
+        meta = read_json(path)
+    except FileNotFoundError:
+        raise ExperimentError(f"{path} not found; is {exp} a fersearch experiment?") from None
+    except ValueError as e:
+        raise ExperimentError(f"{path} is not valid JSON ({e}); the experiment record is damaged") from None
+    if not isinstance(meta, dict):
+        raise ExperimentError(f"{path} must hold a JSON object; the experiment record is damaged")
+    return meta
+
+
+def _read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
+    columns = list(columns)
+    if not path.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=_TEXT_COLUMNS.get(c, "float64")) for c in columns})
+    dtype = {c: t for c, t in _TEXT_COLUMNS.items() if c in columns}
+    try:
+        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={c: [""] for c in columns if c not in dtype})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ExperimentError(f"{path} cannot be read as CSV ({str(e).splitlines()[0]}); the file is damaged") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ExperimentError(f"{path} lacks column(s) {', '.join(missing)}; it was not written by this fersearch version")
+    return df
+
+
+def read_trials(exp: str | os.PathLike) -> pd.DataFrame:
+    """trials.csv as a DataFrame (empty with the contract's columns if no trial reported yet)."""
+    return _read_csv(Path(exp) / TRIALS_FILE, TRIAL_COLUMNS)
+
+
+def read_history(exp: str | os.PathLike) -> pd.DataFrame:
+    """history.csv as a DataFrame (one row per trial per epoch)."""
+    return _read_csv(Path(exp) / HISTORY_FILE, HISTORY_COLUMNS)
+
+
+def param_columns(trials: pd.DataFrame) -> list[str]:
+    """The `config/<param>` columns: the search-space parameters."""
+    return [c for c in trials.columns if str(c).startswith(PARAM_PREFIX)]
+
+
+def trial_config(row: Mapping[str, Any] | pd.Series) -> TrainConfig:
+    """The full resolved TrainConfig a trial trained with (from its config_json)."""
+    raw = row["config_json"]
+    try:
+        d = json.loads(raw)
+    except (TypeError, ValueError):
+        raise ExperimentError(f"trial {row.get('trial_id', '?')}: config_json is not valid JSON; trials.csv is damaged") from None
+    return TrainConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------- writing
+def write_meta(exp: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+    write_json(Path(exp) / META_FILE, dict(meta))
+
+
+def trials_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts with TRIAL_COLUMNS and optional `config/<param>` keys) in contract column order."""
+    df = pd.DataFrame(list(rows))
+    params = sorted({c for c in df.columns if str(c).startswith(PARAM_PREFIX)})
+    return df.reindex(columns=[*TRIAL_COLUMNS, *params])
+
+
+def write_trials(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    atomic_write_text(Path(exp) / TRIALS_FILE, trials_frame(rows).to_csv(index=False))
+
+
+def write_history(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    df = pd.DataFrame(list(rows)).reindex(columns=list(HISTORY_COLUMNS))
+    atomic_write_text(Path(exp) / HISTORY_FILE, df.to_csv(index=False))
+
+
+def rows_from_frame(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame back to plain row dicts (NaN -> None), e.g. to extend a resumed experiment's files."""
+    return [{k: (None if _is_nan(v) else v) for k, v in rec.items()} for rec in df.to_dict("records")]
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
