@@ -1,0 +1,280 @@
+"""Synthetic FER-format faces: the embedded default data set.
+
+FER2013 cannot be downloaded by the tool, so fersearch draws its own 48x48
+grayscale faces. Everything is vectorised numpy over a batch of faces (no
+per-pixel Python loops): each face is a set of per-image parameters, drawn on
+a shared pixel grid after an inverse pose transform.
+
+- identity: face shape, skin tone, hair, eye spacing/height, mouth position
+- pose: shift, small rotation and scale; lighting gradient, contrast
+- nuisance: background, blur, pixel noise, occlusion patches
+- expression: brows (height, inner-end tilt), eyes (openness), mouth
+  (curvature, openness, width, asymmetry), nose wrinkle and frown lines
+
+Expressions are drawn at a random intensity around a neutral face, so weak
+expressions look neutral, and the class prototypes overlap the way real FER
+does (Fear vs Surprise, Sad vs Neutral vs Angry). A few percent of faces are
+drawn with another class's expression while keeping their label (label noise
+that leaves FER2013's class proportions intact). Usage follows FER2013's
+Training / PublicTest / PrivateTest 80/10/10 split, stratified per class.
+Deterministic per (n, seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import LABELS, SPLITS, FerData
+
+DEFAULT_SYNTH_N = 6000
+DEFAULT_SEED = 0
+SIZE = 48
+
+# Real FER2013 class counts (train + public + private), DESIGN.md.
+FER_COUNTS = np.array([4953, 547, 5121, 8989, 6077, 4002, 6198])
+FER_PROPORTIONS = FER_COUNTS / FER_COUNTS.sum()
+USAGE = ("Training", "PublicTest", "PrivateTest")  # index = split code
+USAGE_FRACTIONS = (0.8, 0.1, 0.1)
+LABEL_NOISE = 0.04
+
+# Expression prototypes at full intensity, as offsets from the neutral face:
+# brow_raise (px up), brow_tilt (px, + = inner ends down: the angry V), eye_open
+# (x neutral height), mouth_curve (px, + = corners up), mouth_open (px),
+# mouth_width (x neutral), wrinkle (nose, 0..1), frown (glabella lines, 0..1),
+# mouth_asym (px, one corner raised).
+_PARAMS = ("brow_raise", "brow_tilt", "eye_open", "mouth_curve", "mouth_open",
+           "mouth_width", "wrinkle", "frown", "mouth_asym")
+_PROTO = np.array([
+    # raise tilt  eye  curve open width wrinkle frown asym
+    [-1.0,  1.8, 0.80, -0.7, 0.4, 0.90, 0.0, 0.9, 0.0],  # Angry
+    [-0.7,  1.2, 0.65, -1.0, 0.6, 0.92, 1.0, 0.4, 1.3],  # Disgust
+    [1.5,  -1.2, 1.35, -0.6, 1.5, 1.12, 0.0, 0.2, 0.0],  # Fear
+    [0.2,   0.0, 0.75, 2.4, 1.0, 1.18, 0.0, 0.0, 0.0],  # Happy
+    [0.4,  -1.5, 0.80, -1.6, 0.0, 0.95, 0.0, 0.2, 0.0],  # Sad
+    [2.3,  -0.3, 1.50, 0.0, 3.0, 0.80, 0.0, 0.0, 0.0],  # Surprise
+    [0.0,   0.0, 1.00, 0.0, 0.0, 1.00, 0.0, 0.0, 0.0],  # Neutral
+])
+_NEUTRAL = _PROTO[LABELS.index("Neutral")]
+# Person-to-person spread of each expression parameter (resting face, style).
+_SPREAD = np.array([0.6, 0.6, 0.15, 0.6, 0.45, 0.08, 0.15, 0.15, 0.35])
+# Labels whose faces get swapped in for label noise: the confusions real FER has.
+_CONFUSABLE = {0: (1, 4, 6), 1: (0, 4), 2: (5, 4), 3: (6,), 4: (6, 0, 2), 5: (2, 3), 6: (4, 0)}
+_CHUNK = 256
+
+
+def class_counts(n: int) -> np.ndarray:
+    """FER2013's class proportions scaled to n images (largest remainders; sums to n)."""
+    raw = FER_PROPORTIONS * n
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(raw - counts)[::-1][: n - counts.sum()]] += 1
+    return counts
+
+
+def _stratified_usage(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Split code per image: 80/10/10 within every class, at least one per split when possible."""
+    split = np.zeros(len(labels), np.int8)
+    for k in range(len(LABELS)):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        n_val = int(round(len(idx) * USAGE_FRACTIONS[1]))
+        n_test = int(round(len(idx) * USAGE_FRACTIONS[2]))
+        if len(idx) >= 3:
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        split[idx[:n_val]] = 1
+        split[idx[n_val:n_val + n_test]] = 2
+    return split
+
+
+def _face_params(n: int, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-image identity, pose, nuisance and expression parameters (1-D arrays of length n)."""
+    u = rng.uniform
+    p: dict[str, np.ndarray] = {
+        # pose
+        "cx": 24 + rng.normal(0, 1.6, n), "cy": 25 + rng.normal(0, 1.6, n),
+        "rot": rng.normal(0, 0.10, n), "scale": u(0.86, 1.10, n),
+        # identity
+        "face_w": u(13.5, 17.0, n), "face_h": u(17.5, 21.0, n),
+        "skin": u(0.40, 0.85, n), "hair": u(0.03, 0.55, n), "hairline": u(-16, -11, n),
+        "hair_side": u(0.0, 1.0, n) < 0.6, "eye_dx": u(6.0, 8.0, n), "eye_y": u(-4.5, -2.0, n),
+        "eye_w": u(2.3, 3.2, n), "brow_gap": u(3.2, 4.4, n), "brow_w": u(2.8, 4.0, n),
+        "mouth_y": u(7.5, 10.0, n), "mouth_w": u(4.5, 6.5, n), "nose_y": u(2.5, 4.5, n),
+        # imaging
+        "bg": u(0.05, 0.95, n), "bg_grad": rng.normal(0, 0.15, n),
+        "light_x": rng.normal(0, 0.25, n), "light_y": rng.normal(0, 0.15, n),
+        "contrast": u(0.6, 1.25, n), "gamma": np.exp(rng.normal(0, 0.25, n)),
+        "noise": u(0.0, 0.06, n), "blur": rng.choice([0.0, 0.6, 0.9, 1.3], n, p=[0.2, 0.35, 0.3, 0.15]),
+        "occlude": u(0, 1, n) < 0.12,
+        "occ_x": u(-14, 14, n), "occ_y": u(-12, 16, n), "occ_w": u(4, 11, n), "occ_h": u(3, 9, n),
+        "occ_val": u(0, 1, n),
+    }
+    # Label noise: a few faces show a confusable class's expression but keep their label.
+    shown = labels.copy()
+    noisy = np.flatnonzero(u(0, 1, n) < LABEL_NOISE)
+    for i in noisy:  # a few hundred at most: per-image, not per-pixel
+        shown[i] = rng.choice(_CONFUSABLE[int(labels[i])])
+    intensity = rng.beta(2.2, 1.3, n)  # mostly clear, some subtle (subtle ones look neutral)
+    expr = _NEUTRAL + intensity[:, None] * (_PROTO[shown] - _NEUTRAL) + rng.normal(0, 1, (n, len(_PARAMS))) * _SPREAD
+    for j, name in enumerate(_PARAMS):
+        p[name] = expr[:, j]
+    p["eye_open"] = np.clip(p["eye_open"], 0.25, 2.0)
+    p["mouth_open"] = np.clip(p["mouth_open"], 0.0, 4.5)
+    p["wrinkle"] = np.clip(p["wrinkle"], 0, 1)
+    p["frown"] = np.clip(p["frown"], 0, 1)
+    return p
+
+
+def _soft(d: np.ndarray, width: float = 0.6) -> np.ndarray:
+    """Anti-aliased coverage (0..1) of a shape from its signed distance (negative inside).
+    A linear ramp rather than a sigmoid: same look, a fraction of the cost."""
+    out = d * np.float32(-1.0 / (2 * width))
+    out += np.float32(0.5)
+    np.maximum(out, 0, out=out)
+    return np.minimum(out, 1, out=out)
+
+
+def _ellipse_d(u, v, x0, y0, a, b):
+    """Approximate signed pixel distance to an axis-aligned ellipse."""
+    r = np.sqrt(((u - x0) / a) ** 2 + ((v - y0) / b) ** 2)
+    return (r - 1.0) * np.minimum(a, b)
+
+
+def _segment_d(u, v, x0, y0, x1, y1, half_thick):
+    """Signed distance to a thick line segment (a brow, a wrinkle)."""
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((u - x0) * dx + (v - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
+    return np.hypot(u - x0 - t * dx, v - y0 - t * dy) - half_thick
+
+
+def _mix(img, value, alpha):
+    img *= 1 - alpha
+    img += alpha * value
+    return img
+
+
+def _draw(p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Render a batch of faces from their parameters: float32 (B, 48, 48) in 0..1."""
+    b = len(p["cx"])
+    # float32 throughout: half the memory traffic of float64, and chunks small enough to stay in cache
+    c = {k: v.astype(np.float32)[:, None, None] for k, v in p.items()}
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    dx, dy = xs[None] - c["cx"], ys[None] - c["cy"]
+    cos, sin = np.cos(c["rot"]), np.sin(c["rot"])
+    u = (cos * dx + sin * dy) / c["scale"]  # face-frame coordinates: x right, y down
+    v = (-sin * dx + cos * dy) / c["scale"]
+
+    img = np.broadcast_to(c["bg"] + c["bg_grad"] * (xs[None] - 24) / 24, (b, SIZE, SIZE)).astype(np.float32)
+    # hair: a larger oval behind the head, kept above the hairline (and down the sides for some)
+    hair = _soft(_ellipse_d(u, v, 0, -2, c["face_w"] + 3, c["face_h"] + 3))
+    hair *= np.where(c["hair_side"], _soft(v - 6, 1.5), _soft(v - c["hairline"] - 4, 1.0))
+    _mix(img, c["hair"], hair)
+    face = _soft(_ellipse_d(u, v, 0, 0, c["face_w"], c["face_h"]), 0.8)
+    skin = c["skin"] * (1 - 0.10 * (u / c["face_w"]) ** 2)  # faces are darker towards the sides
+    _mix(img, skin, face)
+    fringe = face * _soft(v - c["hairline"], 1.2)
+    _mix(img, c["hair"], fringe)
+
+    # nose: shadow down one side and two nostrils; disgust wrinkles across the bridge
+    _mix(img, c["skin"] * 0.7, 0.6 * _soft(_segment_d(u, v, 1.5, c["eye_y"] + 2, 2.2, c["nose_y"], 0.5), 0.7))
+    for side in (-1.6, 1.6):
+        _mix(img, c["skin"] * 0.45, _soft(_ellipse_d(u, v, side, c["nose_y"] + 0.8, 1.0, 0.7), 0.5))
+    for k in (0.0, 1.3):
+        wr = _soft(_segment_d(u, v, -2.2, c["eye_y"] + 0.5 + k, 2.2, c["eye_y"] + 0.5 + k, 0.35), 0.5)
+        _mix(img, c["skin"] * 0.6, c["wrinkle"] * wr)
+
+    for side in (-1.0, 1.0):
+        ex = side * c["eye_dx"]
+        # eye: sclera ellipse whose height is the openness, iris inside, dark upper lid
+        eh = 1.5 * c["eye_open"]
+        d_eye = _ellipse_d(u, v, ex, c["eye_y"], c["eye_w"], eh)
+        eye = _soft(d_eye, 0.5)
+        _mix(img, 0.55 + 0.35 * c["skin"], eye)
+        _mix(img, 0.08, eye * _soft(_ellipse_d(u, v, ex, c["eye_y"], 1.4, 1.4), 0.5))
+        lid = _soft(np.abs(d_eye) - 0.5, 0.4) * _soft(v - c["eye_y"], 0.8)
+        _mix(img, 0.12, 0.8 * lid)
+        _mix(img, c["skin"] * 0.75, 0.5 * _soft(_ellipse_d(u, v, ex, c["eye_y"] - 1, c["eye_w"] + 1.5, 2.8), 1.5)
+             * (1 - eye))  # eye socket shadow
+        # brow: a thick segment; tilt > 0 lowers the inner end (anger), < 0 raises it (sadness, fear)
+        by = c["eye_y"] - c["brow_gap"] - c["brow_raise"]
+        inner_x, outer_x = ex - side * c["brow_w"] * 0.9, ex + side * c["brow_w"]
+        brow = _soft(_segment_d(u, v, inner_x, by + c["brow_tilt"] / 2, outer_x, by - c["brow_tilt"] / 2, 0.9), 0.5)
+        _mix(img, np.minimum(c["hair"], c["skin"] * 0.5), 0.9 * brow)
+    frown = _soft(np.minimum(_segment_d(u, v, -0.8, c["eye_y"] - 4, -0.6, c["eye_y"] - 1.5, 0.3),
+                             _segment_d(u, v, 0.8, c["eye_y"] - 4, 0.6, c["eye_y"] - 1.5, 0.3)), 0.5)
+    _mix(img, c["skin"] * 0.6, c["frown"] * frown)
+
+    # mouth: a curved line whose corners rise with `mouth_curve`, opening into a dark cavity
+    half_w = c["mouth_w"] * c["mouth_width"]
+    t = np.clip(u / half_w, -1, 1)
+    centre = c["mouth_y"] + c["mouth_curve"] * (1 - t * t) * 0.5 - c["mouth_curve"] * 0.25
+    centre = centre - c["mouth_asym"] * np.clip(t, 0, 1) * 0.6
+    opening = 0.5 * c["mouth_open"] * np.sqrt(np.clip(1 - t * t, 0, 1))
+    d_mouth = np.maximum(np.abs(v - centre - opening * 0.3) - (0.6 + opening), np.abs(u) - half_w)
+    mouth = _soft(d_mouth, 0.5)
+    _mix(img, c["skin"] * 0.25, mouth)
+    teeth = mouth * _soft(np.abs(v - centre + opening * 0.35) - 0.45 * opening, 0.4) * (c["mouth_open"] > 0.8)
+    _mix(img, 0.85, 0.7 * teeth * (c["mouth_curve"] > 1.0))
+    _mix(img, c["skin"] * 0.7, 0.5 * _soft(np.abs(v - centre - opening - 1.8) - 0.6, 0.6)
+         * _soft(np.abs(u) - half_w * 0.6, 0.8))  # lower-lip shadow
+
+    occ = c["occlude"] * _soft(np.maximum(np.abs(u - c["occ_x"]) - c["occ_w"], np.abs(v - c["occ_y"]) - c["occ_h"]), 0.8)
+    _mix(img, c["occ_val"], occ)
+
+    # lighting, contrast, gamma, blur, noise
+    img *= 1 + c["light_x"] * (xs[None] - 24) / 24 + c["light_y"] * (ys[None] - 24) / 24
+    img = (img - 0.5) * c["contrast"] + 0.5
+    img = np.clip(img, 0, 1) ** c["gamma"]
+    img = _blur(img, p["blur"])
+    img += rng.normal(0, 1, img.shape).astype(np.float32) * c["noise"]
+    return np.clip(img, 0, 1)
+
+
+def _blur(img: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Gaussian blur with a per-image sigma: one batched filter call per distinct sigma."""
+    from scipy.ndimage import gaussian_filter
+
+    out = img.copy()
+    for s in np.unique(sigmas):
+        if s > 0:
+            m = sigmas == s
+            out[m] = gaussian_filter(img[m], sigma=(0, s, s), mode="nearest")
+    return out
+
+
+def generate(n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images uint8 (n,48,48), labels int64 (n,), split int8 (n,) 0/1/2 = Training/PublicTest/PrivateTest)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(LABELS)), class_counts(n))
+    labels = rng.permutation(labels).astype(np.int64)
+    split = _stratified_usage(labels, rng)
+    params = _face_params(n, labels, rng)
+    images = np.empty((n, SIZE, SIZE), np.uint8)
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        chunk_rng = np.random.default_rng([seed, start // _CHUNK])  # noise independent of other chunks
+        img = _draw({k: v[sl] for k, v in params.items()}, chunk_rng)
+        images[sl] = np.rint(img * 255).astype(np.uint8)
+    return images, labels, split
+
+
+def synthetic_data(n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED) -> FerData:
+    """The synthetic set in memory (no file), e.g. for tests."""
+    images, labels, split = generate(n, seed)
+    return FerData(images, labels, split, source=f"synthetic(n={n}, seed={seed})", format="synthetic",
+                   notes=[f"synthetic faces generated by fersearch.synth (n={n}, seed={seed}); not real FER2013"])
+
+
+def write_synthetic(out_dir: str | Path = "data/synthetic", n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED) -> Path:
+    """Generate and write `<out_dir>/fer2013.csv` (FER2013's own format); returns its path."""
+    from .data import write_fer2013_csv
+
+    images, labels, split = generate(n, seed)
+    path = Path(out_dir) / "fer2013.csv"
+    write_fer2013_csv(path, images, labels, [USAGE[s] for s in split])
+    return path
+
+
+__all__ = ["DEFAULT_SYNTH_N", "FER_PROPORTIONS", "USAGE", "SPLITS", "class_counts", "generate",
+           "synthetic_data", "write_synthetic"]
