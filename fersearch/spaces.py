@@ -1,0 +1,248 @@
+"""Search spaces: load a `search_spaces/<name>.py` file and check it before Ray starts.
+
+A space file defines `space(trial) -> dict | None`, an Optuna define-by-run
+function: it calls `trial.suggest_*` with flat TrainConfig names (`filters_1`,
+`dropout_2`, `lr`, ...) and may return a dict of constants (or of values derived
+from the suggestions). The trial's config is the suggestions updated by the
+returned dict, which is what `ray.tune.search.optuna.OptunaSearch` hands a trial.
+Optionally the file defines `points`: parameter dicts enqueued as the first trials
+(e.g. the seed configuration).
+
+`load_space` runs the function against a throwaway in-memory study before any
+search: random asks, then every categorical choice and both ends of every
+numeric range (forced with `enqueue_trial`, so the space's own conditional logic
+still applies), each resolved through `TrainConfig.from_dict`. A space that can
+propose an invalid configuration fails here with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import logging
+import sys
+import types
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .config import TrainConfig
+from .errors import ConfigError, SpaceError
+
+SPACES_DIR = "search_spaces"
+DEFAULT_SPACE = "seed"
+RANDOM_ASKS = 8  # random proposals checked per space, on top of the range endpoints
+_PACKAGED_DIR = Path(__file__).resolve().parent.parent / SPACES_DIR
+
+
+def default_spaces_dir() -> Path:
+    """./search_spaces if the cwd has one, else the copies beside the installed package.
+
+    fersearch is installed from its checkout (`pip install -e .`, as `make install`
+    does), so the shipped spaces sit next to the package directory; a user's own
+    spaces are picked up from the cwd first.
+    """
+    local = Path(SPACES_DIR)
+    return local if local.is_dir() else _PACKAGED_DIR
+
+
+def resolve_space_path(space: str | Path | None = None) -> Path:
+    """A path to a .py file, or a bare name (`seed`, `wide`) looked up in the spaces dir."""
+    if space is None or str(space) == "":
+        space = DEFAULT_SPACE
+    p = Path(space).expanduser()
+    if p.suffix == ".py" or p.parent != Path("."):
+        return p
+    for d in dict.fromkeys((default_spaces_dir(), _PACKAGED_DIR)):
+        if (d / f"{p.name}.py").is_file():
+            return d / f"{p.name}.py"
+    return default_spaces_dir() / f"{p.name}.py"
+
+
+class SpaceFunction:
+    """The file's `space` function in a form that pickles by source, not by module.
+
+    Ray pickles the searcher (with plain `pickle`) to save and restore its state; a
+    function from a file loaded at run time cannot be pickled by reference, so this
+    carries the source and re-executes it wherever it is unpickled.
+    """
+
+    def __init__(self, path: str, source: str):
+        self.path = path
+        self.source = source
+        self._fn: Callable | None = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "source": self.source}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["source"])
+
+    def module(self) -> types.ModuleType:
+        name = "fersearch_space_" + hashlib.sha256(self.source.encode()).hexdigest()[:12]
+        mod = types.ModuleType(name)
+        mod.__file__ = self.path
+        # Registered so dataclasses/pickle inside the space file can find their module.
+        sys.modules[name] = mod
+        exec(compile(self.source, self.path, "exec"), mod.__dict__)
+        return mod
+
+    def __call__(self, trial: Any) -> dict | None:
+        if self._fn is None:
+            self._fn = self.module().space
+        return self._fn(trial)
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    path: Path
+    source: str
+    sha256: str
+    summary: str
+    fn: SpaceFunction
+    points: tuple[dict, ...] = ()  # parameter dicts to evaluate first
+    params: tuple[str, ...] = ()  # names seen as trial.suggest_* parameters in the check
+    constants: tuple[str, ...] = field(default=())  # keys only ever returned, never suggested
+
+    def record(self) -> dict[str, str]:
+        """What fersearch.json stores about the space."""
+        return {"path": str(self.path), "name": self.name, "source": self.source, "sha256": self.sha256}
+
+
+def load_space(space: str | Path | None = None, base: TrainConfig | None = None) -> Space:
+    """Load and check a search-space file; SpaceError (one line) if it cannot be searched."""
+    path = resolve_space_path(space)
+    where = str(path)
+    if not path.is_file():
+        avail = ", ".join(s["name"] for s in list_spaces()) or "none"
+        raise SpaceError(f"search space {where} not found; pass a .py file or one of: {avail}")
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"{where}: cannot read ({e})") from None
+    try:
+        tree = ast.parse(source, filename=where)
+    except SyntaxError as e:
+        raise SpaceError(f"{where}:{e.lineno}: syntax error: {e.msg}; fix the file") from None
+    fn = SpaceFunction(str(path), source)
+    try:
+        mod = fn.module()
+    except Exception as e:  # a user's file: any error while importing it is theirs
+        raise SpaceError(f"{where}: importing it raised {type(e).__name__}: {_first_line(e)}") from None
+    if not callable(getattr(mod, "space", None)):
+        raise SpaceError(f"{where}: defines no `space(trial)` function; add `def space(trial): ...` returning a dict")
+    points = getattr(mod, "points", ())
+    if not isinstance(points, (list, tuple)) or not all(isinstance(p, dict) for p in points):
+        raise SpaceError(f"{where}: `points` must be a list of parameter dicts, e.g. [{{'filters_1': 32}}]")
+    params, constants = _check(where, fn, [dict(p) for p in points], base or TrainConfig())
+    return Space(
+        name=path.stem,
+        path=path,
+        source=source,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        summary=_summary(ast.get_docstring(tree)),
+        fn=fn,
+        points=tuple(dict(p) for p in points),
+        params=tuple(sorted(params)),
+        constants=tuple(sorted(constants)),
+    )
+
+
+def list_spaces(directory: str | Path | None = None) -> list[dict[str, str]]:
+    """name, path and docstring summary of every space file in a directory (no checks run)."""
+    d = Path(directory) if directory is not None else default_spaces_dir()
+    out = []
+    for p in sorted(d.glob("*.py")) if d.is_dir() else []:
+        if p.name.startswith("_"):
+            continue
+        try:
+            summary = _summary(ast.get_docstring(ast.parse(p.read_text())))
+        except (SyntaxError, OSError, UnicodeDecodeError):
+            summary = "(does not parse)"
+        out.append({"name": p.stem, "path": str(p), "summary": summary})
+    return out
+
+
+# ------------------------------------------------------------------ checking
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(old)
+
+
+def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig) -> tuple[set[str], set[str]]:
+    """Ask the space for configurations and resolve each one; returns (params, constants)."""
+    import optuna
+
+    with _quiet_optuna():
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        params: set[str] = set()
+        returned: set[str] = set()
+        distributions: dict[str, Any] = {}
+        seen_with: dict[str, dict] = {}  # a full parameter set under which each parameter was suggested
+
+        def ask(what: str, fixed: dict | None = None, strict: bool = False) -> None:
+            if fixed is not None:
+                study.enqueue_trial(fixed, skip_if_exists=False)
+            trial = study.ask()
+            try:
+                ret = fn(trial)
+            except Exception as e:  # the user's code or Optuna rejecting a range
+                raise SpaceError(f"{where}: space(trial) raised {type(e).__name__} ({what}): {_first_line(e)}") from None
+            if ret is not None and not (isinstance(ret, dict) and all(isinstance(k, str) for k in ret)):
+                raise SpaceError(f"{where}: space(trial) must return a dict with str keys or None, got {type(ret).__name__}")
+            if strict:
+                unknown = sorted(set(fixed) - set(trial.params))
+                if unknown:
+                    raise SpaceError(f"{where}: {what} sets {', '.join(unknown)}, which space(trial) does not suggest")
+            config = {**trial.params, **(ret or {})}
+            try:
+                TrainConfig.from_dict(config, base=base)
+            except ConfigError as e:
+                raise SpaceError(f"{where}: {what} gives an invalid config: {e}") from None
+            params.update(trial.params)
+            returned.update(ret or {})
+            distributions.update(trial.distributions)
+            for name in trial.params:
+                seen_with.setdefault(name, dict(trial.params))
+            study.tell(trial, 0.0)
+
+        for i, point in enumerate(points):
+            ask(f"points[{i}]", point, strict=True)
+        for i in range(RANDOM_ASKS):
+            ask(f"random proposal {i + 1}")
+        for name, dist in sorted(distributions.items()):
+            for value in _extremes(dist):
+                # Keep the other parameters as they were when this one was suggested,
+                # so conditional parameters stay reachable.
+                ask(f"{name}={value!r}", {**seen_with[name], name: value})
+    return params, returned - params
+
+
+def _extremes(dist: Any) -> list[Any]:
+    """Every categorical choice, or both ends of a numeric range."""
+    if hasattr(dist, "choices"):
+        return list(dist.choices)
+    high = dist.high
+    step = getattr(dist, "step", None)
+    if step:  # Optuna rounds `high` down onto the step grid
+        high = dist.low + ((dist.high - dist.low) // step) * step
+    return [dist.low, high]
+
+
+def _summary(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if doc and doc.strip() else ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
