@@ -1,0 +1,336 @@
+"""What a finished (or still running) search says: pure pandas/Optuna over trials.csv and history.csv.
+
+Every trial is judged by its best validation accuracy over its epochs (the tuning
+playbook's rule; Ray's `get_best_result` defaults to the last epoch instead). The
+analysis feeds `fersearch best` and the report page: the ranking, hyperparameters
+whose best value sits on the boundary of the space, Optuna's importance estimates,
+the share of failed or diverged trials, and the seed configuration's own result.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import TrainConfig
+from .experiment import PARAM_PREFIX, param_columns, trial_config
+
+METRIC = "best_val_acc"
+FINISHED = ("completed", "stopped")
+# Fields that say how a run is executed, not which model/training it is: a trial with the
+# seed's model and training hyperparameters is "the seed configuration" whatever these are.
+RUN_FIELDS = ("epochs", "seed", "precision", "patience")
+# The best value within this fraction of a numeric range's end counts as "on the boundary".
+EDGE_FRACTION = 0.05
+
+
+@dataclass
+class Boundary:
+    param: str
+    best: Any
+    low: Any
+    high: Any
+    basis: str  # "declared" (the search space's range) or "tried" (min/max over the trials)
+    edge: str  # "low" or "high"
+
+    def message(self) -> str:
+        where = "declared range" if self.basis == "declared" else "range tried"
+        return (f"{self.param} = {_fmt(self.best)} sits at the {self.edge} end of the {where} "
+                f"[{_fmt(self.low)}, {_fmt(self.high)}]; the optimum may lie beyond it: widen the space")
+
+
+@dataclass
+class SearchAnalysis:
+    trials: pd.DataFrame  # trials.csv with `best_val_acc` filled from history where missing, ranked
+    history: pd.DataFrame
+    params: list[str]  # search-space parameter names (without the config/ prefix)
+    best_trial: str | None
+    counts: dict[str, int]
+    failed_share: float
+    diverged: list[str]
+    boundaries: list[Boundary]
+    boundary_basis: str  # "declared" when the space's ranges were known, else "tried"
+    importance: dict[str, dict[str, float]]  # evaluator name -> {param: importance}
+    importance_note: str
+    seed_trial: str | None  # trial id whose config is the seed configuration, if any
+    rungs: list[int]  # ASHA milestones (epochs) when the scheduler was ASHA
+    distributions: dict[str, Any] = field(default_factory=dict)
+
+    def top(self, n: int = 5) -> pd.DataFrame:
+        return top_table(self.trials, self.params, n)
+
+
+# ---------------------------------------------------------------- ranking
+def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Trials sorted by best val_acc (descending); a trial that reported epochs to history.csv
+    but whose row has no best yet (still running) gets it from its history."""
+    df = trials.copy()
+    for col in (METRIC, "best_epoch", "epochs"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    if len(history):
+        per = history.groupby("trial_id")["val_acc"]
+        best_epoch = history.loc[per.idxmax().dropna()].set_index("trial_id")["epoch"]
+        ids = df["trial_id"]
+        df[METRIC] = df[METRIC].fillna(ids.map(per.max()).astype(float))
+        df["best_epoch"] = df["best_epoch"].fillna(ids.map(best_epoch).astype(float))
+        df["epochs"] = df["epochs"].where(df["epochs"] > 0, ids.map(per.count()).astype(float))
+    df[METRIC] = pd.to_numeric(df[METRIC], errors="coerce")
+    df = df.sort_values(METRIC, ascending=False, na_position="last", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFrame:
+    cols = ["trial_id", "status", "epochs", METRIC, "best_epoch", *[PARAM_PREFIX + p for p in params]]
+    out = ranked[ranked[METRIC].notna()].head(n)[[c for c in cols if c in ranked.columns]]
+    return out.rename(columns=lambda c: c[len(PARAM_PREFIX):] if c.startswith(PARAM_PREFIX) else c)
+
+
+# ---------------------------------------------------------------- analysis
+def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
+            distributions: dict[str, Any] | None = None) -> SearchAnalysis:
+    ranked = rank_trials(trials, history)
+    params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
+    scored = ranked[ranked[METRIC].notna()]
+    best_id = str(scored.iloc[0]["trial_id"]) if len(scored) else None
+    counts = {s: int((ranked["status"] == s).sum()) for s in ranked["status"].unique()}
+    finished = ranked[ranked["status"].isin(FINISHED) & ranked[METRIC].notna()]
+    dists = distributions or {}
+    boundaries = find_boundaries(scored, params, dists) if best_id else []
+    importance, note = param_importance(finished, params, dists)
+    return SearchAnalysis(
+        trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
+        failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
+        diverged=diverged_trials(history), boundaries=boundaries,
+        boundary_basis="declared" if dists else "tried", importance=importance, importance_note=note,
+        seed_trial=find_seed_trial(ranked), rungs=asha_rungs(meta), distributions=dists,
+    )
+
+
+def diverged_trials(history: pd.DataFrame) -> list[str]:
+    """Trials with a non-finite loss, or whose training loss ended above where it started."""
+    out = []
+    for tid, h in history.sort_values("epoch").groupby("trial_id", sort=False):
+        losses = h[["train_loss", "val_loss"]].to_numpy(dtype=float)
+        tl = h["train_loss"].to_numpy(dtype=float)
+        if not np.isfinite(losses).all() or (len(tl) > 1 and tl[-1] > tl[0]):
+            out.append(str(tid))
+    return out
+
+
+def asha_rungs(meta: dict[str, Any]) -> list[int]:
+    """ASHA's milestones: grace_period * reduction_factor**k below max_epochs."""
+    if str(meta.get("scheduler", "asha")).lower() != "asha":
+        return []
+    try:
+        g, rf, mx = int(meta["grace_period"]), float(meta["reduction_factor"]), int(meta["max_epochs"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    rungs, r = [], float(max(g, 1))
+    while r < mx and rf > 1:
+        rungs.append(int(round(r)))
+        r *= rf
+    return rungs
+
+
+def find_seed_trial(trials: pd.DataFrame) -> str | None:
+    """The trial that trained the seed configuration (TrainConfig() up to RUN_FIELDS), if any."""
+    seed = _model_fields(TrainConfig())
+    for _, row in trials.iterrows():
+        try:
+            if _model_fields(trial_config(row)) == seed:
+                return str(row["trial_id"])
+        except Exception:  # noqa: BLE001 - a damaged row is simply not the seed
+            continue
+    return None
+
+
+def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+
+
+def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, tuple[Any, Any]]:
+    """{field: (base value, cfg value)} for model/training fields that differ from `base` (the seed)."""
+    a, b = _model_fields(base or TrainConfig()), _model_fields(cfg)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+# ---------------------------------------------------------------- boundaries
+def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, Any]) -> list[Boundary]:
+    best = scored.iloc[0]
+    out = []
+    for p in params:
+        value = best.get(PARAM_PREFIX + p)
+        if _missing(value):
+            continue
+        tried = scored[PARAM_PREFIX + p].dropna()
+        b = _boundary(p, value, tried, dists.get(p))
+        if b:
+            out.append(b)
+    return out
+
+
+def _boundary(p: str, value: Any, tried: pd.Series, dist: Any) -> Boundary | None:
+    if dist is not None and hasattr(dist, "low"):
+        low, high, log = dist.low, dist.high, bool(getattr(dist, "log", False))
+        return _numeric_edge(p, float(value), low, high, log, "declared")
+    if dist is not None and hasattr(dist, "choices"):
+        ordered = _ordered_choices(list(dist.choices))
+        if ordered is None or len(ordered) < 3:
+            return None
+        edge = "low" if value == ordered[0] else "high" if value == ordered[-1] else None
+        return Boundary(p, value, ordered[0], ordered[-1], "declared", edge) if edge else None
+    nums = pd.to_numeric(tried, errors="coerce")
+    if nums.isna().any() or nums.nunique() < 3 or _is_bool(tried):
+        return None  # a range needs at least three distinct numeric values to have an inside
+    low, high = float(nums.min()), float(nums.max())
+    log = low > 0 and high / low >= 100
+    return _numeric_edge(p, float(value), low, high, log, "tried")
+
+
+def _numeric_edge(p: str, v: float, low: float, high: float, log: bool, basis: str) -> Boundary | None:
+    if high <= low:
+        return None
+    f = (lambda x: math.log(x)) if log and low > 0 and v > 0 else (lambda x: x)
+    pos = (f(v) - f(low)) / (f(high) - f(low))
+    edge = "low" if pos <= EDGE_FRACTION else "high" if pos >= 1 - EDGE_FRACTION else None
+    return Boundary(p, v, low, high, basis, edge) if edge else None
+
+
+def _ordered_choices(choices: list[Any]) -> list[Any] | None:
+    if any(isinstance(c, bool) for c in choices) or not all(isinstance(c, (int, float)) for c in choices):
+        return None  # strings and booleans have no order, so no boundary
+    return sorted(choices)
+
+
+# ---------------------------------------------------------------- importance
+def param_importance(finished: pd.DataFrame, params: list[str],
+                     dists: dict[str, Any]) -> tuple[dict[str, dict[str, float]], str]:
+    """Optuna's importance evaluators (PED-ANOVA, its default, and fANOVA) over finished trials.
+
+    An in-memory study is rebuilt from trials.csv with `optuna.trial.create_trial`, using the
+    space's declared distributions when known, else distributions inferred from the values."""
+    varying = [p for p in params if finished[PARAM_PREFIX + p].dropna().astype(str).nunique() > 1]
+    if len(finished) < 3 or not varying:
+        return {}, (f"not enough finished trials ({len(finished)}) with varying hyperparameters "
+                    "to estimate importance (needs 3 or more)")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, basis = _study_from_trials(finished, varying, dists)
+    evaluators: dict[str, Callable[[], Any]] = {
+        "PED-ANOVA": lambda: None,  # Optuna's default evaluator
+        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
+    }
+    out: dict[str, dict[str, float]] = {}
+    problems = []
+    for name, make in evaluators.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imp = optuna.importance.get_param_importances(study, evaluator=make())
+            out[name] = {k: float(v) for k, v in imp.items()}
+        except (ValueError, RuntimeError) as e:
+            problems.append(f"{name} failed: {str(e).splitlines()[0]}")
+    note = (f"Optuna importance over {len(finished)} finished trials (completed or stopped by ASHA, "
+            f"each valued by its best val_acc); distributions {basis}.")
+    return out, " ".join([note, *problems])
+
+
+def _study_from_trials(finished: pd.DataFrame, params: list[str], dists: dict[str, Any]):
+    import optuna
+
+    inferred = {p: infer_distribution(finished[PARAM_PREFIX + p]) for p in params}
+    declared = {p: dists[p] for p in params if p in dists}
+    for use, basis in ((declared | {p: d for p, d in inferred.items() if p not in declared}, "declared by the space"),
+                       (inferred, "inferred from the values tried")):
+        if basis.startswith("declared") and not declared:
+            continue
+        study = optuna.create_study(direction="maximize")
+        try:
+            for _, row in finished.iterrows():
+                values = {p: _param_value(row[PARAM_PREFIX + p], use[p]) for p in params
+                          if not _missing(row[PARAM_PREFIX + p])}
+                study.add_trial(optuna.trial.create_trial(
+                    params=values, distributions={p: use[p] for p in values}, value=float(row[METRIC])))
+            return study, basis
+        except ValueError:
+            continue  # a value outside a declared distribution: fall back to inferred ones
+    raise AssertionError("inferred distributions always contain the values they were inferred from")
+
+
+def infer_distribution(values: pd.Series):
+    """An Optuna distribution that holds every value of a `config/<param>` column."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    vals = values.dropna()
+    if _is_bool(vals) or not pd.api.types.is_numeric_dtype(pd.to_numeric(vals, errors="coerce").dropna()) \
+            or pd.to_numeric(vals, errors="coerce").isna().any():
+        return CategoricalDistribution(tuple(sorted({_plain(v) for v in vals}, key=str)))
+    nums = pd.to_numeric(vals)
+    low, high = float(nums.min()), float(nums.max())
+    if high <= low:
+        return CategoricalDistribution((_plain(vals.iloc[0]),))
+    if (nums == nums.round()).all():
+        return IntDistribution(int(low), int(high))
+    return FloatDistribution(low, high, log=low > 0 and high / low >= 100)
+
+
+def _param_value(v: Any, dist: Any) -> Any:
+    if hasattr(dist, "choices"):
+        v = _plain(v)
+        for c in dist.choices:  # match the choice's own type (CSV gives 128.0 for 128, "True" for True)
+            if c == v or str(c) == str(v):
+                return c
+        return v
+    if type(dist).__name__ == "IntDistribution":
+        return int(round(float(v)))
+    return float(v)
+
+
+def space_distributions(space: Callable[[Any], Any], samples: int = 64) -> dict[str, Any]:
+    """The declared distribution of every parameter a define-by-run space suggests.
+
+    A define-by-run space has no static description, so it is asked `samples` times by a
+    seeded random sampler; conditional parameters appear once a branch reaches them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    found: dict[str, Any] = {}
+    for _ in range(samples):
+        trial = study.ask()
+        space(trial)
+        for name, dist in trial.distributions.items():
+            found.setdefault(name, dist)
+        study.tell(trial, 0.0)
+    return found
+
+
+# ---------------------------------------------------------------- small helpers
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, str) and v in ("True", "False"):
+        return v == "True"
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _is_bool(s: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(s) or set(map(str, s.dropna().unique())) <= {"True", "False"}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
