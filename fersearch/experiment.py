@@ -170,3 +170,72 @@ def rows_from_frame(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and v != v
+
+
+def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
+    """The trial with the highest best_val_acc (the playbook judges a trial by its best value), or None."""
+    scored = trials[pd.to_numeric(trials["best_val_acc"], errors="coerce").notna()] if len(trials) else trials
+    if not len(scored):
+        return None
+    return rows_from_frame(scored.loc[[scored["best_val_acc"].astype(float).idxmax()]])[0]
+
+
+class TrialTable:
+    """The in-memory trials.csv + history.csv of a running search (the recorder's state).
+
+    Keyed by trial id (and epoch for history), so a retried or resumed trial that
+    reports an epoch again replaces that row instead of adding a duplicate.
+    """
+
+    def __init__(self, exp_dir: str | os.PathLike, max_epochs: int):
+        self.exp_dir = Path(exp_dir)
+        self.max_epochs = max_epochs
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.history: dict[tuple[str, int], dict[str, Any]] = {}
+        self._stop_decided: dict[str, bool] = {}
+
+    def load(self) -> None:
+        """Pick up what an earlier (interrupted) run of this search wrote."""
+        self.rows = {r["trial_id"]: r for r in rows_from_frame(read_trials(self.exp_dir))}
+        for r in rows_from_frame(read_history(self.exp_dir)):
+            self.history[(r["trial_id"], int(r["epoch"]))] = r
+
+    def add(self, trial_id: str, config_json: str, params: Mapping[str, Any]) -> None:
+        self.rows[trial_id] = {
+            "trial_id": trial_id, "status": "pending", "epochs": 0, "best_val_acc": None, "best_epoch": None,
+            "last_val_acc": None, "node": "", "gpu_ids": "", "error": "", "config_json": config_json,
+            **{PARAM_PREFIX + k: v for k, v in params.items()},
+        }
+
+    def start(self, trial_id: str) -> None:
+        self.rows[trial_id]["status"] = "running"
+
+    def result(self, trial_id: str, metrics: Mapping[str, Any], stop_decided: bool = False) -> None:
+        """One epoch's metrics; `stop_decided`: the scheduler ends the trial after this result."""
+        epoch = int(metrics.get("epoch", metrics.get("training_iteration", 0)))
+        self.history[(trial_id, epoch)] = {"trial_id": trial_id, **{c: metrics.get(c) for c in HISTORY_COLUMNS[2:]},
+                                           "epoch": epoch}
+        mine = sorted((e, h["val_acc"]) for (t, e), h in self.history.items() if t == trial_id and h["val_acc"] is not None)
+        row = self.rows[trial_id]
+        row.update(status="running", epochs=epoch, last_val_acc=metrics.get("val_acc"),
+                   node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]))
+        if mine:
+            best_epoch, best = max(mine, key=lambda ev: (ev[1], -ev[0]))
+            row.update(best_val_acc=best, best_epoch=best_epoch)
+        self._stop_decided[trial_id] = stop_decided
+
+    def end(self, trial_id: str) -> None:
+        """Finished without error: ASHA stopped it before --max-epochs, or it ran out (or early-stopped)."""
+        row = self.rows[trial_id]
+        stopped = self._stop_decided.get(trial_id, False) and int(row["epochs"] or 0) < self.max_epochs
+        row["status"] = "stopped" if stopped else "completed"
+
+    def retry(self, trial_id: str, error: str) -> None:
+        self.rows[trial_id].update(status="running", error=f"retried after: {error}")
+
+    def fail(self, trial_id: str, error: str) -> None:
+        self.rows[trial_id].update(status="failed", error=error)
+
+    def save(self) -> None:
+        write_trials(self.exp_dir, self.rows.values())
+        write_history(self.exp_dir, (self.history[k] for k in sorted(self.history)))
