@@ -59,6 +59,78 @@ def _main() -> None:
 # ---- train command (issue: trainer) ----------------------------------------
 # ---- tune / spaces / status commands (issue: tune) ------------------------
 # ---- best / predict commands (issue: best) ---------------------------------
+_ExperimentsDirOpt = Annotated[
+    Optional[Path], typer.Option("--results", help="Directory holding the experiments (default: results/).")
+]
+
+
+@app.command("best")
+def best_cmd(
+    experiment: Annotated[
+        Optional[str],
+        typer.Argument(help="Experiment name under --results, or its path. Default: the most recent one."),
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Retrain the best configuration from scratch and evaluate it on the "
+                           "test split; writes results/<name>/best/ (metrics, plots, model, report.html).")
+    ] = False,
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", help="Epoch budget of the retrain (default: the search's "
+                                    "--max-epochs); early stopping on validation still applies.")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Retrain K times with different seeds, report mean ± std and keep "
+                          "the best-validation model.")
+    ] = 1,
+    tta: Annotated[bool, typer.Option("--tta", help="Also report horizontal-flip test-time augmentation.")] = False,
+    split: Annotated[
+        str, typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when the data has "
+                          "no test labels, e.g. Kaggle test.csv).")
+    ] = "test",
+    results: _ExperimentsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the best trial of a search (judged by its best validation accuracy); with --evaluate,
+    retrain it, evaluate it once on the test split and write the report."""
+    import json
+
+    from . import evaluation, report
+
+    if not evaluate:
+        bt = evaluation.best(experiment, results=results)
+        typer.echo(json.dumps(bt.to_dict(), indent=2, default=str) if json_out else report.format_best(bt))
+        return
+    log = (lambda msg: typer.echo(msg, err=True))
+    bt = evaluation.best(experiment, results=results)
+    if not json_out:
+        typer.echo(report.format_best(bt) + "\n", err=True)
+    ev = evaluation.evaluate(bt.experiment, epochs=epochs, seeds=seeds, tta=tta, split=split,
+                             progress=not json_out, log=log)
+    typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else report.format_evaluation(ev))
+
+
+@app.command("predict")
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, ...; any size or colour).")],
+    model: Annotated[
+        Optional[Path], typer.Option("--model", help="A model.pt written by fersearch (default: the newest "
+                                     "experiment's best/model.pt).")
+    ] = None,
+    results: _ExperimentsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict the emotion of each image (turned into 48x48 grayscale: centre square crop, resize)."""
+    import json
+
+    from . import inference, report
+
+    path = model if model is not None else inference.default_model_path(results)
+    preds = inference.predict(images, path)
+    if json_out:
+        typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds]}, indent=2))
+    else:
+        typer.echo(f"model: {path}", err=True)
+        typer.echo(report.format_predictions(preds))
 
 
 def main() -> None:

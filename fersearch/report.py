@@ -546,3 +546,53 @@ def render_markdown(ctx: ReportContext) -> str:
         lines += [a.importance_note, ""]
     lines += ["## Provenance", "", _md_table(pd.DataFrame([{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()])), ""]
     return "\n".join(lines)
+
+
+# ==================================================================== terminal
+def format_table(df: pd.DataFrame) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def format_best(bt: Any, n: int = 5) -> str:
+    """What `fersearch best` prints: the winner, how it was judged, its config, the top trials."""
+    from .analysis import config_diff
+
+    a = bt.analysis
+    counts = ", ".join(f"{c} {s}" for s, c in sorted(a.counts.items(), key=lambda kv: -kv[1]))
+    state = f"{bt.in_progress} still pending/running" if bt.in_progress else "search finished"
+    lines = [f"experiment {bt.name} ({bt.experiment}): {len(a.trials)} trials ({counts}); {state}",
+             f"best trial {bt.trial_id} ({bt.status}): val_acc {bt.best_val_acc:.4f} at epoch {bt.best_epoch} "
+             f"of {bt.epochs}",
+             "  judged by each trial's best val_acc over its epochs (Ray's default scope is the last epoch)"]
+    if bt.params:
+        lines.append("search-space parameters: " + ", ".join(f"{k}={_short(v)}" for k, v in bt.params.items()))
+    diff = config_diff(bt.config)
+    lines.append("differs from the seed CNN: " + (", ".join(f"{k} {_short(a_)} -> {_short(b_)}" for k, (a_, b_) in diff.items())
+                                                  if diff else "nothing (it is the seed configuration)"))
+    lines += ["", f"top {min(n, len(a.trials))} trials by best val_acc:", format_table(bt.top(n))]
+    return "\n".join(lines)
+
+
+def format_evaluation(ev: Any) -> str:
+    """What `fersearch best --evaluate` prints after training: figures, report, files."""
+    m, t = ev.metrics, ev.tta_metrics
+    lines = [f"{m['split']} split, n={m['n']}: accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}, "
+             f"macro F1 {m['macro_f1']:.4f}, weighted F1 {m['weighted_f1']:.4f}"]
+    if t:
+        lines.append(f"with horizontal-flip TTA: accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, "
+                     f"macro F1 {t['macro_f1']:.4f}, weighted F1 {t['weighted_f1']:.4f}")
+    s = m["seeds"]
+    if s["n"] > 1:
+        lines.append(f"{s['n']} seeds {s['seeds']}: {m['split']} accuracy {s['accuracy']['mean']:.4f} ± "
+                     f"{s['accuracy']['std']:.4f}, val_acc {s['val_acc']['mean']:.4f} ± {s['val_acc']['std']:.4f} "
+                     f"(mean ± sample std); kept seed {s['kept_seed']} (best val_acc)")
+    lines += ["", ev.report.rstrip(), "", f"wrote {ev.out_dir}/:"]
+    lines += [f"  {p.name}" for p in ev.files.values()]
+    lines.append(f"open {ev.out_dir / 'report.html'} in a browser for the full report")
+    return "\n".join(lines)
+
+
+def format_predictions(preds: Sequence[Any]) -> str:
+    rows = [{"image": p.image, "emotion": p.emotion, "confidence": p.confidence,
+             **{k: v for k, v in p.probabilities.items()}} for p in preds]
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
