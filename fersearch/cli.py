@@ -56,6 +56,69 @@ def _main() -> None:
 
 
 # ---- data commands (issue: data layer) -------------------------------------
+ResizeOpt = Annotated[
+    bool, typer.Option("--resize", help="Scale images that are not 48x48 (image folders) to 48x48 instead of "
+                       "stopping with an error.")
+]
+_PathArg = Annotated[
+    Optional[Path], typer.Argument(help="FER2013 file or folder (same as --data; default as --data).",
+                                   show_default=False)
+]
+
+
+@data_app.command("synth")
+def data_synth_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write fer2013.csv (+ synthetic.json) into.")] = Path(
+        "data/synthetic"),
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 6000; FER2013 has 35887).",
+                                             show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
+) -> None:
+    """Generate synthetic FER-format faces (not real FER2013) as a fer2013.csv."""
+    from .synth import DEFAULT_SYNTH_N, write_synthetic
+
+    n = n or DEFAULT_SYNTH_N
+    path = write_synthetic(out, n, seed)
+    typer.echo(f"wrote {n} synthetic faces (seed {seed}) to {path}")
+
+
+@data_app.command("info")
+def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt = False,
+                  resize: ResizeOpt = False) -> None:
+    """Counts per split and emotion, the detected format, notes and the content hash."""
+    import json
+
+    from .data import load
+
+    d = load(path or data, resize=resize)
+    if json_out:
+        typer.echo(json.dumps(d.info(), indent=2))
+        return
+    kind = f"{d.format}  (SYNTHETIC faces, not FER2013)" if d.synthetic else d.format
+    typer.echo(f"source  {d.source}\nformat  {kind}\nsha256  {d.sha256}\nimages  {d.n} (48x48 grayscale)\n")
+    typer.echo(d.table())
+    for note in d.notes:
+        typer.echo(f"note: {note}")
+
+
+@data_app.command("preview")
+def data_preview_cmd(
+    path: _PathArg = None,
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("preview.png"),
+    per_class: Annotated[int, typer.Option("--per-class", min=1, max=30, help="Samples per emotion.")] = 8,
+    split: Annotated[str, typer.Option("--split", help="Which split to sample: train, val or test.")] = "train",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for picking the samples.")] = 0,
+    resize: ResizeOpt = False,
+) -> None:
+    """Draw a labelled grid of sample faces per emotion (PNG)."""
+    from .data import load
+    from .preview import preview_grid
+
+    written = preview_grid(load(path or data, resize=resize), out, per_class=per_class, split=split, seed=seed)
+    typer.echo(f"wrote {written}")
+
+
 # ---- train command (issue: trainer) ----------------------------------------
 # ---- tune / spaces / status commands (issue: tune) ------------------------
 # ---- best / predict commands (issue: best) ---------------------------------
