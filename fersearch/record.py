@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)  # the process umask (reading it means setting it, so restore at once)
+os.umask(_UMASK)
 _PACKAGES = ("fersearch", "torch", "ray", "optuna", "numpy", "pandas", "scikit-learn", "typer")
 
 
@@ -50,6 +52,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give results the usual permissions
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
