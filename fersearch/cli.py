@@ -121,6 +121,83 @@ def data_preview_cmd(
 
 # ---- train command (issue: trainer) ----------------------------------------
 # ---- tune / spaces / status commands (issue: tune) ------------------------
+@app.command("tune")
+def tune_cmd(
+    space: Annotated[Optional[str], typer.Option(
+        "--space", help="Search space: a .py file or a name from `fersearch spaces` (default: seed).",
+        show_default=False)] = None,
+    data: DataOpt = None,
+    trials: Annotated[int, typer.Option("--trials", help="Configurations to try (Optuna proposals).")] = 50,
+    gpus: Annotated[Optional[int], typer.Option(
+        "--gpus", help="GPUs the search may use (default: all the Ray cluster has; none = CPUs).",
+        show_default=False)] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option(
+        "--gpus-per-trial", help="GPU share per trial; fractions pack several small CNNs on one GPU "
+        "(default: 1 with GPUs).", show_default=False)] = None,
+    cpus_per_trial: Annotated[Optional[float], typer.Option(
+        "--cpus-per-trial", help="CPU share per trial (fractions allowed); its torch thread count is the "
+        "whole part, at least 1 (default: 1).", show_default=False)] = None,
+    max_epochs: Annotated[int, typer.Option("--max-epochs", help="Epochs a trial may train at most (ASHA's max_t).")] = 30,
+    grace_period: Annotated[Optional[int], typer.Option(
+        "--grace-period", help="Epochs every trial gets before ASHA may stop it (default: max-epochs/10, >= 1).",
+        show_default=False)] = None,
+    reduction_factor: Annotated[float, typer.Option(
+        "--reduction-factor", help="ASHA keeps the best 1/R of trials at each rung.")] = 3,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="asha (stop weak trials early) or fifo (run all to the end).")] = "asha",
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe (Optuna TPE, seeded) or random.")] = "tpe",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's training.")] = 0,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Experiment name under --results (default: <space>-<timestamp>).", show_default=False)] = None,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", help="Where experiments go (default: results/). With --address: a path every node shares, "
+        "or a URI Ray accepts (s3://, gs://, file://).", show_default=False)] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Join an existing Ray cluster (auto or host:port) instead of starting a local one.",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted search --name.")] = False,
+    dashboard_host: Annotated[str, typer.Option(
+        "--dashboard-host", help="Interface the local Ray dashboard binds to (warns unless loopback).")] = "127.0.0.1",
+    dashboard_port: Annotated[Optional[int], typer.Option(
+        "--dashboard-port", help="Port of the local Ray dashboard (default: Ray's, 8265).", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; print only the summary.")] = False,
+) -> None:
+    """Search hyperparameters with Ray Tune + Optuna (TPE) + ASHA; results in results/<name>/."""
+    from .search import tune
+
+    result = tune(space=space, data=data, trials=trials, gpus=gpus, gpus_per_trial=gpus_per_trial,
+                  cpus_per_trial=cpus_per_trial, max_epochs=max_epochs, grace_period=grace_period,
+                  reduction_factor=reduction_factor, scheduler=scheduler, sampler=sampler, seed=seed, name=name,
+                  results=results, address=address, resume=resume, dashboard_host=dashboard_host,
+                  dashboard_port=dashboard_port, verbose=not quiet)
+    for line in result.summary():
+        typer.echo(line)
+
+
+@app.command("spaces")
+def spaces_cmd(
+    directory: Annotated[Optional[Path], typer.Argument(
+        help="Folder of space files (default: ./search_spaces, else the ones shipped with fersearch).",
+        show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Also load and check each space (as `tune` does).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the search spaces with their docstring summaries."""
+    import json
+
+    from .spaces import check_spaces, list_spaces
+
+    spaces = check_spaces(directory) if check else list_spaces(directory)
+    if json_out:
+        typer.echo(json.dumps(spaces, indent=2))
+        return
+    if not spaces:
+        typer.echo(f"no search spaces (*.py) in {directory or 'search_spaces/'}")
+    width = max((len(s["name"]) for s in spaces), default=0)
+    for s in spaces:
+        status = f"  [{s['check']}]" if check else ""
+        typer.echo(f"{s['name']:<{width}}  {s['summary']}{status}\n{'':<{width}}  {s['path']}")
+
+
 # ---- best / predict commands (issue: best) ---------------------------------
 _ExperimentsDirOpt = Annotated[
     Optional[Path], typer.Option("--results", help="Directory holding the experiments (default: results/).")

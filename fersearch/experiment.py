@@ -197,6 +197,9 @@ class TrialTable:
     def load(self) -> None:
         """Pick up what an earlier (interrupted) run of this search wrote."""
         self.rows = {r["trial_id"]: r for r in rows_from_frame(read_trials(self.exp_dir))}
+        for r in self.rows.values():  # CSV turns int columns with gaps into floats
+            for k in ("epochs", "best_epoch"):
+                r[k] = None if r[k] is None else int(r[k])
         for r in rows_from_frame(read_history(self.exp_dir)):
             self.history[(r["trial_id"], int(r["epoch"]))] = r
 

@@ -166,9 +166,23 @@ def list_spaces(directory: str | Path | None = None) -> list[dict[str, str]]:
     return out
 
 
+def check_spaces(directory: str | Path | None = None) -> list[dict[str, str]]:
+    """list_spaces plus `check`: "ok" or the one-line problem load_space finds."""
+    out = []
+    for entry in list_spaces(directory):
+        try:
+            load_space(entry["path"])
+            entry = {**entry, "check": "ok"}
+        except SpaceError as e:
+            entry = {**entry, "check": str(e)}
+        out.append(entry)
+    return out
+
+
 # ------------------------------------------------------------------ checking
 @contextmanager
-def _quiet_optuna() -> Iterator[None]:
+def quiet_optuna() -> Iterator[None]:
+    """Optuna logs every study and trial at INFO; fersearch reports progress itself."""
     import optuna
 
     old = optuna.logging.get_verbosity()
@@ -183,7 +197,7 @@ def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig)
     """Ask the space for configurations and resolve each one; returns (params, constants)."""
     import optuna
 
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
         params: set[str] = set()
         returned: set[str] = set()
