@@ -287,12 +287,12 @@ def write_best_dir(ev: Evaluation, run: _Run, fer: Any, *, elapsed: float, log: 
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
+    tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be read by others too
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(tmp, final)
-    tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be read by others too
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -317,7 +317,7 @@ def _write_files(out: Path, ev: Evaluation, run: _Run, fer: Any, elapsed: float)
         experiment=bt.name, out_dir=out, metrics=ev.metrics, config=ev.config.to_dict(),
         config_diff=an.config_diff(ev.config), best={"trial_id": bt.trial_id, "best_val_acc": bt.best_val_acc,
                                                      "best_epoch": bt.best_epoch, "epochs": bt.epochs, "status": bt.status},
-        seed_runs=ev.seed_runs, commands=reproduce_commands(ev, fer), provenance=provenance["report"],
+        seed_runs=ev.seed_runs, commands=reproduce_commands(ev, fer), provenance=_report_provenance(provenance),
         analysis=bt.analysis, tta_metrics=ev.tta_metrics, images=images, notes=_notes(ev, fer),
     )
     rp.write_pages(ctx)
@@ -389,7 +389,7 @@ def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
 
 def _notes(ev: Evaluation, fer: Any) -> list[str]:
     notes = []
-    if "synthetic" in f"{fer.source} {fer.format}".lower():
+    if getattr(fer, "synthetic", False):
         notes.append("These figures are on the synthetic stand-in data set, not on FER2013; put fer2013.csv in "
                      "data/ (or pass --data) to measure the real thing.")
     if ev.best.in_progress:
@@ -410,10 +410,14 @@ def _provenance(ev: Evaluation, fer: Any, elapsed: float, run: _Run) -> dict[str
         "split": ev.metrics["split"], "epoch_budget": ev.metrics["epoch_budget"], "seeds": ev.metrics["seeds"]["seeds"],
         "tta": ev.tta_metrics is not None, "device": str(run.fit.device), "elapsed_s": round(elapsed, 1),
         "versions": versions(),
-        "report": {"data_path": rec.get("path") or fer.source, "data_sha256": fer.sha256, "data_format": fer.format,
-                   "trial_id": bt.trial_id, "device": str(run.fit.device), "retrain_time_s": round(elapsed, 1),
-                   "versions": versions()},
     }
+
+
+def _report_provenance(p: dict[str, Any]) -> dict[str, Any]:
+    """The provenance rows the report page shows (data first: it is what a reader checks)."""
+    return {"data_path": p["data"]["path"], "data_sha256": p["data"]["sha256"], "data_format": p["data"]["format"],
+            "evaluated by": p["command"], "created": p["created"], "device": p["device"],
+            "retrain + evaluation time (s)": p["elapsed_s"], "versions": p["versions"]}
 
 
 # ==================================================================== helpers

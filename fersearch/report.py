@@ -33,6 +33,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str],
 
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
+    # Softmax computed in bf16/fp32 sums to 1 only up to rounding; renormalise in float64 so
+    # the log-loss is exact and scikit-learn does not warn.
+    probs = probs / probs.sum(axis=1, keepdims=True)
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(names)))
     rep = classification_report(y_true, y_pred, labels=labels, target_names=list(names),
@@ -206,6 +209,16 @@ def plot_param_scatter(trials: pd.DataFrame, params: Sequence[str], path: Path, 
     return _save(fig, path)
 
 
+def _log_axis(ax) -> None:
+    """Log x axis labelled 1-2-5 in plain numbers (matplotlib's default crowds 2x10^2 labels)."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _status_legend(fig, statuses: set[str]) -> None:
     from matplotlib.lines import Line2D
 
@@ -236,7 +249,7 @@ def _param_panel(ax, scored: pd.DataFrame, p: str, best: str | None, dist: Any, 
         low = getattr(dist, "low", np.nanmin(x)) if len(x) else 0
         high = getattr(dist, "high", np.nanmax(x)) if len(x) else 1
         if getattr(dist, "log", False) or (low > 0 and high / max(low, 1e-300) >= 100):
-            ax.set_xscale("log")
+            _log_axis(ax)
         if dist is not None and hasattr(dist, "low"):
             ax.axvspan(dist.low, dist.high, color="#eef3fa", zorder=0)
             pad = (dist.high - dist.low) * 0.04 if ax.get_xscale() == "linear" else 0
@@ -353,13 +366,14 @@ def per_class_table(ctx: ReportContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _html_table(df: pd.DataFrame, float_fmt=_f4, highlight_first: bool = False) -> str:
+def _html_table(df: pd.DataFrame, float_fmt=_f4, highlight_first: bool = False, css: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = []
     for i, (_, row) in enumerate(df.iterrows()):
         cells = "".join(f"<td>{html.escape(float_fmt(v) if isinstance(v, float) else str(v))}</td>" for v in row)
         body.append(f"<tr{' class=hl' if highlight_first and i == 0 else ''}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f" class='{css}'" if css else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _md_table(df: pd.DataFrame, float_fmt=_f4) -> str:
@@ -431,6 +445,7 @@ h1{margin:0 0 4px;font-size:26px} h2{margin-top:34px;border-bottom:2px solid #e3
 .card .d{font-size:12px;color:#666}
 table{border-collapse:collapse;margin:10px 0;font-size:14px} th,td{border:1px solid #dde1e6;padding:4px 10px;text-align:right}
 th{background:#f0f2f5} td:first-child,th:first-child{text-align:left} tr.hl td{background:#eaf6ea;font-weight:600}
+table.text td,table.text th{text-align:left} .tables{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 img{max-width:100%;height:auto;border:1px solid #e3e6ea;border-radius:4px;margin:6px 0}
 .row{display:flex;flex-wrap:wrap;gap:14px} .row figure{flex:1 1 480px;margin:0}
 figcaption{font-size:13px;color:#555}
@@ -473,12 +488,15 @@ def render_html(ctx: ReportContext) -> str:
     if len(ctx.seed_runs) > 1:
         parts.append("<p class=note>Retrained with several seeds; the run with the best validation accuracy was kept "
                      "(std uses n-1).</p>" + _html_table(_seed_table(ctx)))
+    cfg = _config_table(ctx)
+    half = (len(cfg) + 1) // 2
     parts.append("<h2>Winning configuration</h2><p class=note>Values that differ from the seed CNN show the seed "
-                 "default beside them.</p>" + _html_table(_config_table(ctx)))
+                 "default beside them.</p><div class=tables>" + _html_table(cfg.iloc[:half], css="text")
+                 + _html_table(cfg.iloc[half:], css="text") + "</div>")
     parts.append("<h2>Reproduce</h2>" + "".join(f"<p class=note>{e(k)}</p><pre>{e(v)}</pre>" for k, v in ctx.commands.items()))
     parts += _html_search(ctx)
     parts.append("<h2>Provenance</h2>" + _html_table(pd.DataFrame(
-        [{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()])))
+        [{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()]), css="text"))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
 
