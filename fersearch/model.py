@@ -1,0 +1,150 @@
+"""The CNN, built only from a `TrainConfig`, and its model file.
+
+`build_model(TrainConfig())` is exactly the seed (the classic 3-block Keras FER CNN):
+
+    Conv 32 3x3 ReLU, MaxPool 2, Dropout .25
+    Conv 64 3x3 ReLU, MaxPool 2, Dropout .25
+    Conv 128 3x3 ReLU, MaxPool 2, Dropout .25
+    Flatten, Dense 512 ReLU, Dropout .5, Dense 7          -> 1,145,351 parameters
+
+The model takes raw pixels (float 0..255, shape (N, 1, 48, 48)) and normalises them
+itself, so training, evaluation, `predict` and a TorchScript export can never disagree
+about preprocessing. It returns logits; softmax lives in the loss and in predict.
+
+Model files (`model.pt`) hold only tensors and plain data, so they load with
+`torch.load(weights_only=True)`; `load_model` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import IMAGE_SIZE, NUM_CLASSES, TrainConfig
+from .errors import ConfigError, ModelFileError
+
+MODEL_FORMAT = "fersearch-model"
+MODEL_VERSION = 1
+
+
+class ScaleInput(nn.Module):
+    """Pixels 0..255 to [0, 1], as the seed does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 / 255.0)
+
+
+class StandardizeInput(nn.Module):
+    """Per-image zero mean, unit std: removes lighting and contrast differences between faces."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        # A flat image has std 0; the floor keeps it finite instead of dividing by zero.
+        return (x - mean) / std.clamp_min(1.0)
+
+
+class FerCNN(nn.Module):
+    """normalise -> conv blocks -> dense head. The layers live in three named children so a
+    reader (and the layer-order test) sees the whole architecture by printing the model."""
+
+    def __init__(self, normalize: nn.Module, features: nn.Sequential, classifier: nn.Sequential):
+        super().__init__()
+        self.normalize = normalize
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.normalize(x)))
+
+
+def build_model(cfg: TrainConfig) -> FerCNN:
+    """The CNN described by `cfg` (weights initialised from the current torch RNG)."""
+    normalize = ScaleInput() if cfg.normalize == "scale" else StandardizeInput()
+    layers: list[nn.Module] = []
+    channels = 1
+    for filters, dropout in zip(cfg.filters, cfg.dropout):
+        for _ in range(cfg.convs_per_block):
+            # A conv bias right before batch norm is cancelled by its mean subtraction.
+            layers.append(nn.Conv2d(channels, filters, cfg.kernel_size, padding=cfg.padding, bias=not cfg.batch_norm))
+            if cfg.batch_norm:
+                layers.append(nn.BatchNorm2d(filters))
+            layers.append(nn.ReLU(inplace=True))
+            channels = filters
+        layers.append(nn.MaxPool2d(2))
+        layers.append(nn.Dropout(dropout))
+    side = cfg.feature_size()
+    head: list[nn.Module] = [nn.Flatten(), nn.Linear(channels * side * side, cfg.dense, bias=not cfg.batch_norm)]
+    if cfg.batch_norm:
+        head.append(nn.BatchNorm1d(cfg.dense))
+    head += [nn.ReLU(inplace=True), nn.Dropout(cfg.dense_dropout), nn.Linear(cfg.dense, NUM_CLASSES)]
+    return FerCNN(normalize, nn.Sequential(*layers), nn.Sequential(*head))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def example_input(n: int = 2) -> torch.Tensor:
+    """A raw-pixel batch of the shape the model expects (for tracing and smoke checks)."""
+    return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE) * 255.0
+
+
+# ------------------------------------------------------------------ model files
+def save_model(path: str | os.PathLike, model: nn.Module, cfg: TrainConfig, meta: dict[str, Any] | None = None) -> Path:
+    """Write `model.pt`: weights, the config that rebuilds the model, labels and `meta`
+    (plain JSON-like values only, so the file stays loadable with weights_only=True)."""
+    from .data import LABELS  # late: keeps model import light for callers that never save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "config": cfg.to_dict(),
+        "labels": list(LABELS),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a reader never sees half a model
+    return path
+
+
+def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, Any]]:
+    """(model in eval mode on the CPU, its config, its meta) from a file written by `save_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} not found; pass the model.pt of a train or best run")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a safe fersearch model"
+        if "GLOBAL" in str(e):  # weights_only met a class or function: Python objects, possibly code
+            reason = "it references Python objects or code, which fersearch never loads"
+        else:
+            reason = "it is not a readable PyTorch file"
+        raise ModelFileError(f"{path} is not a fersearch model file: {reason}; pass a model.pt written by fersearch") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path} is not a fersearch model file (no format={MODEL_FORMAT!r} marker)")
+    if payload.get("version") != MODEL_VERSION:
+        raise ModelFileError(
+            f"{path} is fersearch model version {payload.get('version')!r}; this fersearch reads version {MODEL_VERSION}"
+        )
+    try:
+        cfg = TrainConfig.from_dict(payload.get("config"))
+    except ConfigError as e:
+        raise ModelFileError(f"{path} has an invalid config: {e}") from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(payload.get("state_dict") or {})
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{path}: weights do not match its config ({first[:200]})") from None
+    model.eval()
+    return model, cfg, dict(payload.get("meta") or {})
