@@ -115,12 +115,16 @@ def predict(images: Sequence[str | os.PathLike] | np.ndarray, model: str | os.Pa
     from .model import load_model
     from .train import predict_proba
 
-    if model is None or isinstance(model, (str, os.PathLike)):
-        model, _, _ = load_model(model if model is not None else default_model_path(results))
     if isinstance(images, np.ndarray):
         arrays, names = _check_array(images), [f"image[{i}]" for i in range(len(images))]
     else:
         arrays, names = load_images(list(images)), [str(p) for p in images]
+    if model is None or isinstance(model, (str, os.PathLike)):
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a foreign file before refusing it; the
+            # refusal is the one line the user needs.
+            warnings.simplefilter("ignore", UserWarning)
+            model, _, _ = load_model(model if model is not None else default_model_path(results))
     probs = predict_proba(model, arrays, tta=tta)
     return [Prediction(image=name, emotion=LABELS[int(p.argmax())], confidence=float(p.max()),
                        probabilities={lab: float(v) for lab, v in zip(LABELS, p)})

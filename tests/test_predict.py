@@ -1,0 +1,208 @@
+"""`fersearch predict` and inference.py: any image becomes a 48x48 grayscale face the way the
+training data looked; predictions agree with `best --evaluate`; TorchScript equals eager;
+bad images and bad model files are one-line errors through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from fersearch import inference
+from fersearch.cli import app
+from fersearch.config import TrainConfig
+from fersearch.data import LABELS
+
+runner = CliRunner()
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# ------------------------------------------------------------------ images
+def test_a_48x48_grayscale_png_round_trips_exactly(tmp_path):
+    face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    Image.fromarray(face, mode="L").save(tmp_path / "face.png")
+    assert np.array_equal(inference.load_image(tmp_path / "face.png"), face)
+
+
+def test_any_size_or_colour_becomes_a_centre_cropped_48x48_gray(tmp_path):
+    # A wide colour image: a white square in the middle, pure red bands left and right.
+    rgb = np.zeros((120, 240, 3), dtype=np.uint8)
+    rgb[:, :, 0] = 255
+    rgb[:, 60:180] = 255
+    Image.fromarray(rgb).save(tmp_path / "wide.jpg", quality=95)
+    out = inference.load_image(tmp_path / "wide.jpg")
+    assert out.shape == (48, 48) and out.dtype == np.uint8
+    assert out.min() >= 245  # only the white centre square survives the crop
+
+    tall = np.full((300, 90, 4), 0, dtype=np.uint8)
+    tall[..., 3] = 255  # opaque black
+    Image.fromarray(tall, mode="RGBA").save(tmp_path / "tall.png")
+    assert inference.load_image(tmp_path / "tall.png").max() == 0
+
+    deep = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit: stretched, not clipped to white
+    img16 = inference.load_image(tmp_path / "deep.png")
+    assert img16.min() < 20 and img16.max() > 235
+
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pal.gif")
+    assert inference.load_image(tmp_path / "pal.gif").shape == (48, 48)
+
+
+def test_a_tiny_image_is_enlarged(tmp_path):
+    Image.fromarray(np.full((10, 10), 77, dtype=np.uint8)).save(tmp_path / "tiny.png")
+    out = inference.load_image(tmp_path / "tiny.png")
+    assert out.shape == (48, 48) and np.all(out == 77)
+
+
+# ------------------------------------------------------------------ a saved model (untrained is enough)
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from fersearch.model import build_model, save_model
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(filters=(8, 16, 16), dense=32)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, build_model(cfg).eval(), cfg, meta={"note": "untrained"})
+    return path
+
+
+def test_predict_cli_prints_probabilities_per_emotion(saved_model, tmp_path):
+    faces = np.random.default_rng(1).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    paths = []
+    for i, f in enumerate(faces):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(f).resize((96, 96)).convert("RGB").save(paths[-1])
+    res = runner.invoke(app, ["predict", *map(str, paths), "--model", str(saved_model), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["model"] == str(saved_model) and len(out["predictions"]) == 3
+    api = inference.predict(paths, saved_model)
+    for p, a in zip(out["predictions"], api):
+        assert list(p["probabilities"]) == list(LABELS)
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert p["emotion"] == max(p["probabilities"], key=p["probabilities"].get) == a.emotion
+        assert p["probabilities"] == pytest.approx(a.probabilities)
+    text = runner.invoke(app, ["predict", str(paths[0]), "--model", str(saved_model)])
+    assert text.exit_code == 0 and api[0].emotion in text.stdout and "Neutral" in text.stdout
+
+
+def test_torchscript_export_equals_the_eager_model(saved_model, tmp_path):
+    from fersearch.model import load_model
+
+    model, _, _ = load_model(saved_model)
+    path = inference.export_torchscript(model, tmp_path / "model_scripted.pt")
+    scripted = inference.load_torchscript(path)
+    x = torch.rand(16, 1, 48, 48) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ one-line errors through the CLI
+def test_not_an_image_is_a_one_line_error(saved_model, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a png")
+    _one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]), str(bad), "not a readable image")
+    _one_line_error(runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", str(saved_model)]),
+                    "missing.jpg", "not found")
+
+
+class _Payload:
+    """Unpickling this runs code: exactly what weights_only=True must refuse."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_bad_model_files_are_one_line_errors(tmp_path):
+    img = tmp_path / "face.png"
+    Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    _one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(plain)]), "not a fersearch model")
+    code = tmp_path / "code.pt"
+    torch.save({"format": "fersearch-model", "payload": _Payload()}, code)
+    res = runner.invoke(app, ["predict", str(img), "--model", str(code)])
+    _one_line_error(res, "not a fersearch model")
+    assert "pwned" not in res.output
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_Payload()))
+    _one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(raw)]), "not a fersearch model")
+
+
+def test_real_cli_process_prints_only_the_error_line(tmp_path):
+    """Through the installed entry point (no test harness between the CLI and stderr): a raw
+    pickle with code in it is refused with one line and nothing else on stderr."""
+    import subprocess
+    import sys
+
+    img = tmp_path / "face.png"
+    Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_Payload()))
+    res = subprocess.run([sys.executable, "-m", "fersearch", "predict", str(img), "--model", str(raw)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and res.stdout == "" and "pwned" not in res.stderr
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ") and "not a fersearch model" in res.stderr
+
+
+def test_no_model_anywhere_says_what_to_do(in_tmp):
+    img = in_tmp / "face.png"
+    Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
+    _one_line_error(runner.invoke(app, ["predict", str(img)]), "best --evaluate", "--model")
+
+
+# ------------------------------------------------------------------ against a real search
+@pytest.mark.slow
+def test_predict_agrees_with_evaluate_on_the_same_images(evaluated_experiment, tmp_path, monkeypatch):
+    """Test images written as PNG files, predicted through the CLI with the default model (the
+    newest experiment's best/model.pt), give evaluate's predictions and probabilities."""
+    from fersearch.data import load
+
+    best = evaluated_experiment / "best"
+    meta = json.loads((evaluated_experiment / "fersearch.json").read_text())
+    monkeypatch.chdir(evaluated_experiment.parent.parent)  # the project dir the search ran in
+    fer = load(meta["data"]["path"], log=lambda *_: None)
+    images, labels = fer.subset("test")
+    preds = pd.read_csv(best / "predictions.csv", index_col="index")
+    assert len(preds) == len(labels)
+    assert preds["true"].tolist() == [LABELS[i] for i in labels]
+    picks = list(range(0, len(labels), max(1, len(labels) // 12)))
+    paths = []
+    for i in picks:
+        paths.append(tmp_path / f"test_{i}.png")
+        Image.fromarray(images[i]).save(paths[-1])
+    res = runner.invoke(app, ["predict", *map(str, paths), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["model"].endswith("best/model.pt")
+    for i, p in zip(picks, out["predictions"]):
+        assert p["emotion"] == preds.loc[i, "predicted"]
+        assert [p["probabilities"][n] for n in LABELS] == pytest.approx(
+            [preds.loc[i, f"p_{n}"] for n in LABELS], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_exported_torchscript_of_the_best_model_equals_eager(evaluated_experiment):
+    from fersearch.model import load_model
+
+    best = evaluated_experiment / "best"
+    model, cfg, meta = load_model(best / "model.pt")
+    assert meta["trial_id"] and cfg == TrainConfig.from_dict(json.loads((best / "config.json").read_text()))
+    scripted = inference.load_torchscript(best / "model_scripted.pt")
+    x = torch.rand(32, 1, 48, 48) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
