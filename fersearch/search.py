@@ -319,7 +319,11 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
         with checkpoint.as_directory() as d:
             # Our own checkpoint from this search (RNG states need full unpickling).
             resume = torch.load(Path(d) / "state.pt", weights_only=False)
-    where = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))}
+    gpu_ids = ray.get_gpu_ids()
+    # CUDA only when Ray gave this trial a GPU and it is real (logical GPUs from
+    # ray.init(num_gpus=N) on a GPU-less machine still train on the CPU).
+    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    where = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)), "device": device}
     gauges = TrialGauges(settings.experiment, tune.get_context().get_trial_id())
 
     def on_epoch(metrics: dict[str, Any], state: Callable[[], dict]) -> None:
@@ -328,7 +332,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
         gauges.update(metrics)
 
-    fit(cfg, data, on_epoch=on_epoch, resume=resume, threads=settings.threads)
+    fit(cfg, data, on_epoch=on_epoch, resume=resume, device=device, threads=settings.threads)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -622,7 +626,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
 
     callbacks = [_make_recorder(exp_dir, settings, space.constants)]
     if verbose:
-        callbacks.append(monitor.LiveView(meta["trials"]))
+        callbacks.append(monitor.LiveView(meta["trials"], max_epochs=meta["max_epochs"]))
     return tune.Tuner(
         _trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(

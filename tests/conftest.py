@@ -27,3 +27,45 @@ def in_tmp(tmp_path, monkeypatch):
     """Run the test inside tmp_path, so data/ and results/ defaults never touch the repo."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# ---- search fixtures (issue: tune) ------------------------------------------
+FAST_SPACE = '''"""Fast test space: a small CNN that learns within a few epochs on tiny synthetic data."""
+
+
+def space(trial):
+    trial.suggest_int("filters_1", 8, 16, step=8)
+    trial.suggest_int("filters_2", 16, 32, step=16)
+    trial.suggest_float("lr", 1e-3, 5e-3, log=True)
+    return {"blocks": 2, "dropout": [0.0, 0.0], "dense": 64, "dense_dropout": 0.0, "batch_norm": True,
+            "batch_size": 16, "normalize": "standardize"}
+'''
+# The settings of `tuned_experiment` (tests compare other schedulers against it).
+TUNED = dict(trials=6, max_epochs=3, grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus=0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fast_space(tmp_path_factory):
+    """Path of a search-space file whose CNNs learn in a few epochs on tiny data."""
+    path = tmp_path_factory.mktemp("spaces") / "fast.py"
+    path.write_text(FAST_SPACE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory):
+    """The tiny synthetic set as a fer2013.csv (what `tiny_data` holds), for runs that need a data file."""
+    from fersearch.synth import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("data"), n=TINY_N, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tuned_experiment(tmp_path_factory, fast_space, tiny_csv):
+    """A finished real search (Ray Tune + TPE + ASHA): 6 trials x <= 3 epochs on the tiny set, 1 CPU each.
+    Run once per session (about 20-30 s); returns the experiment directory (results/tuned/).
+    Uses a Ray already initialised in this process (and leaves it), else starts and stops its own."""
+    from fersearch.search import tune
+
+    results = tmp_path_factory.mktemp("results")
+    return tune(space=fast_space, data=tiny_csv, name="tuned", results=results, verbose=False, **TUNED).path
