@@ -198,6 +198,32 @@ def spaces_cmd(
         typer.echo(f"{s['name']:<{width}}  {s['summary']}{status}\n{'':<{width}}  {s['path']}")
 
 
+@app.command("status")
+def status_cmd(
+    experiment: Annotated[Optional[str], typer.Argument(
+        help="Experiment name under --results, or its path. Default: the most recent one.",
+        show_default=False)] = None,
+    results: Annotated[Optional[Path], typer.Option(
+        "--results", help="Directory holding the experiments (default: results/).", show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Summarise a running or finished search from its directory: counts by status, the best trial,
+    a per-trial table (best first)."""
+    import json
+    import shutil
+    import sys
+
+    from .experiment import resolve_experiment
+    from .monitor import experiment_status, format_status
+
+    st = experiment_status(resolve_experiment(experiment, results))
+    if json_out:
+        typer.echo(json.dumps(st, indent=2))
+    else:
+        width = shutil.get_terminal_size((0, 0)).columns if sys.stdout.isatty() else None
+        typer.echo(format_status(st, width or None))
+
+
 # ---- best / predict commands (issue: best) ---------------------------------
 _ExperimentsDirOpt = Annotated[
     Optional[Path], typer.Option("--results", help="Directory holding the experiments (default: results/).")

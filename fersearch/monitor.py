@@ -21,6 +21,7 @@ disappear about two intervals after the reporting trial ends.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -236,7 +237,7 @@ def short_value(v: Any) -> str:
         text = f"{v:.1e}" if 0 < abs(v) < 1e-2 else f"{v:.3g}"
         if "e" in text:
             mant, exp = text.split("e")
-            text = f"{mant}e{int(exp)}"
+            text = f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
         return text.replace("0.", ".", 1) if text.startswith("0.") else text
     return str(v)
 
@@ -252,8 +253,9 @@ def short_params(params: Mapping[str, Any], width: int | None = None) -> str:
             groups.setdefault(stem, []).append((int(idx), value))
         else:
             groups.setdefault(key, []).append((0, value))
+    order = _config_order()
     parts = [f"{name}=" + "/".join(short_value(v) for _, v in sorted(vals, key=lambda iv: iv[0]))
-             for name, vals in groups.items()]
+             for name, vals in sorted(groups.items(), key=lambda kv: _param_rank(kv[0], order))]
     text = " ".join(parts)
     if width is not None and len(text) > width:
         text = text[: max(0, width - 1)] + "…"
@@ -261,13 +263,10 @@ def short_params(params: Mapping[str, Any], width: int | None = None) -> str:
 
 
 def clock(seconds: float) -> str:
-    """Elapsed time as 42s, 3m05s or 1h02m."""
+    """Elapsed time as m:ss or h:mm:ss (0:42, 12:05, 1:02:03)."""
     s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
@@ -337,7 +336,7 @@ class _LiveState:
     def status_line(self, elapsed: float, width: int | None = None) -> str:
         c = self.counts()
         done = c["completed"] + c["stopped"] + c["failed"]
-        parts = [f"[{clock(elapsed):>6}] {done}/{self.total} done", f"{c['running']} running"]
+        parts = [f"[{clock(elapsed)}] {done}/{self.total} done", f"{c['running']} running"]
         if c["stopped"] or c["completed"]:
             parts.append(f"{c['completed']} completed, {c['stopped']} stopped by ASHA")
         if c["failed"]:
@@ -361,7 +360,7 @@ class _LiveState:
             early = self.max_epochs and t["epoch"] < self.max_epochs
             how = f"completed {t['epoch']}{of} epochs" + (" (early stopping)" if early else "")
         best = f"; best val_acc {t['best']:.4f} at epoch {t['best_epoch']}" if t["best"] is not None else ""
-        return f"[{clock(elapsed):>6}] trial {trial_id} {how}{best}"
+        return f"[{clock(elapsed)}] trial {trial_id} {how}{best}"
 
     def to_state(self) -> dict[str, Any]:
         return {"trials": self.trials, "total": self.total, "max_epochs": self.max_epochs}
@@ -480,7 +479,7 @@ def _make_live_view_class() -> type:
             self.event(self.state.end_line(trial.trial_id, self.elapsed()))
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.event(f"[{clock(self.elapsed()):>6}] trial {trial.trial_id} crashed, retrying from its last "
+            self.event(f"[{clock(self.elapsed())}] trial {trial.trial_id} crashed, retrying from its last "
                        f"checkpoint: {_error_line(trial)}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -519,3 +518,167 @@ def __getattr__(name: str) -> Any:
         globals()["LiveView"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------ fersearch status
+STALE_AFTER_S = 300.0  # unfinished trials and no file update for this long (or 5 epochs): not running
+
+
+def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
+    """A running or finished experiment, summarised from its directory alone (plain JSON types).
+
+    The best trial is judged by its best val_acc over its epochs (not its last one).
+    `state` is finished (every planned trial ended), running (recent updates) or
+    interrupted (unfinished trials, but no file written for a while: resume it).
+    """
+    from . import experiment as ex
+
+    exp = Path(exp_dir)
+    meta = ex.read_meta(exp)
+    trials = ex.read_trials(exp)
+    history = ex.read_history(exp)
+    now = time.time() if now is None else now
+    order = _config_order()
+    rows = [_trial_summary(r, ex.PARAM_PREFIX, order) for r in ex.rows_from_frame(trials)]
+    planned = int(meta.get("trials") or len(rows))
+    counts = {s: sum(r["status"] == s for r in rows) for s in ex.STATUSES}
+    counts["not_started"] = max(0, planned - len(rows))
+    best = ex.best_trial(trials)
+    updated = max((p.stat().st_mtime for p in (exp / ex.META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE)
+                   if p.is_file()), default=now)
+    created = _timestamp(meta.get("created"), default=updated)
+    epoch_times = [t for t in history.get("epoch_time_s", []) if isinstance(t, (int, float)) and t == t]
+    stale_after = max(STALE_AFTER_S, 5 * max(epoch_times, default=0.0))
+    unfinished = counts["pending"] + counts["running"] + counts["not_started"] > 0
+    state = "finished" if not unfinished else "running" if now - updated <= stale_after else "interrupted"
+    return {
+        "name": meta.get("name", exp.name),
+        "path": str(exp),
+        "state": state,
+        "created": meta.get("created"),
+        "updated_s_ago": round(now - updated, 1),
+        "elapsed_s": round((now if state == "running" else updated) - created, 1),
+        "resumed": len(meta.get("resumed", []) or []),
+        "space": (meta.get("space") or {}).get("name"),
+        "scheduler": meta.get("scheduler"), "sampler": meta.get("sampler"), "seed": meta.get("seed"),
+        "max_epochs": meta.get("max_epochs"), "grace_period": meta.get("grace_period"),
+        "reduction_factor": meta.get("reduction_factor"),
+        "metric": meta.get("metric", "val_acc"), "mode": meta.get("mode", "max"),
+        "trials_planned": planned,
+        "counts": counts,
+        "epochs_run": int(sum(r["epochs"] or 0 for r in rows)),
+        "best": _trial_summary(best, ex.PARAM_PREFIX, order) if best else None,
+        "best_by": "best val_acc over the trial's epochs",
+        "trials": sorted(rows, key=lambda r: (r["best_val_acc"] is None, -(r["best_val_acc"] or 0.0))),
+    }
+
+
+def _trial_summary(row: Mapping[str, Any], prefix: str, order: tuple[str, ...]) -> dict[str, Any]:
+    params = {k[len(prefix):]: _plain(v) for k, v in row.items() if str(k).startswith(prefix)}
+
+    def num(key: str, kind: type) -> Any:
+        v = row.get(key)
+        return None if v is None or (isinstance(v, float) and v != v) else kind(v)
+
+    return {
+        "trial_id": str(row["trial_id"]), "status": str(row.get("status") or ""),
+        "epochs": num("epochs", int), "best_val_acc": num("best_val_acc", float), "best_epoch": num("best_epoch", int),
+        "last_val_acc": num("last_val_acc", float), "node": row.get("node") or "", "gpu_ids": row.get("gpu_ids") or "",
+        "error": row.get("error") or "",
+        "params": dict(sorted(params.items(), key=lambda kv: _param_rank(kv[0], order))),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _config_order() -> tuple[str, ...]:
+    """TrainConfig's field order (architecture first, then training): reads better than the CSV's A-Z."""
+    from dataclasses import fields
+
+    from .config import TrainConfig
+
+    return tuple(f.name for f in fields(TrainConfig))
+
+
+def _param_rank(name: str, order: tuple[str, ...]) -> tuple[int, str]:
+    stem, _, idx = name.rpartition("_")
+    key = stem if stem and idx.isdigit() else name  # filters_2 sorts with filters
+    return (order.index(key) if key in order else len(order), name)
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars -> Python (json-able); NaN -> None."""
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and v != v else v
+
+
+def _timestamp(iso: str | None, default: float) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except (TypeError, ValueError):
+        return default
+
+
+def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
+    """`fersearch status` for people: header, counts, the best trial, a per-trial table (best first)."""
+    c = st["counts"]
+    state = {"finished": f"finished {clock(st['updated_s_ago'])} ago, ran {clock(st['elapsed_s'])}",
+             "running": f"RUNNING for {clock(st['elapsed_s'])}, last update {clock(st['updated_s_ago'])} ago",
+             "interrupted": f"INTERRUPTED? unfinished trials but no update for {clock(st['updated_s_ago'])}; "
+                            f"continue with: fersearch tune --resume --name {st['name']}"}[st["state"]]
+    sched = st["scheduler"] or "?"
+    if sched == "asha":
+        sched += f" (grace {st['grace_period']}, reduction {_num(st['reduction_factor'])})"
+    lines = [
+        f"experiment  {st['name']}  ({st['path']})",
+        f"state       {state}" + (f"; resumed {st['resumed']}x" if st["resumed"] else ""),
+        f"search      {st['trials_planned']} trials x <= {st['max_epochs']} epochs, {sched}, {st['sampler']} "
+        f"sampler, space {st['space']}, seed {st['seed']}",
+        f"trials      " + ", ".join(f"{n} {label}" for label, n in (
+            ("completed", c["completed"]), ("stopped by ASHA", c["stopped"]), ("failed", c["failed"]),
+            ("running", c["running"]), ("pending", c["pending"] + c["not_started"])) if n or label != "failed")
+        + f"; {st['epochs_run']} epochs trained"
+        + (f" of {st['trials_planned'] * st['max_epochs']} possible" if st["max_epochs"] else ""),
+    ]
+    best = st["best"]
+    if best:
+        lines.append(f"best        val_acc {best['best_val_acc']:.4f} at epoch {best['best_epoch']} of trial "
+                     f"{best['trial_id']} ({best['status']}, {best['epochs']} epochs; judged by its best epoch)")
+        lines.append(f"            {short_params(best['params'])}")
+    else:
+        lines.append("best        none yet (no trial has reported an epoch)")
+    if st["trials"]:
+        lines += ["", *_trial_table(st["trials"], width)]
+    for t in st["trials"]:
+        if t["status"] == "failed" or (t["error"] and t["status"] == "running"):
+            lines.append(f"{t['trial_id']}: {t['error']}")
+    return "\n".join(lines)
+
+
+def _num(x: Any) -> str:
+    return short_value(float(x)) if isinstance(x, (int, float)) else str(x)
+
+
+def _trial_table(rows: list[Mapping[str, Any]], width: int | None) -> list[str]:
+    multi_node = len({r["node"] for r in rows if r["node"]}) > 1
+    gpus = any(r["gpu_ids"] for r in rows)
+
+    def acc(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    header = ["trial", "status", "epochs", "best_acc", "@epoch", "last_acc"] + (["node"] if multi_node else []) \
+        + (["gpu"] if gpus else []) + ["hyperparameters"]
+    table = [[r["trial_id"], r["status"], str(r["epochs"] if r["epochs"] is not None else "-"),
+              acc(r["best_val_acc"]), str(r["best_epoch"] or "-"), acc(r["last_val_acc"])]
+             + ([r["node"][:8]] if multi_node else []) + ([r["gpu_ids"] or "-"] if gpus else [])
+             + [short_params(r["params"])] for r in rows]
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header) - 1)]
+    right = {2, 3, 4, 5}  # numbers line up on the right
+    out = []
+    for row in [header, *table]:
+        cells = [(f"{v:>{w}}" if i in right else f"{v:<{w}}") for i, (v, w) in enumerate(zip(row, widths))]
+        line = "  ".join(cells + [row[-1]])
+        out.append(line if width is None or len(line) <= width else line[: width - 1] + "…")
+    return out
