@@ -1,0 +1,304 @@
+"""Training: batched augmentation, every training field, learning, early stopping, exact resume, precision."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from fersearch.config import TrainConfig
+from fersearch.data import FerData
+from fersearch.errors import ConfigError, DataError
+from fersearch.train import (
+    augment_batch,
+    autocast,
+    class_weights,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    native_bf16,
+    predict_proba,
+    resolve_precision,
+)
+
+# A small CNN that learns the structured set below in a few epochs, in a fraction of a second.
+SMALL = TrainConfig(blocks=2, filters=(8, 16), dropout=(0.25, 0.25), dense=32, lr=3e-3, epochs=1, patience=0,
+                    precision="fp32")
+TIMING = ("images_per_s", "epoch_time_s")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the machine is shared, and bit-exact comparisons need a fixed count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def structured_data(n: int = 420, seed: int = 0) -> FerData:
+    """Noisy images whose class is a bright bar's row: learnable in a few epochs, unlike real faces."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, n).astype(np.int64)
+    labels[:14] = np.arange(14) % 7  # every class in both splits
+    images = rng.normal(110, 30, (n, 48, 48))
+    for i, y in enumerate(labels):
+        row = 4 + 6 * y + rng.integers(-1, 2)
+        images[i, row:row + 4, 8:40] += 90
+    split = np.where(np.arange(n) % 5 == 0, 1, 0).astype(np.int8)  # 80 % train, 20 % val
+    return FerData(np.clip(images, 0, 255).astype(np.uint8), labels, split, source="structured")
+
+
+DATA = structured_data()
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+@functools.lru_cache(maxsize=None)
+def _fit_small(changes: tuple) -> tuple[dict, list[dict]]:
+    result = fit(SMALL.replace(**dict(changes)), DATA)
+    return weights(result.model), result.history
+
+
+def fit_small(**changes):
+    return _fit_small(tuple(sorted(changes.items())))
+
+
+# ------------------------------------------------------------------ augmentation
+def batch(n: int = 32) -> torch.Tensor:
+    return torch.from_numpy(DATA.images[:n]).float().unsqueeze(1)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_no_augmentation_leaves_the_batch_alone():
+    x = batch()
+    assert torch.equal(augment_batch(x, SMALL, gen()), x)
+
+
+def test_hflip_mirrors_about_half_of_the_images():
+    x = batch()
+    y = augment_batch(x, SMALL.replace(hflip=True), gen())
+    flipped = [torch.equal(y[i], x[i].flip(2)) for i in range(len(x))]
+    kept = [torch.equal(y[i], x[i]) for i in range(len(x))]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 6 <= sum(flipped) <= 26
+
+
+def test_shift_moves_each_image_by_whole_pixels():
+    x = batch(8)
+    y = augment_batch(x, SMALL.replace(shift=3), gen())
+    assert not torch.equal(x, y)
+    inner = slice(3, 45)
+    for i in range(len(x)):
+        # Exactly one whole-pixel shift within +-3 explains the interior of the output.
+        matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                   if torch.allclose(y[i, 0, inner, inner], x[i, 0, 3 + dy:45 + dy, 3 + dx:45 + dx], atol=1e-2)]
+        assert len(matches) >= 1, i
+
+
+def test_rotation_differs_per_image_and_keeps_the_center():
+    x = batch(8)
+    y = augment_batch(x, SMALL.replace(rotation=20.0), gen())
+    assert all(not torch.allclose(y[i], x[i], atol=1.0) for i in range(len(x)))
+    assert torch.allclose(y[:, :, 23:25, 23:25], x[:, :, 23:25, 23:25], atol=40)
+
+
+def test_erasing_replaces_one_rectangle_with_the_given_probability():
+    x = batch(64)
+    y = augment_batch(x, SMALL.replace(erasing=1.0), gen())
+    for i in range(len(x)):
+        rows, cols = torch.nonzero(y[i, 0] != x[i, 0], as_tuple=True)
+        assert len(rows) > 0
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert box <= 0.4 * 48 * 48  # one rectangle of at most a third of the face (plus rounding)
+    half = augment_batch(x, SMALL.replace(erasing=0.5), gen())
+    erased = sum(not torch.equal(half[i], x[i]) for i in range(len(x)))
+    assert 16 <= erased <= 48
+
+
+def test_augmentation_is_reproducible_per_generator_seed():
+    cfg = SMALL.replace(hflip=True, shift=2, rotation=10.0, erasing=0.5)
+    x = batch()
+    assert torch.equal(augment_batch(x, cfg, gen(1)), augment_batch(x, cfg, gen(1)))
+    assert not torch.equal(augment_batch(x, cfg, gen(1)), augment_batch(x, cfg, gen(2)))
+
+
+# ------------------------------------------------------------------ every training field matters
+TRAINING_CHANGES = {
+    # field: (baseline changes, changed) -- both trained 1 epoch from the same seed in fp32
+    "optimizer": ({"weight_decay": 0.05}, {"weight_decay": 0.05, "optimizer": "adamw"}),
+    "lr": ({}, {"lr": 1e-3}),
+    "weight_decay": ({}, {"weight_decay": 0.01}),
+    "momentum": ({"optimizer": "sgd"}, {"optimizer": "sgd", "momentum": 0.5}),
+    "batch_size": ({}, {"batch_size": 32}),
+    "label_smoothing": ({}, {"label_smoothing": 0.1}),
+    "class_weighting": ({}, {"class_weighting": "balanced"}),
+    "hflip": ({}, {"hflip": True}),
+    "shift": ({}, {"shift": 2}),
+    "rotation": ({}, {"rotation": 10.0}),
+    "erasing": ({}, {"erasing": 0.5}),
+    "normalize": ({}, {"normalize": "standardize"}),
+    "seed": ({}, {"seed": 1}),
+    "precision": ({}, {"precision": "bf16"}),
+    "epochs": ({}, {"epochs": 2}),
+}
+# Fields whose effect is checked by a dedicated test (here or in test_model.py).
+CHECKED_ELSEWHERE = {"blocks", "filters", "kernel_size", "padding", "convs_per_block", "dropout", "batch_norm",
+                     "dense", "dense_dropout", "schedule", "patience"}
+
+
+def test_every_config_field_is_checked():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields == set(TRAINING_CHANGES) | CHECKED_ELSEWHERE
+
+
+@pytest.mark.parametrize("field", sorted(TRAINING_CHANGES))
+def test_every_training_field_changes_the_training(field):
+    base, changed = TRAINING_CHANGES[field]
+    w0, h0 = fit_small(**base)
+    w1, h1 = fit_small(**changed)
+    assert not same_weights(w0, w1), f"{field} was ignored"
+    if field in ("label_smoothing", "class_weighting"):
+        assert h0[0]["train_loss"] != h1[0]["train_loss"]
+
+
+def test_fp32_on_the_cpu_is_deterministic():
+    a = fit(SMALL.replace(hflip=True, erasing=0.3), DATA)
+    b = fit(SMALL.replace(hflip=True, erasing=0.3), DATA)
+    assert same_weights(weights(a.model), weights(b.model))
+    assert without_timing(a.history) == without_timing(b.history)
+
+
+def test_sgd_uses_nesterov_momentum_and_balanced_weights_follow_counts():
+    model = torch.nn.Linear(2, 2)
+    opt = make_optimizer(SMALL.replace(optimizer="sgd", momentum=0.8), model.parameters())
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.8
+    w = class_weights(torch.tensor([0, 0, 0, 1]), "balanced")
+    assert torch.allclose(w[:2], torch.tensor([4 / 6, 4 / 2])) and (w[2:] == 0).all()
+    assert class_weights(torch.tensor([0, 1]), "none") is None
+
+
+def test_schedules_change_the_lr_over_epochs():
+    cosine = fit(SMALL.replace(epochs=3, schedule="cosine"), DATA).history
+    assert [h["lr"] for h in cosine] == pytest.approx([3e-3, 2.25e-3, 0.75e-3])
+    none = fit(SMALL.replace(epochs=2), DATA).history
+    assert [h["lr"] for h in none] == [3e-3, 3e-3]
+    # Plateau halves the lr after 2 epochs without a val_acc gain.
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    plateau = make_scheduler(SMALL.replace(schedule="plateau"), opt)
+    lrs = []
+    for val_acc in (0.5, 0.5, 0.5, 0.5, 0.6):
+        plateau.step(val_acc)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5]
+
+
+# ------------------------------------------------------------------ precision
+def test_precision_auto_picks_native_bf16_and_fp32_is_exact():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    conv = torch.nn.Conv2d(1, 2, 3)
+    x = torch.rand(1, 1, 8, 8)
+    with autocast(cpu, "bf16"):
+        assert conv(x).dtype == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert conv(x).dtype == torch.float32
+    assert fit(SMALL.replace(precision="bf16"), DATA).precision == "bf16"
+
+
+# ------------------------------------------------------------------ learning, stopping, resuming
+def test_a_short_run_learns_and_evaluate_agrees_with_fit():
+    result = fit(SMALL.replace(epochs=4), DATA, progress=True)
+    val_x, val_y = DATA.subset("val")
+    majority = np.bincount(val_y).max() / len(val_y)
+    assert result.best_val_acc >= majority + 0.4, result.history
+    assert result.history[result.best_epoch - 1]["val_acc"] == result.best_val_acc
+    assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                                      "images_per_s", "epoch_time_s", "best_val_acc"}
+    ev = evaluate(result.model, val_x, val_y)
+    assert ev["acc"] == pytest.approx(result.best_val_acc)
+    assert ev["loss"] == pytest.approx(result.history[result.best_epoch - 1]["val_loss"], rel=1e-5)
+    probs = predict_proba(result.model, val_x)
+    assert probs.shape == (len(val_x), 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.allclose(ev["probs"], probs)
+    tta = predict_proba(result.model, val_x, tta=True)
+    assert np.allclose(tta.sum(1), 1, atol=1e-5) and not np.allclose(tta, probs)
+
+
+def test_progress_prints_one_line_per_epoch(capsys):
+    fit(SMALL.replace(epochs=2), DATA, progress=True)
+    err = capsys.readouterr().err
+    assert "training on cpu (fp32" in err
+    assert err.count("epoch 1/2") == 1 and err.count("epoch 2/2") == 1 and "val_acc" in err
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    snapshots = {}
+
+    def on_epoch(metrics, state):
+        snapshots[metrics["epoch"]] = state()["model"]
+
+    # A tiny lr keeps val_acc flat, so nothing improves after epoch 1.
+    result = fit(SMALL.replace(lr=1e-7, epochs=8, patience=2), DATA, on_epoch=on_epoch)
+    assert result.stopped_early and result.best_epoch == 1 and result.epochs == 3
+    assert sorted(snapshots) == [1, 2, 3]
+    assert same_weights(weights(result.model), snapshots[1])
+    assert not same_weights(snapshots[1], snapshots[3])
+
+
+def test_resume_after_epoch_k_equals_an_uninterrupted_run(tmp_path):
+    cfg = SMALL.replace(epochs=4, hflip=True, shift=2, erasing=0.3, schedule="cosine")
+    states = {}
+
+    def keep(metrics, state):
+        states[metrics["epoch"]] = state()
+
+    full = fit(cfg, DATA, on_epoch=keep)
+    torch.save(states[2], tmp_path / "state.pt")
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)  # plain tensors and data only
+    resumed_states = {}
+    resumed = fit(cfg, DATA, resume=saved, on_epoch=lambda m, s: resumed_states.__setitem__(m["epoch"], s()))
+    assert sorted(resumed_states) == [3, 4]
+    assert same_weights(resumed_states[4]["model"], states[4]["model"])
+    assert same_weights(weights(resumed.model), weights(full.model))
+    assert without_timing(resumed.history) == without_timing(full.history)
+    assert (resumed.best_epoch, resumed.best_val_acc) == (full.best_epoch, full.best_val_acc)
+
+
+def test_resume_refuses_another_config():
+    states = []
+    fit(SMALL, DATA, on_epoch=lambda m, s: states.append(s()))
+    with pytest.raises(ConfigError, match="'lr'"):
+        fit(SMALL.replace(lr=1e-3, epochs=2), DATA, resume=states[0])
+    # More epochs continue the same run.
+    assert fit(SMALL.replace(epochs=2), DATA, resume=states[0]).epochs == 2
+
+
+def test_missing_validation_split_is_a_data_error():
+    no_val = dataclasses.replace(DATA, split=np.zeros_like(DATA.split))
+    with pytest.raises(DataError, match="no labelled val images"):
+        fit(SMALL, no_val)
+
+
+def test_threads_follow_the_request():
+    torch.set_num_threads(2)
+    fit(SMALL, DATA, threads=1)
+    assert torch.get_num_threads() == 1
