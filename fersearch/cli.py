@@ -120,6 +120,41 @@ def data_preview_cmd(
 
 
 # ---- train command (issue: trainer) ----------------------------------------
+@app.command("train")
+def train_cmd(
+    data: DataOpt = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override one config key, e.g. --set lr=3e-4 --set filters=32,64,128 --set hflip=true "
+        "(repeatable; keys as in a run's config.json, per-block also filters_N / dropout_N).",
+        show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="JSON file of config keys (e.g. a run's config.json); --set overrides it.",
+        show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", help="Maximum epochs (default 30); early stopping on val_acc may end sooner.",
+        show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of weights, batches and augmentation (default 0).",
+                                                show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run directory (default: results/train-<YYYYmmdd-HHMMSS>/).", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's).",
+                                                   show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one configuration (the seed CNN unless --set/--config change it); writes config.json,
+    history.csv, model.pt and fersearch.json to --out and prints a summary."""
+    import json
+
+    from .config import parse_set
+    from .data import load
+    from .record import command_line
+    from .train import format_summary, resolve_config, train_to_dir
+
+    cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
+    summary = train_to_dir(cfg, load(data), out, command=command_line(), threads=threads, progress=not json_out)
+    typer.echo(json.dumps(summary, indent=2) if json_out else format_summary(summary))
+
+
 # ---- tune / spaces / status commands (issue: tune) ------------------------
 @app.command("tune")
 def tune_cmd(

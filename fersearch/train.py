@@ -34,7 +34,7 @@ from torch import nn
 
 from .config import NUM_CLASSES, TrainConfig
 from .data import FerData
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ExperimentError
 from .model import build_model, save_model
 
 log = logging.getLogger(__name__)
@@ -480,6 +480,10 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
 
 
 # ---------------------------------------------------------------- progress (plain stderr)
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class _Progress:
     """One line per epoch on stderr; on a terminal it updates in place with live loss/acc."""
 
@@ -489,7 +493,7 @@ class _Progress:
         self.epochs, self.tty = epochs, sys.stderr.isatty()
         self.last = 0.0
         self.epoch = 0
-        print(f"training on {device} ({precision}, {torch.get_num_threads()} threads): "
+        print(f"training on {device} ({precision}, {_plural(torch.get_num_threads(), 'thread')}): "
               f"{n_train} train / {n_val} val images, up to {epochs} epochs", file=sys.stderr, flush=True)
 
     def start(self, epoch: int) -> None:
@@ -528,13 +532,20 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def data_record(data: FerData) -> dict:
-    """What identifies the data a run saw (path, format, content hash, split and class counts)."""
-    split_counts = {name: int((data.split == i).sum()) for i, name in enumerate(("train", "val", "test"))}
-    labelled = data.labels[data.labels >= 0]
-    counts = {name: int((labelled == i).sum()) for i, name in enumerate(data.names)}
-    return {"path": str(data.source), "format": data.format, "sha256": data.sha256, "n": int(len(data.labels)),
-            "splits": split_counts, "counts": counts, "notes": list(data.notes)}
+def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None, *,
+                   epochs: int | None = None, seed: int | None = None) -> TrainConfig:
+    """The config of a `fersearch train` run: seed defaults <- JSON file <- --set <- --epochs/--seed.
+    Every mistake is a ConfigError here, before any data is read."""
+    base = TrainConfig.from_json_file(str(config_file)) if config_file is not None else TrainConfig()
+    flags = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    return TrainConfig.from_dict({**(overrides or {}), **flags}, base=base)
+
+
+def format_summary(summary: dict) -> str:
+    stop = f", stopped early after {summary['epochs']}" if summary["stopped_early"] else f" of {summary['epochs']}"
+    return (f"best val_acc {summary['val_acc']:.4f} at epoch {summary['best_epoch']}{stop} epochs "
+            f"({summary['train_time_s']:.0f}s, {summary['images_per_s']:,.0f} img/s on {summary['device']}, "
+            f"{summary['precision']})\nwrote {summary['out']}/: config.json history.csv model.pt fersearch.json")
 
 
 def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None, *, command: str = "",
@@ -544,10 +555,12 @@ def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None,
     from .record import atomic_write_text, versions, write_json
 
     out = Path(out) if out is not None else default_out_dir()
+    if (out / "model.pt").exists():
+        raise ExperimentError(f"{out} already holds a training run (model.pt); pass another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
     meta = {"command": command, "created": datetime.now().isoformat(timespec="seconds"),
-            "data": data_record(data), "config": cfg.to_dict(), "versions": versions()}
+            "data": {"path": data.source, **data.info()}, "config": cfg.to_dict(), "versions": versions()}
     write_json(out / "fersearch.json", meta)
 
     history: list[dict] = []

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.data import FerData
 from fersearch.errors import ConfigError, DataError
@@ -302,3 +305,73 @@ def test_threads_follow_the_request():
     torch.set_num_threads(2)
     fit(SMALL, DATA, threads=1)
     assert torch.get_num_threads() == 1
+
+
+# ------------------------------------------------------------------ fersearch train
+def test_resolve_config_layers_file_set_and_flags(tmp_path):
+    from fersearch.train import resolve_config
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lr": 0.01, "dense": 64, "epochs": 5}))
+    cfg = resolve_config(path, {"dense": "128", "filters_2": "16"}, epochs=2, seed=7)
+    assert (cfg.lr, cfg.dense, cfg.filters, cfg.epochs, cfg.seed) == (0.01, 128, (32, 16, 128), 2, 7)
+    assert resolve_config() == TrainConfig()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "bogus=1"], ["unknown config key 'bogus'"]),
+    (["--set", "lr=fast"], ["'lr'", "must be a number"]),
+    (["--set", "hflip=maybe"], ["'hflip'", "true or false"]),
+    (["--set", "blocks=6"], ["impossible shape", "'blocks'"]),
+    (["--set", "filters_4=8"], ["'filters_4'", "outside blocks"]),
+    (["--set", "lr"], ["--set 'lr'", "key=value"]),
+    (["--epochs", "0"], ["'epochs'", "out of range"]),
+    (["--config", "missing.json"], ["missing.json", "not found"]),
+])
+def test_cli_train_config_mistakes_are_one_line_before_any_data(in_tmp, args, words):
+    res = CliRunner().invoke(app, ["train", *args])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    for w in words:
+        assert w in res.stderr
+    assert not (in_tmp / "data").exists() and not (in_tmp / "results").exists()  # nothing read or written
+
+
+def test_cli_train_json_end_to_end(in_tmp, tiny_csv):
+    from fersearch.model import load_model
+    from fersearch.record import file_sha256
+
+    small = ["--set", "blocks=2", "--set", "filters=8,16", "--set", "dense=32", "--set", "precision=fp32"]
+    res = CliRunner().invoke(app, ["train", "--data", str(tiny_csv), *small, "--epochs", "2", "--seed", "3",
+                                   "--out", "run", "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)  # stdout holds the JSON and nothing else
+    assert summary["epochs"] == 2 and summary["out"] == "run" and summary["images_per_s"] > 0
+    assert 0 <= summary["val_acc"] <= 1 and summary["best_epoch"] in (1, 2) and summary["device"] == "cpu"
+    run = in_tmp / "run"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg == TrainConfig.from_dict({"blocks": 2, "filters": [8, 16], "dense": 32, "precision": "fp32",
+                                         "epochs": 2, "seed": 3}).to_dict()
+    rows = (run / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr") and len(rows) == 3
+    payload = torch.load(run / "model.pt", weights_only=True)
+    assert payload["config"] == cfg and payload["meta"]["val_acc"] == summary["val_acc"]
+    model, loaded_cfg, _ = load_model(run / "model.pt")
+    assert loaded_cfg.to_dict() == cfg
+    meta = json.loads((run / "fersearch.json").read_text())
+    assert meta["command"] and meta["created"]  # (under CliRunner the command is pytest's argv)
+    assert meta["data"]["path"] == str(tiny_csv) and meta["data"]["sha256"] == file_sha256(tiny_csv)
+    assert meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert meta["result"] == summary
+    # The same --out again is refused instead of overwriting a finished run.
+    again = CliRunner().invoke(app, ["train", "--data", str(tiny_csv), *small, "--epochs", "1", "--out", "run"])
+    assert again.exit_code == 1 and "already holds" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_cli_train_human_summary_and_default_out(in_tmp, tiny_csv):
+    small = ["--set", "blocks=1", "--set", "filters=8", "--set", "dense=16"]
+    res = CliRunner().invoke(app, ["train", "--data", str(tiny_csv), *small, "--epochs", "1", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "best val_acc" in res.stdout and "epoch 1/1" in res.stderr
+    (run,) = (in_tmp / "results").glob("train-*")
+    assert {p.name for p in run.iterdir()} >= {"config.json", "history.csv", "model.pt", "fersearch.json"}
