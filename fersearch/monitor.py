@@ -231,6 +231,8 @@ def short_value(v: Any) -> str:
     """A hyperparameter value in a few characters: 0.25 -> .25, 0.000316 -> 3.2e-4, True -> on."""
     if isinstance(v, bool):
         return "on" if v else "off"
+    if isinstance(v, (list, tuple)):
+        return "/".join(short_value(x) for x in v)
     if isinstance(v, float):
         if v == int(v) and abs(v) < 1e6:
             return str(int(v))
@@ -283,9 +285,10 @@ def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
 class _LiveState:
     """What the live view knows about the search, independent of Ray (tested directly)."""
 
-    def __init__(self, total_trials: int, max_epochs: int | None):
+    def __init__(self, total_trials: int, max_epochs: int | None, hide: Iterable[str] = ()):
         self.total = total_trials
         self.max_epochs = max_epochs
+        self.hide = frozenset(hide)  # a space's constants: the same in every trial, so not worth the room
         self.trials: dict[str, dict[str, Any]] = {}
         self.elapsed_before = 0.0  # seconds spent in earlier runs of a resumed search
 
@@ -293,7 +296,7 @@ class _LiveState:
         t = self.trials.setdefault(trial_id, {"status": "pending", "epoch": 0, "best": None, "best_epoch": None,
                                               "done": False, "params": {}})
         if config:
-            t["params"] = dict(config)
+            t["params"] = {k: v for k, v in config.items() if k not in self.hide}
         return t
 
     def start(self, trial_id: str, config: Mapping[str, Any]) -> None:
@@ -333,19 +336,20 @@ class _LiveState:
         scored = [(tid, t) for tid, t in self.trials.items() if t["best"] is not None]
         return max(scored, key=lambda it: it[1]["best"]) if scored else None
 
-    def status_line(self, elapsed: float, width: int | None = None) -> str:
+    def status_line(self, elapsed: float, width: int | None = None, final: bool = False) -> str:
         c = self.counts()
-        done = c["completed"] + c["stopped"] + c["failed"]
-        parts = [f"[{clock(elapsed)}] {done}/{self.total} done", f"{c['running']} running"]
-        if c["stopped"] or c["completed"]:
-            parts.append(f"{c['completed']} completed, {c['stopped']} stopped by ASHA")
-        if c["failed"]:
-            parts.append(f"{c['failed']} FAILED")
-        line = " | ".join(parts)
+        ended = c["completed"] + c["stopped"] + c["failed"]
+        how = ", ".join(f"{c[k]} {label}" for k, label in (
+            ("completed", "completed"), ("stopped", "stopped by ASHA"), ("failed", "FAILED")) if c[k])
+        how = f" ({how})" if how else ""
+        if final:
+            line = f"[{clock(elapsed)}] search finished: {ended} trials{how}"
+        else:
+            line = f"[{clock(elapsed)}] {ended}/{self.total} ended{how}, {c['running']} running, {c['pending']} waiting"
         best = self.best()
         if best:
             tid, t = best
-            line += f" | best val_acc {t['best']:.4f} ({tid} ep {t['best_epoch']}"
+            line += f" | best val_acc {t['best']:.4f} (trial {tid} epoch {t['best_epoch']}"
             room = None if width is None else width - len(line) - 3
             params = short_params(t["params"], room) if room is None or room > 8 else ""
             line += f": {params})" if params else ")"
@@ -381,12 +385,14 @@ def _make_live_view_class() -> type:
         whenever a trial ends (how, at which epoch). On a terminal the status line is
         rewritten in place; elsewhere (CI logs) it is printed as a line at most every
         `interval` seconds, and every `heartbeat` seconds when nothing changes.
-        max_epochs tells 'stopped by ASHA' from 'ran to the end' (ASHA also says stop at max_t).
+        max_epochs tells 'stopped by ASHA' from 'ran to the end' (ASHA also says stop at max_t);
+        hide: config keys not to show (the space's constants).
         """
 
         def __init__(self, total_trials: int, stream: TextIO | None = None, *, max_epochs: int | None = None,
-                     interval: float | None = None, heartbeat: float = 60.0, tty: bool | None = None):
-            self.state = _LiveState(total_trials, max_epochs)
+                     hide: Iterable[str] = (), interval: float | None = None, heartbeat: float = 60.0,
+                     tty: bool | None = None):
+            self.state = _LiveState(total_trials, max_epochs, hide)
             self._stream = stream
             self._tty = tty
             self.interval = interval
@@ -453,7 +459,7 @@ def _make_live_view_class() -> type:
                 due = force or since >= (self.interval or 1.0)
             else:
                 due = force or (self._dirty and since >= (self.interval or 10.0)) or since >= self.heartbeat
-            if not due:
+            if not due or not self.state.trials:  # nothing to say before the first trial starts
                 return
             line = self.state.status_line(self.elapsed(), self._width())
             self._write(f"\r\x1b[K{line}" if self.tty else line + "\n")
@@ -493,7 +499,7 @@ def _make_live_view_class() -> type:
             if self._drawn:
                 self._write("\r\x1b[K")
                 self._drawn = False
-            self._write(self.state.status_line(self.elapsed()).replace("done", "done, search finished", 1) + "\n")
+            self._write(self.state.status_line(self.elapsed(), final=True) + "\n")
 
     return LiveView
 
