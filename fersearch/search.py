@@ -626,7 +626,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
 
     callbacks = [_make_recorder(exp_dir, settings, space.constants)]
     if verbose:
-        callbacks.append(monitor.LiveView(meta["trials"], max_epochs=meta["max_epochs"]))
+        callbacks.append(monitor.LiveView(meta["trials"], max_epochs=meta["max_epochs"], hide=space.constants))
     return tune.Tuner(
         _trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(
@@ -635,6 +635,9 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             num_samples=meta["trials"],
             max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=_trial_dirname,
+            # A new trial reuses a finished trial's worker process: no new process and
+            # torch import per trial (seconds each, a large share of a short trial).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=meta["name"],
