@@ -301,11 +301,13 @@ def best_cmd(
         bt = evaluation.best(experiment, results=results)
         typer.echo(json.dumps(bt.to_dict(), indent=2, default=str) if json_out else report.format_best(bt))
         return
-    log = (lambda msg: typer.echo(msg, err=True))
+    evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
     bt = evaluation.best(experiment, results=results)
+    log = (lambda msg: typer.echo(msg, err=True))
+    data, _, _ = evaluation.prepare_data(bt.meta, None, split, log)  # changed file, no labels: one line
     if not json_out:
         typer.echo(report.format_best(bt) + "\n", err=True)
-    ev = evaluation.evaluate(bt.experiment, epochs=epochs, seeds=seeds, tta=tta, split=split,
+    ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,
                              progress=not json_out, log=log)
     typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else report.format_evaluation(ev))
 

@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .errors import ConfigError, DataError, ExperimentError
 from .experiment import read_history, read_meta, read_trials, resolve_experiment, results_root, trial_config
 from .inference import MODEL_FILE, SCRIPTED_FILE, export_torchscript
-from .record import atomic_write_text, command_line, versions, write_json
+from .record import atomic_write_text, versions, write_json
 
 BEST_DIR = "best"
 SPLITS = ("test", "val")
@@ -144,22 +144,22 @@ class _Run:
     tta_probs: np.ndarray | None
 
 
-def evaluate(experiment: str | os.PathLike | None = None, *, epochs: int | None = None, seeds: int = 1,
+def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs: int | None = None, seeds: int = 1,
              tta: bool = False, split: str = "test", results: str | os.PathLike | None = None,
              data: Any = None, threads: int | None = None, progress: bool = False,
              log: Log | None = None) -> Evaluation:
     """Retrain the best trial's configuration from scratch and evaluate it on `split`.
 
+    experiment: a name, a path, None (the newest) or a BestTrial from `best()`.
     epochs: the budget (default: the search's --max-epochs); early stopping on val still applies.
     seeds: retrain this many times with seeds cfg.seed, cfg.seed+1, ...; keep the best-validation
     model and report mean +- std. tta: add horizontal-flip test-time augmentation figures.
     data: the FerData the search used, if it was passed in memory (default: reload the
     search's data file, checked against its recorded sha256)."""
     log = log or _stderr
-    _check_args(epochs, seeds, split)
-    bt = best(experiment, results)
-    fer = load_search_data(bt.meta, data, log)
-    images, labels = split_with_labels(fer, split)
+    check_args(epochs, seeds, split)
+    bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
+    fer, images, labels = prepare_data(bt.meta, data, split, log)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()
     runs = [_retrain(bt, fer, images, budget, bt.config.seed + i, tta, threads, progress, log) for i in range(seeds)]
@@ -170,7 +170,7 @@ def evaluate(experiment: str | os.PathLike | None = None, *, epochs: int | None 
     return ev
 
 
-def _check_args(epochs: int | None, seeds: int, split: str) -> None:
+def check_args(epochs: int | None, seeds: int, split: str) -> None:
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs {epochs}: retrain at least 1 epoch (default: the search's --max-epochs)")
     if seeds < 1:
@@ -179,22 +179,27 @@ def _check_args(epochs: int | None, seeds: int, split: str) -> None:
         raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
 
 
-def load_search_data(meta: dict[str, Any], data: Any, log: Log) -> Any:
-    """The data set the search ran on: reloaded from its recorded path and checked against its
-    recorded content hash (a changed file would make the comparison meaningless)."""
+def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(FerData, images, labels of `split`): the data set the search ran on, reloaded from its
+    recorded path and checked against its recorded content hash (a changed file would make the
+    comparison meaningless), with labels on the split to score."""
     from .data import FerData, load
 
     rec = meta.get("data") or {}
+    held: list[str] = []  # the loader's notes are shown only once the data is known to be usable
     if isinstance(data, FerData):
         fer = data
     else:
         path = Path(data) if data is not None else _recorded_data_path(rec, meta)
-        fer = load(path, log=log)
+        fer = load(path, log=held.append)
     want = rec.get("sha256")
     if want and fer.sha256 and fer.sha256 != want:
         raise ExperimentError(f"data {fer.source or rec.get('path')} changed since the search {meta.get('name')} ran "
                               f"(sha256 {fer.sha256[:12]}... vs recorded {want[:12]}...); restore that file or run a new search")
-    return fer
+    images, labels = split_with_labels(fer, split)
+    for line in held:
+        log(line)
+    return fer, images, labels
 
 
 def _recorded_data_path(rec: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -370,18 +375,23 @@ def _cpu_copy(model: Any) -> Any:
     return copy.deepcopy(model).to("cpu").eval()
 
 
+def evaluate_command(ev: Evaluation) -> str:
+    """The CLI command equivalent to this evaluation (whether it ran from the CLI or the API)."""
+    bt, m = ev.best, ev.metrics
+    under_default = bt.experiment.parent.resolve() == results_root().resolve()
+    flags = f" --epochs {m['epoch_budget']}"
+    flags += f" --seeds {m['seeds']['n']}" if m["seeds"]["n"] > 1 else ""
+    flags += " --tta" if ev.tta_metrics else ""
+    flags += " --split val" if m["split"] == "val" else ""
+    return f"fersearch best {bt.name if under_default else bt.experiment} --evaluate{flags}"
+
+
 def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
     bt = ev.best
-    exp_arg = bt.name if bt.experiment.parent.resolve() == results_root().resolve() else str(bt.experiment)
-    flags = f" --epochs {ev.metrics['epoch_budget']}"
-    seeds = ev.metrics["seeds"]["n"]
-    flags += f" --seeds {seeds}" if seeds > 1 else ""
-    flags += " --tta" if ev.tta_metrics else ""
-    flags += " --split val" if ev.metrics["split"] == "val" else ""
     data = bt.meta.get("data", {}).get("path") or fer.source
     return {
         "The search (from its fersearch.json):": str(bt.meta.get("command", "")),
-        "Retrain the winner and rebuild this report:": f"fersearch best {exp_arg} --evaluate{flags}",
+        "Retrain the winner and rebuild this report:": evaluate_command(ev),
         "Train the winning configuration alone (kept seed, same epoch budget):":
             f"fersearch train --data {data} --config {bt.experiment / BEST_DIR / 'config.json'}",
     }
@@ -402,7 +412,7 @@ def _provenance(ev: Evaluation, fer: Any, elapsed: float, run: _Run) -> dict[str
     bt = ev.best
     rec = bt.meta.get("data", {})
     return {
-        "command": command_line(),
+        "command": evaluate_command(ev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "experiment": {"name": bt.name, "path": str(bt.experiment), "trial_id": bt.trial_id,
                        "search_command": bt.meta.get("command"), "search_val_acc": bt.best_val_acc},

@@ -69,3 +69,37 @@ def tuned_experiment(tmp_path_factory, fast_space, tiny_csv):
 
     results = tmp_path_factory.mktemp("results")
     return tune(space=fast_space, data=tiny_csv, name="tuned", results=results, verbose=False, **TUNED).path
+
+
+# ---- best / predict fixtures (issue: best) ----------------------------------
+EVALUATE_ARGS = ("--epochs", "2", "--seeds", "2", "--tta")
+EXPERIMENT_FILES = ("fersearch.json", "trials.csv", "history.csv")
+
+
+def copy_experiment(src, results_dir):
+    """The record files of an experiment copied under another results dir (Ray's state left out),
+    so a test can change or evaluate it without touching the shared search."""
+    import shutil
+
+    dst = results_dir / src.name
+    dst.mkdir(parents=True)
+    for name in EXPERIMENT_FILES:
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def evaluated_experiment(tmp_path_factory, tuned_experiment):
+    """A copy of `tuned_experiment` in <project>/results/ after a real
+    `fersearch best --evaluate --epochs 2 --seeds 2 --tta` through the CLI (about 10-20 s).
+    Returns the experiment dir; the command's stdout is in <project>/best_evaluate.out."""
+    from typer.testing import CliRunner
+
+    from fersearch.cli import app
+
+    project = tmp_path_factory.mktemp("project")
+    exp = copy_experiment(tuned_experiment, project / "results")
+    res = CliRunner().invoke(app, ["best", "--evaluate", *EVALUATE_ARGS, "--results", str(project / "results")])
+    assert res.exit_code == 0, res.output
+    (project / "best_evaluate.out").write_text(res.stdout)
+    return exp
