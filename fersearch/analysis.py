@@ -92,7 +92,9 @@ def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFra
 
 # ---------------------------------------------------------------- analysis
 def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
-            distributions: dict[str, Any] | None = None) -> SearchAnalysis:
+            distributions: dict[str, Any] | None = None, importance: bool = True) -> SearchAnalysis:
+    """Everything the report says about the search; `importance=False` skips Optuna's
+    importance estimates (the slow part), e.g. for a quick `fersearch best`."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
     scored = ranked[ranked[METRIC].notna()]
@@ -101,7 +103,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
     finished = ranked[ranked["status"].isin(FINISHED) & ranked[METRIC].notna()]
     dists = distributions or {}
     boundaries = find_boundaries(scored, params, dists) if best_id else []
-    importance, note = param_importance(finished, params, dists)
+    importance, note = param_importance(finished, params, dists) if importance else ({}, "importance not computed")
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,

@@ -76,14 +76,16 @@ class BestTrial:
         }
 
 
-def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> BestTrial:
+def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike | None = None,
+         importance: bool = False) -> BestTrial:
     """The winning trial of an experiment (default: the newest under results/), judged by its
     best validation accuracy over its epochs. Works while the search runs: it uses every
-    trial that has reported at least one epoch."""
+    trial that has reported at least one epoch. `importance=True` adds Optuna's
+    hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does)."""
     exp = resolve_experiment(experiment, results)
     meta = read_meta(exp)
     trials = read_trials(exp)
-    analysis = an.analyze(trials, read_history(exp), meta, declared_distributions(meta))
+    analysis = an.analyze(trials, read_history(exp), meta, declared_distributions(meta), importance=importance)
     if analysis.best_trial is None:
         raise ExperimentError(f"{exp}: no trial has reported a validation accuracy yet ({len(trials)} trials listed); "
                               "wait for the first epochs (`fersearch status`) and try again")
@@ -159,6 +161,8 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     log = log or _stderr
     check_args(epochs, seeds, split)
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
+    if not bt.analysis.importance:
+        bt.analysis = an.analyze(bt.analysis.trials, bt.analysis.history, bt.meta, bt.analysis.distributions)
     fer, images, labels = prepare_data(bt.meta, data, split, log)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()
