@@ -142,8 +142,6 @@ def load(path: str | os.PathLike | None = None, *, val_fraction: float = 0.1, se
         raise DataError(f"validation fraction must be between 0 and 1, got {val_fraction}; use e.g. 0.1")
     src = readers.detect(resolve_data_path(path, log))
     parsed, sha = _read_cached(src, resize, cache, log)
-    if not (parsed.usage == 0).any():
-        raise DataError(f"{src.main}: no training rows (Usage 'Training'); fersearch needs labelled training images")
     notes = list(parsed.notes)
     synthetic = _synthetic_note(src, sha)
     if synthetic:
@@ -159,7 +157,10 @@ def _split(parsed, val_fraction: float, seed: int, notes: list[str], log: Log) -
         notes.append(f"validation split: the {int((split == 1).sum())} PublicTest rows")
         return split
     train = np.flatnonzero(split == 0)
-    held = stratified_holdout(parsed.labels[train], val_fraction, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    held = stratified_holdout(parsed.labels[train], val_fraction, rng)
+    if not held.any() and len(train) >= 2:  # tiny sets: every class too small to give one up; still validate
+        held[rng.integers(len(train))] = True
     split[train[held]] = 1
     note = (f"validation split: no PublicTest rows, so {int(held.sum())} of {len(train)} training images "
             f"({val_fraction:.0%}, stratified by emotion, seed {seed}) were set aside")

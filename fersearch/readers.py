@@ -81,8 +81,10 @@ def csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: file is empty; re-download it ({_FORMATS_HELP})")
     try:
         text = first.decode("utf-8-sig")
+        if "\0" in text:
+            raise UnicodeDecodeError("utf-8", first, 0, 1, "NUL byte")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV file; {_FORMATS_HELP}") from None
+        raise DataError(f"{path}: not a text CSV file (binary content); {_FORMATS_HELP}") from None
     return next(csv.reader([text]))
 
 
@@ -103,7 +105,7 @@ def _missing_columns_error(path: Path, columns: Sequence[str]) -> DataError:
     cols = {c.strip().lower() for c in columns}
     names = {"emotion": "emotion", "pixels": "pixels", "usage": "Usage"}
     missing = [names[c] for c in FER_COLUMNS if c not in cols]
-    found = ",".join(columns)
+    found = ",".join(columns).encode("ascii", "backslashreplace").decode()
     found = found if len(found) <= 60 else found[:57] + "..."
     return DataError(f"{path}: missing column(s) {', '.join(missing)} (header row is '{found}'); "
                      f"a FER2013 CSV starts with the header emotion,pixels,Usage")
@@ -469,13 +471,19 @@ def read_folders(src: Source, resize: bool) -> Parsed:
 
 
 def read(src: Source, resize: bool = False) -> Parsed:
+    """Read and validate the source; a source without training rows is an error (and never cached)."""
     if src.format in ("fer2013", "icml_face_data"):
-        return read_fer_csv(src.main)
-    if src.format == "kaggle-challenge":
-        return read_kaggle(src.main, src.extra)
-    if src.format == "ferplus":
-        return read_ferplus(src.main, src.extra)
-    return read_folders(src, resize)
+        parsed = read_fer_csv(src.main)
+    elif src.format == "kaggle-challenge":
+        parsed = read_kaggle(src.main, src.extra)
+    elif src.format == "ferplus":
+        parsed = read_ferplus(src.main, src.extra)
+    else:
+        parsed = read_folders(src, resize)
+    if not (parsed.usage == 0).any():
+        where = "under train/" if src.format == "image-folders" else "(Usage 'Training')"
+        raise DataError(f"{src.path}: no training rows {where}; fersearch needs labelled training images")
+    return parsed
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
