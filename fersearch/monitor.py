@@ -29,6 +29,7 @@ import os
 import socket
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TextIO
 
@@ -138,12 +139,21 @@ def dashboard_lines(address: str | None = None) -> list[str]:
     address: what the search joined (`--address`); the URL is then the cluster's.
     The token is never printed, only where it is.
     """
-    url = dashboard_url()
+    return format_dashboard_lines(dashboard_url(), address, token_auth_enabled())
+
+
+def format_dashboard_lines(url: str | None, address: str | None, auth_on: bool) -> list[str]:
     where = f"Ray cluster {address}" if address else "local Ray"
     if not url:
         return [f"{where}: no dashboard (install ray[default] to get one)"]
     lines = [f"Ray dashboard ({where}): {url}"]
-    if not token_auth_enabled():
+    head = _address_host(address)
+    url_host = urllib.parse.urlparse(url).hostname or ""
+    if head and is_loopback(url_host) and not is_loopback(head):
+        port = urllib.parse.urlparse(url).port or 8265
+        lines.append(f"  it listens on the head node's loopback only; from here: ssh -L {port}:localhost:{port} "
+                     f"{head}, then open http://localhost:{port}")
+    if not auth_on:
         lines.append("  token authentication is off for this cluster: anyone who reaches the URL can use it")
         return lines
     kind, path = token_source()
@@ -155,6 +165,13 @@ def dashboard_lines(address: str | None = None) -> list[str]:
         lines.append(f"  sign in with the token in {path}{note}; API clients send "
                      f"'{AUTH_HEADER}: Bearer $(cat {path})'")
     return lines
+
+
+def _address_host(address: str | None) -> str | None:
+    """The head's host from --address (host:port, ray://host:port); None for auto or nothing."""
+    if not address or address in ("auto", "local"):
+        return None
+    return urllib.parse.urlparse(address if "://" in address else f"ray://{address}").hostname
 
 
 def metrics_urls() -> list[str]:
@@ -298,6 +315,12 @@ class _LiveState:
         if config:
             t["params"] = {k: v for k, v in config.items() if k not in self.hide}
         return t
+
+    def sync(self, trials: Iterable[Any]) -> None:
+        """Know every trial Tune has created, in Tune's order (the recorder's row order, so a tie
+        for the best val_acc names the same trial as trials.csv)."""
+        for t in trials:
+            self._trial(t.trial_id, t.config)
 
     def start(self, trial_id: str, config: Mapping[str, Any]) -> None:
         self._trial(trial_id, config)["status"] = "running"
@@ -472,11 +495,13 @@ def _make_live_view_class() -> type:
             self._t0 = time.monotonic()
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.state.sync(trials)
             self.state.start(trial.trial_id, trial.config)
             self._dirty = True
             self.refresh()
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.state.sync(trials)
             self._dirty = True
             self.refresh(force=self.state.result(trial.trial_id, result, trial.config) and self.tty)
 
@@ -527,7 +552,11 @@ def __getattr__(name: str) -> Any:
 
 
 # ------------------------------------------------------------------ fersearch status
-STALE_AFTER_S = 300.0  # unfinished trials and no file update for this long (or 5 epochs): not running
+# While a search runs, Tune rewrites its experiment_state-<time>.json every few seconds
+# (search.py sets TUNE_GLOBAL_CHECKPOINT_S=2), epochs or not: a heartbeat of the driver.
+HEARTBEAT_GLOB = "experiment_state-*.json"
+HEARTBEAT_STALE_S = 60.0
+STALE_AFTER_S = 300.0  # without a heartbeat file (remote storage): no file update for this long, or 5 epochs
 
 
 def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
@@ -550,11 +579,12 @@ def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> d
     counts = {s: sum(r["status"] == s for r in rows) for s in ex.STATUSES}
     counts["not_started"] = max(0, planned - len(rows))
     best = ex.best_trial(trials)
-    updated = max((p.stat().st_mtime for p in (exp / ex.META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE)
-                   if p.is_file()), default=now)
+    heartbeat = list(exp.glob(HEARTBEAT_GLOB))
+    files = [exp / ex.META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE, *heartbeat]
+    updated = max((p.stat().st_mtime for p in files if p.is_file()), default=now)
     created = _timestamp(meta.get("created"), default=updated)
     epoch_times = [t for t in history.get("epoch_time_s", []) if isinstance(t, (int, float)) and t == t]
-    stale_after = max(STALE_AFTER_S, 5 * max(epoch_times, default=0.0))
+    stale_after = HEARTBEAT_STALE_S if heartbeat else max(STALE_AFTER_S, 5 * max(epoch_times, default=0.0))
     unfinished = counts["pending"] + counts["running"] + counts["not_started"] > 0
     state = "finished" if not unfinished else "running" if now - updated <= stale_after else "interrupted"
     return {

@@ -95,6 +95,20 @@ def test_token_source_follows_rays_order(monkeypatch, tmp_path):
     assert monitor.token_source() == ("env", None) and monitor.read_token() == "secret-2"
 
 
+def test_dashboard_lines_say_where_the_token_is_and_how_to_reach_a_remote_head(monkeypatch, tmp_path):
+    monkeypatch.delenv(monitor.TOKEN_ENV, raising=False)
+    monkeypatch.setenv(monitor.TOKEN_PATH_ENV, str(tmp_path / "tok"))
+    (tmp_path / "tok").write_text("s3cr3t")
+    local = monitor.format_dashboard_lines("http://127.0.0.1:8265", None, auth_on=True)
+    assert local[0] == "Ray dashboard (local Ray): http://127.0.0.1:8265"
+    assert str(tmp_path / "tok") in local[1] and "Authorization: Bearer" in local[1]
+    assert "s3cr3t" not in "\n".join(local) and len(local) == 2
+    remote = monitor.format_dashboard_lines("http://127.0.0.1:8265", "10.0.0.7:6379", auth_on=False)
+    assert remote[0] == "Ray dashboard (Ray cluster 10.0.0.7:6379): http://127.0.0.1:8265"
+    assert "ssh -L 8265:localhost:8265 10.0.0.7" in remote[1] and "authentication is off" in remote[2]
+    assert "no dashboard" in monitor.format_dashboard_lines(None, None, auth_on=True)[0]
+
+
 def test_short_params_groups_blocks_and_orders_like_the_config():
     text = monitor.short_params({"lr": 0.000316, "dense": 512, "filters_2": 64, "filters_1": 32, "dropout_1": 0.25,
                                  "dropout_2": 0.3, "batch_norm": True})
@@ -177,8 +191,14 @@ def test_status_summarises_a_handwritten_running_experiment(in_tmp):
                                                                          "lr": 0.004}
     assert [t["trial_id"] for t in st["trials"]] == ["t3", "t2", "t1", "t0"]  # best first
     assert st["epochs_run"] == 3 + 1 + 2 + 2
-    later = monitor.experiment_status(exp, now=time.time() + 3600)
-    assert later["state"] == "interrupted"
+    assert monitor.experiment_status(exp, now=time.time() + 120)["state"] == "running"  # an epoch may be slow
+    assert monitor.experiment_status(exp, now=time.time() + 3600)["state"] == "interrupted"
+    # Tune's experiment state, rewritten every few seconds while the driver lives, is a sharper heartbeat
+    (exp / "experiment_state-2026-01-01_10-00-00.json").write_text("{}")
+    assert monitor.experiment_status(exp, now=time.time() + 10)["state"] == "running"
+    stale = monitor.experiment_status(exp, now=time.time() + 120)
+    assert stale["state"] == "interrupted"
+    assert "fersearch tune --resume --name exp1" in monitor.format_status(stale)
 
     res = runner.invoke(app, ["status"])  # newest experiment under ./results
     assert res.exit_code == 0, res.output
