@@ -84,6 +84,12 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def trial_params(row: pd.Series) -> dict[str, Any]:
+    """The search-space parameters of one trials.csv row ({name: value}, absent ones left out)."""
+    return {c[len(PARAM_PREFIX):]: _plain(row[c]) for c in row.index
+            if str(c).startswith(PARAM_PREFIX) and not _missing(row[c])}
+
+
 def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFrame:
     cols = ["trial_id", "status", "epochs", METRIC, "best_epoch", *[PARAM_PREFIX + p for p in params]]
     out = ranked[ranked[METRIC].notna()].head(n)[[c for c in cols if c in ranked.columns]]

@@ -64,6 +64,12 @@ class BestTrial:
     def top(self, n: int = TOP_N) -> pd.DataFrame:
         return self.analysis.top(n)
 
+    @property
+    def unfinished(self) -> int:
+        """Trials pending or running, plus those the search planned but has not started."""
+        planned = int(self.meta.get("trials") or 0)
+        return self.in_progress + max(0, planned - len(self.analysis.trials))
+
     def to_dict(self, n: int = TOP_N) -> dict[str, Any]:
         top = self.top(n)
         return {
@@ -71,8 +77,8 @@ class BestTrial:
             "status": self.status, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
             "epochs": self.epochs, "judged_by": "each trial's best val_acc over its epochs",
             "params": self.params, "config": self.config.to_dict(), "counts": self.analysis.counts,
-            "in_progress": self.in_progress,
-            "top": [{k: _plain(v) for k, v in r.items()} for r in top.to_dict("records")],
+            "in_progress": self.in_progress, "unfinished": self.unfinished,
+            "top": [{k: _json_value(v) for k, v in r.items()} for r in top.to_dict("records")],
         }
 
 
@@ -90,12 +96,11 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
         raise ExperimentError(f"{exp}: no trial has reported a validation accuracy yet ({len(trials)} trials listed); "
                               "wait for the first epochs (`fersearch status`) and try again")
     row = analysis.trials.iloc[0]
-    params = {c[len(an.PARAM_PREFIX):]: _plain(row[c]) for c in analysis.trials.columns
-              if c.startswith(an.PARAM_PREFIX) and not an._missing(row[c])}
     return BestTrial(
         experiment=exp, name=str(meta.get("name", exp.name)), trial_id=str(row["trial_id"]), status=str(row["status"]),
         best_val_acc=float(row["best_val_acc"]), best_epoch=_int_or_none(row["best_epoch"]),
-        epochs=_int_or_none(row["epochs"]), config=trial_config(row), params=params, meta=meta, analysis=analysis,
+        epochs=_int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), meta=meta,
+        analysis=analysis,
         in_progress=int(trials["status"].isin(["pending", "running"]).sum()),
     )
 
@@ -253,7 +258,8 @@ def _assemble(bt: BestTrial, fer: Any, labels: np.ndarray, split: str, runs: lis
     tta_metrics = rp.compute_metrics(labels, run.tta_probs, names, split) if tta else None
     seed_runs = [{"seed": r.seed, "best_val_acc": float(r.fit.best_val_acc), "best_epoch": int(r.fit.best_epoch),
                   "epochs": len(r.fit.history), "accuracy": float((r.probs.argmax(1) == labels).mean()),
-                  "macro_f1": rp.compute_metrics(labels, r.probs, names, split)["macro_f1"], "kept": i == kept}
+                  "macro_f1": rp.compute_metrics(labels, r.probs, names, split)["macro_f1"], "kept": i == kept,
+                  "history": list(r.fit.history)}
                  for i, r in enumerate(runs)]
     metrics.update({
         "experiment": bt.name, "trial_id": bt.trial_id, "search_val_acc": bt.best_val_acc,
@@ -356,8 +362,10 @@ def _write_plots(out: Path, ev: Evaluation) -> dict[str, str]:
     rp.plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix.png",
                              title=f"Confusion matrix ({title})")
     rp.plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix_normalized.png", normalized=True)
-    histories = [ev.history]
-    rp.plot_learning_curves(histories, out / "learning_curves.png")
+    runs = ev.seed_runs or [{"seed": ev.config.seed, "history": ev.history, "kept": True}]
+    rp.plot_learning_curves([r["history"] for r in runs], out / "learning_curves.png",
+                            kept=next(i for i, r in enumerate(runs) if r["kept"]),
+                            labels=[f"seed {r['seed']}" for r in runs])
     images = {"Confusion matrix": "confusion_matrix.png", "Confusion matrix, normalised": "confusion_matrix_normalized.png",
               "Learning curves": "learning_curves.png"}
     if a.params:
@@ -406,8 +414,8 @@ def _notes(ev: Evaluation, fer: Any) -> list[str]:
     if getattr(fer, "synthetic", False):
         notes.append("These figures are on the synthetic stand-in data set, not on FER2013; put fer2013.csv in "
                      "data/ (or pass --data) to measure the real thing.")
-    if ev.best.in_progress:
-        notes.append(f"The search was still running or was interrupted: {ev.best.in_progress} trial(s) had not "
+    if ev.best.unfinished:
+        notes.append(f"The search was still running or was interrupted: {ev.best.unfinished} trial(s) had not "
                      "finished when this report was made; the winner is the best of what had reported.")
     return notes
 
@@ -435,7 +443,7 @@ def _report_provenance(p: dict[str, Any]) -> dict[str, Any]:
 
 
 # ==================================================================== helpers
-def _plain(v: Any) -> Any:
+def _json_value(v: Any) -> Any:
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float) and v != v:

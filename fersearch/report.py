@@ -577,8 +577,11 @@ def format_best(bt: Any, n: int = 5) -> str:
 
     a = bt.analysis
     counts = ", ".join(f"{c} {s}" for s, c in sorted(a.counts.items(), key=lambda kv: -kv[1]))
-    state = f"{bt.in_progress} still pending/running" if bt.in_progress else "search finished"
-    lines = [f"experiment {bt.name} ({bt.experiment}): {len(a.trials)} trials ({counts}); {state}",
+    planned = bt.meta.get("trials")
+    started = f"{len(a.trials)} of {planned}" if planned and planned > len(a.trials) else f"{len(a.trials)}"
+    state = ("search still running or interrupted: using what has reported so far" if bt.unfinished
+             else "search finished")
+    lines = [f"experiment {bt.name} ({bt.experiment}): {started} trials ({counts}); {state}",
              f"best trial {bt.trial_id} ({bt.status}): val_acc {bt.best_val_acc:.4f} at epoch {bt.best_epoch} "
              f"of {bt.epochs}",
              "  judged by each trial's best val_acc over its epochs (Ray's default scope is the last epoch)"]
