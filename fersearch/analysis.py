@@ -185,6 +185,9 @@ def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, An
 def _boundary(p: str, value: Any, tried: pd.Series, dist: Any) -> Boundary | None:
     if dist is not None and hasattr(dist, "low"):
         low, high, log = dist.low, dist.high, bool(getattr(dist, "log", False))
+        step = getattr(dist, "step", None)
+        if step and (high - low) / step < 2:
+            return None  # a grid of two values has no inside: every value is an "edge"
         return _numeric_edge(p, float(value), low, high, log, "declared")
     if dist is not None and hasattr(dist, "choices"):
         ordered = _ordered_choices(list(dist.choices))

@@ -174,7 +174,7 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     runs = [_retrain(bt, fer, images, budget, bt.config.seed + i, tta, threads, progress, log) for i in range(seeds)]
     kept = max(range(len(runs)), key=lambda i: runs[i].fit.best_val_acc)
     ev = _assemble(bt, fer, labels, split, runs, kept, budget, tta)
-    ev.out_dir = write_best_dir(ev, runs[kept], fer, elapsed=time.time() - started, log=log)
+    ev.out_dir = write_best_dir(ev, runs[kept], fer, elapsed=time.time() - started)
     ev.files = {p.name: p for p in sorted(ev.out_dir.iterdir())}
     return ev
 
@@ -287,7 +287,7 @@ def _seed_summary(seed_runs: list[dict[str, Any]], kept_seed: int) -> dict[str, 
 
 
 # ==================================================================== files
-def write_best_dir(ev: Evaluation, run: _Run, fer: Any, *, elapsed: float, log: Log) -> Path:
+def write_best_dir(ev: Evaluation, run: _Run, fer: Any, *, elapsed: float) -> Path:
     """Write every result file into a temp dir beside best/, then swap it in."""
     exp = ev.best.experiment
     tmp = Path(tempfile.mkdtemp(dir=exp, prefix=".best.tmp-"))

@@ -439,8 +439,8 @@ body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px;background:#fff}
 h1{margin:0 0 4px;font-size:26px} h2{margin-top:34px;border-bottom:2px solid #e3e6ea;padding-bottom:6px;font-size:20px}
 .sub{color:#666;margin:0 0 18px}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
-.card{flex:1 1 150px;background:#f0f5fb;border:1px solid #d7e3f1;border-radius:8px;padding:10px 14px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin:16px 0}
+.card{background:#f0f5fb;border:1px solid #d7e3f1;border-radius:8px;padding:10px 14px}
 .card .v{font-size:24px;font-weight:600;color:#1f4e89} .card .l{font-size:13px;color:#333;text-transform:uppercase;letter-spacing:.03em}
 .card .d{font-size:12px;color:#666}
 table{border-collapse:collapse;margin:10px 0;font-size:14px} th,td{border:1px solid #dde1e6;padding:4px 10px;text-align:right}

@@ -177,18 +177,21 @@ def test_a_failed_rerun_leaves_the_previous_best_intact(evaluated_experiment, tm
     shutil.copytree(evaluated_experiment / "best", exp / "best")
     before = {p.name: p.read_bytes() for p in (exp / "best").iterdir()}
     bt = evaluation.best(exp)
+    from fersearch.data import load
     from fersearch.model import load_model
+    from fersearch.train import FitResult
 
     model, cfg, _ = load_model(exp / "best" / "model.pt")
-    fit = type("Fit", (), {"model": model, "device": "cpu"})()
+    fit = FitResult(model=model, history=[], best_epoch=1, best_val_acc=0.0, stopped_early=False, device="cpu",
+                    images_per_s=0.0)
     run = evaluation._Run(seed=0, fit=fit, probs=np.full((3, 7), 1 / 7), tta_probs=None)
     metrics = json.loads((exp / "best" / "metrics.json").read_text())
     metrics["confusion_matrix"] = [[1, 2], [3]]  # ragged: plotting fails after several files were written
     ev = evaluation.Evaluation(best=bt, config=cfg, metrics=metrics, tta_metrics=None, seed_runs=[], history=[],
                                report="", out_dir=exp / "best", predictions=pd.DataFrame({"true": ["Happy"]}))
-    fer = type("Fer", (), {"sha256": "x", "format": "fer2013", "source": "x.csv", "synthetic": False})()
+    fer = load(bt.meta["data"]["path"], log=lambda *_: None)
     with pytest.raises(ValueError):
-        evaluation.write_best_dir(ev, run, fer, elapsed=0.0, log=print)
+        evaluation.write_best_dir(ev, run, fer, elapsed=0.0)
     assert {p.name: p.read_bytes() for p in (exp / "best").iterdir()} == before
     assert not list(exp.glob(".best*"))
 

@@ -244,14 +244,17 @@ def render(chromium: str, page: Path, tmp: Path, screenshot: Path) -> str:
     probe = page.with_name("_probe.html")
     script = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
               "document.body.dataset.images=im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length;"
-              "document.body.dataset.widths=im.map(i=>i.naturalWidth).join(',');});</script>")
+              "document.body.dataset.widths=im.map(i=>i.naturalWidth).join(',');"
+              "document.body.dataset.height=document.documentElement.scrollHeight;});</script>")
     probe.write_text(page.read_text().replace("</body>", script + "</body>"))
     try:
         dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile-dom'}",
-                              "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                              "--window-size=1280,1000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
                              capture_output=True, text=True, timeout=120).stdout
+        height = re.search(r'data-height="(\d+)"', dom)
+        height = min(int(height.group(1)) + 40, 16000) if height else 8000  # the whole page in one shot
         subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}",
-                        "--window-size=1280,6000", f"--screenshot={screenshot}", page.as_uri()],
+                        f"--window-size=1280,{height}", f"--screenshot={screenshot}", page.as_uri()],
                        capture_output=True, timeout=120)
     finally:
         probe.unlink(missing_ok=True)
