@@ -180,6 +180,16 @@ def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
     return rows_from_frame(scored.loc[[scored["best_val_acc"].astype(float).idxmax()]])[0]
 
 
+def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
+    """How a trial that ended without error is recorded: 'stopped' when the scheduler (ASHA)
+    stopped it before max_epochs (its last result came with done=True), else 'completed'
+    (ran out, or the trainer's own early stopping). ASHA also says stop at max_t: completed.
+    The live view (monitor.LiveView) uses the same rule."""
+    if not stop_decided:
+        return "completed"
+    return "stopped" if max_epochs is None or epochs < max_epochs else "completed"
+
+
 class TrialTable:
     """The in-memory trials.csv + history.csv of a running search (the recorder's state).
 
@@ -230,8 +240,7 @@ class TrialTable:
     def end(self, trial_id: str) -> None:
         """Finished without error: ASHA stopped it before --max-epochs, or it ran out (or early-stopped)."""
         row = self.rows[trial_id]
-        stopped = self._stop_decided.get(trial_id, False) and int(row["epochs"] or 0) < self.max_epochs
-        row["status"] = "stopped" if stopped else "completed"
+        row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
 
     def retry(self, trial_id: str, error: str) -> None:
         self.rows[trial_id].update(status="running", error=f"retried after: {error}")

@@ -288,16 +288,6 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
-    """How a trial that ended without error is recorded: 'stopped' when the scheduler
-    (ASHA) stopped it before max_epochs, else 'completed' (ran out, or the trainer's
-    own early stopping). ASHA also says STOP at max_t, which counts as completed.
-    The same rule as experiment.TrialTable.end, which writes trials.csv."""
-    if not stop_decided:
-        return "completed"
-    return "stopped" if max_epochs is None or epochs < max_epochs else "completed"
-
-
 # ------------------------------------------------------------------ live view
 class _LiveState:
     """What the live view knows about the search, independent of Ray (tested directly)."""
@@ -339,6 +329,8 @@ class _LiveState:
         return after is not None and (before is None or after[1]["best"] > before[1]["best"])
 
     def end(self, trial_id: str) -> str:
+        from .experiment import end_status  # the rule trials.csv is written with
+
         t = self._trial(trial_id)
         t["status"] = end_status(t["done"], t["epoch"], self.max_epochs)
         return t["status"]

@@ -118,10 +118,10 @@ def test_short_params_groups_blocks_and_orders_like_the_config():
     assert monitor.clock(42) == "0:42" and monitor.clock(3725) == "1:02:05"
 
 
-def test_end_status_matches_the_recorder_rule():
-    assert monitor.end_status(True, 1, 3) == "stopped"  # ASHA said stop before the budget
-    assert monitor.end_status(True, 3, 3) == "completed"  # ASHA also says stop at max_t
-    assert monitor.end_status(False, 2, 3) == "completed"  # the trainer's own early stopping
+def test_end_status_rule_shared_with_the_recorder():
+    assert ex.end_status(True, 1, 3) == "stopped"  # ASHA said stop before the budget
+    assert ex.end_status(True, 3, 3) == "completed"  # ASHA also says stop at max_t
+    assert ex.end_status(False, 2, 3) == "completed"  # the trainer's own early stopping
 
 
 # ------------------------------------------------------------------ live view on real Trial objects
