@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import math
 import os
-import socket
 import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import Any, Iterable, Mapping, TextIO
 
 METRIC_PREFIX = "fersearch_trial_"
 GAUGES = {  # gauge name -> (metrics key, description)
