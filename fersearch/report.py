@@ -142,9 +142,11 @@ def plot_learning_curves(histories: Sequence[Sequence[dict]], path: Path, kept: 
             best_epoch = int(h.loc[h["val_acc"].idxmax(), "epoch"])
             for ax in (ax_loss, ax_acc):
                 ax.axvline(best_epoch, color="#444444", ls=":", lw=1.2)
+            right_half = best_epoch > (h["epoch"].min() + h["epoch"].max()) / 2
             ax_acc.annotate(f"kept: epoch {best_epoch}\nval_acc {h['val_acc'].max():.3f}",
-                            xy=(best_epoch, h["val_acc"].max()), xytext=(6, -28), textcoords="offset points",
-                            fontsize=9, color="#444444")
+                            xy=(best_epoch, h["val_acc"].max()), xytext=(-6 if right_half else 6, -28),
+                            textcoords="offset points", ha="right" if right_half else "left",
+                            fontsize=9, color="#444444", bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     ax_loss.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -439,7 +441,7 @@ body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px;background:#fff}
 h1{margin:0 0 4px;font-size:26px} h2{margin-top:34px;border-bottom:2px solid #e3e6ea;padding-bottom:6px;font-size:20px}
 .sub{color:#666;margin:0 0 18px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin:16px 0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(145px,1fr));gap:12px;margin:16px 0}
 .card{background:#f0f5fb;border:1px solid #d7e3f1;border-radius:8px;padding:10px 14px}
 .card .v{font-size:24px;font-weight:600;color:#1f4e89} .card .l{font-size:13px;color:#333;text-transform:uppercase;letter-spacing:.03em}
 .card .d{font-size:12px;color:#666}
