@@ -204,7 +204,8 @@ def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log) -> tuple
     want = rec.get("sha256")
     if want and fer.sha256 and fer.sha256 != want:
         raise ExperimentError(f"data {fer.source or rec.get('path')} changed since the search {meta.get('name')} ran "
-                              f"(sha256 {fer.sha256[:12]}... vs recorded {want[:12]}...); restore that file or run a new search")
+                              f"(sha256 {fer.sha256[:12]}... vs recorded {want[:12]}...); "
+                              "restore that file or run a new search")
     images, labels = split_with_labels(fer, split)
     for line in held:
         log(line)

@@ -146,7 +146,8 @@ def plot_learning_curves(histories: Sequence[Sequence[dict]], path: Path, kept: 
             ax_acc.annotate(f"kept: epoch {best_epoch}\nval_acc {h['val_acc'].max():.3f}",
                             xy=(best_epoch, h["val_acc"].max()), xytext=(-6 if right_half else 6, -28),
                             textcoords="offset points", ha="right" if right_half else "left",
-                            fontsize=9, color="#444444", bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+                            fontsize=9, color="#444444",
+                            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     ax_loss.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -179,8 +180,8 @@ def plot_trial_curves(history: pd.DataFrame, trials: pd.DataFrame, path: Path, r
                     textcoords="offset points", fontsize=8, color="#666666")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=STATUS_COLORS[s], lw=1.5, label=s) for s in ("completed", "stopped", "failed", "running")
-               if s in status.values()]
+    handles = [Line2D([], [], color=STATUS_COLORS[s], lw=1.5, label=s)
+               for s in ("completed", "stopped", "failed", "running") if s in status.values()]
     handles.append(Line2D([], [], color="#2ca02c", lw=2.6, label=f"best ({best})"))
     if seed_trial and seed_trial != best:
         handles.append(Line2D([], [], color="#444444", ls="--", lw=1.2, label=f"seed config ({seed_trial})"))
@@ -495,7 +496,8 @@ def render_html(ctx: ReportContext) -> str:
     parts.append("<h2>Winning configuration</h2><p class=note>Values that differ from the seed CNN show the seed "
                  "default beside them.</p><div class=tables>" + _html_table(cfg.iloc[:half], css="text")
                  + _html_table(cfg.iloc[half:], css="text") + "</div>")
-    parts.append("<h2>Reproduce</h2>" + "".join(f"<p class=note>{e(k)}</p><pre>{e(v)}</pre>" for k, v in ctx.commands.items()))
+    parts.append("<h2>Reproduce</h2>" + "".join(f"<p class=note>{e(k)}</p><pre>{e(v)}</pre>"
+                                                for k, v in ctx.commands.items()))
     parts += _html_search(ctx)
     parts.append("<h2>Provenance</h2>" + _html_table(pd.DataFrame(
         [{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()]), css="text"))
@@ -564,7 +566,8 @@ def render_markdown(ctx: ReportContext) -> str:
         if a.importance:
             lines += [_md_table(_importance_table(a)), ""]
         lines += [a.importance_note, ""]
-    lines += ["## Provenance", "", _md_table(pd.DataFrame([{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()])), ""]
+    provenance = pd.DataFrame([{"item": k, "value": str(v)} for k, v in _flat_provenance(ctx).items()])
+    lines += ["## Provenance", "", _md_table(provenance), ""]
     return "\n".join(lines)
 
 
@@ -590,8 +593,8 @@ def format_best(bt: Any, n: int = 5) -> str:
     if bt.params:
         lines.append("search-space parameters: " + ", ".join(f"{k}={_short(v)}" for k, v in bt.params.items()))
     diff = config_diff(bt.config)
-    lines.append("differs from the seed CNN: " + (", ".join(f"{k} {_short(a_)} -> {_short(b_)}" for k, (a_, b_) in diff.items())
-                                                  if diff else "nothing (it is the seed configuration)"))
+    changes = ", ".join(f"{k} {_short(old)} -> {_short(new)}" for k, (old, new) in diff.items())
+    lines.append("differs from the seed CNN: " + (changes or "nothing (it is the seed configuration)"))
     lines += ["", f"top {min(n, len(a.trials))} trials by best val_acc:", format_table(bt.top(n))]
     return "\n".join(lines)
 

@@ -103,7 +103,8 @@ def test_evaluate_writes_every_promised_file(evaluated_experiment):
     prov = json.loads((best / "fersearch.json").read_text())
     meta = read_meta(evaluated_experiment)
     assert prov["data"]["sha256"] == meta["data"]["sha256"] and prov["experiment"]["name"] == meta["name"]
-    assert prov["versions"]["torch"] and prov["command"].startswith(f"fersearch best {evaluated_experiment}") and prov["seeds"] == [0, 1] and prov["tta"]
+    assert prov["command"].startswith(f"fersearch best {evaluated_experiment}")
+    assert prov["versions"]["torch"] and prov["seeds"] == [0, 1] and prov["tta"]
 
 
 @pytest.mark.slow
@@ -143,7 +144,8 @@ def test_metrics_json_equals_sklearn_on_the_saved_predictions(evaluated_experime
     # the retrain stayed within its budget and kept its best epoch
     hist = pd.read_csv(best / "history.csv")
     assert len(hist) <= 2 and m["epochs_run"] == len(hist) and m["epoch_budget"] == 2
-    assert m["val_acc"] == pytest.approx(hist["val_acc"].max()) and m["best_epoch"] == int(hist.loc[hist["val_acc"].idxmax(), "epoch"])
+    assert m["val_acc"] == pytest.approx(hist["val_acc"].max())
+    assert m["best_epoch"] == int(hist.loc[hist["val_acc"].idxmax(), "epoch"])
 
 
 @pytest.mark.slow
@@ -222,7 +224,8 @@ def test_kaggle_data_without_test_labels_offers_split_val(tuned_experiment, tiny
     kaggle.mkdir()
     pix = [" ".join(map(str, im.ravel())) for im in tiny_data.images]
     train = tiny_data.split != 2
-    pd.DataFrame({"emotion": tiny_data.labels[train], "pixels": np.array(pix)[train]}).to_csv(kaggle / "train.csv", index=False)
+    train_rows = pd.DataFrame({"emotion": tiny_data.labels[train], "pixels": np.array(pix)[train]})
+    train_rows.to_csv(kaggle / "train.csv", index=False)
     pd.DataFrame({"pixels": np.array(pix)[~train]}).to_csv(kaggle / "test.csv", index=False)
     exp = copy_experiment(tuned_experiment, tmp_path / "results")
     meta = read_meta(exp)

@@ -115,7 +115,8 @@ def test_torchscript_export_equals_the_eager_model(saved_model, tmp_path):
 def test_not_an_image_is_a_one_line_error(saved_model, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not a png")
-    _one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]), str(bad), "not a readable image")
+    _one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]),
+                    str(bad), "not a readable image")
     _one_line_error(runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", str(saved_model)]),
                     "missing.jpg", "not found")
 

@@ -102,7 +102,8 @@ def _hand_written_experiment(root: Path, *, n: int = 9) -> Path:
     rng = np.random.default_rng(0)
     rows, hist = [], []
     for i in range(n):
-        p = {"dense_dropout": [0.5, 0.2, 0.1, 0.0, 0.3, 0.4, 0.6, 0.7, 0.35][i], "dense": [512, 128, 1024, 256, 256, 512, 128, 1024, 256][i]}
+        p = {"dense_dropout": [0.5, 0.2, 0.1, 0.0, 0.3, 0.4, 0.6, 0.7, 0.35][i],
+             "dense": [512, 128, 1024, 256, 256, 512, 128, 1024, 256][i]}
         status, epochs = ("completed", 9) if i % 3 == 0 else ("stopped", 3)
         if i == 6:
             status, epochs = "failed", 2
