@@ -151,7 +151,9 @@ def trials_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows (dicts with TRIAL_COLUMNS and optional `config/<param>` keys) in contract column order."""
     df = pd.DataFrame(list(rows))
     params = sorted({c for c in df.columns if str(c).startswith(PARAM_PREFIX)})
-    return df.reindex(columns=[*TRIAL_COLUMNS, *params])
+    df = df.reindex(columns=[*TRIAL_COLUMNS, *params])
+    # nullable ints: a trial without a best epoch yet must not turn "4" into "4.0"
+    return df.astype({"epochs": "Int64", "best_epoch": "Int64"})
 
 
 def write_trials(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -251,3 +253,14 @@ class TrialTable:
     def save(self) -> None:
         write_trials(self.exp_dir, self.rows.values())
         write_history(self.exp_dir, (self.history[k] for k in sorted(self.history)))
+
+
+def mark_unfinished(exp: str | os.PathLike) -> None:
+    """After a search stops (finished or interrupted), no trial is running: those that were are pending."""
+    table = TrialTable(exp, max_epochs=0)
+    table.load()
+    running = [r for r in table.rows.values() if r["status"] == "running"]
+    for row in running:
+        row["status"] = "pending"
+    if running:
+        table.save()

@@ -35,7 +35,7 @@ from . import experiment as ex
 from .config import TrainConfig
 from .errors import ExperimentError, FersearchError, ResourceError
 from .record import command_line, versions
-from .spaces import DEFAULT_SPACE, Space, load_space, quiet_optuna
+from .spaces import DEFAULT_SPACE, Space, first_line, load_space, quiet_optuna
 
 METRIC, MODE = "val_acc", "max"
 SCHEDULERS = ("asha", "fifo")
@@ -284,7 +284,7 @@ def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | 
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as e:
-        raise ResourceError(f"--address {address}: cannot connect to a Ray cluster ({_first_line(e)}); "
+        raise ResourceError(f"--address {address}: cannot connect to a Ray cluster ({first_line(e)}); "
                             f"start one with `ray start --head` or check the address") from None
     try:
         yield True
@@ -406,11 +406,6 @@ def _trial_error(trial: Any) -> str:
     return (excs[-1] if excs else lines[-1] if lines else "trial failed")[:300]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 # ------------------------------------------------------------------ tune()
 def tune(
     space: str | os.PathLike | Space | None = None,
@@ -446,6 +441,9 @@ def tune(
     resume: continue the search `name` (Tuner.restore) instead of starting one.
     """
     log = log or (print if verbose else (lambda _msg: None))
+    # Ray warns about every trial without results when it collects them (after an
+    # interruption, or restoring one); the trials table says the same, quietly.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     grace_period = default_grace_period(max_epochs) if grace_period is None else grace_period
     check_options(trials=trials, max_epochs=max_epochs, grace_period=grace_period,
                   reduction_factor=reduction_factor, scheduler=scheduler, sampler=sampler, seed=seed,
@@ -502,6 +500,7 @@ def tune(
             tuner = _restore_tuner(exp_dir, storage, name, fer, plan, meta) if resume else _new_tuner(
                 space_obj, fer, plan, settings, meta, exp_dir, storage, verbose)
             tuner.fit()
+        ex.mark_unfinished(exp_dir)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
     return load_result(exp_dir)
 
@@ -657,8 +656,6 @@ def _restore_tuner(exp_dir: Path, storage: str, name: str, fer: Any, plan: Resou
     # recorder re-reads trials.csv/history.csv in setup(). Threads follow this run's plan.
     settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=meta["max_epochs"],
                              threads=plan.threads, experiment=name)
-    # Restoring warns about every trial that had not reported yet; that is expected here.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     return tune.Tuner.restore(f"{meta.get('storage', storage)}/{name}", _trainable(fer, plan, settings),
                               resume_errored=True)
 

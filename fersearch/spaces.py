@@ -131,7 +131,7 @@ def load_space(space: str | Path | None = None, base: TrainConfig | None = None)
     try:
         mod = fn.module()
     except Exception as e:  # a user's file: any error while importing it is theirs
-        raise SpaceError(f"{where}: importing it raised {type(e).__name__}: {_first_line(e)}") from None
+        raise SpaceError(f"{where}: importing it raised {type(e).__name__}: {first_line(e)}") from None
     if not callable(getattr(mod, "space", None)):
         raise SpaceError(f"{where}: defines no `space(trial)` function; add `def space(trial): ...` returning a dict")
     points = getattr(mod, "points", ())
@@ -211,7 +211,7 @@ def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig)
             try:
                 ret = fn(trial)
             except Exception as e:  # the user's code or Optuna rejecting a range
-                raise SpaceError(f"{where}: space(trial) raised {type(e).__name__} ({what}): {_first_line(e)}") from None
+                raise SpaceError(f"{where}: space(trial) raised {type(e).__name__} ({what}): {first_line(e)}") from None
             if ret is not None and not (isinstance(ret, dict) and all(isinstance(k, str) for k in ret)):
                 raise SpaceError(f"{where}: space(trial) must return a dict with str keys or None, got {type(ret).__name__}")
             if strict:
@@ -257,6 +257,7 @@ def _summary(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if doc and doc.strip() else ""
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception as one line (for one-line error messages)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

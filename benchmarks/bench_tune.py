@@ -1,0 +1,92 @@
+"""Benchmark `fersearch tune` on the embedded default data; prints JSON.
+
+Runs the real CLI (`fersearch tune ... --quiet`) in a scratch directory:
+  asha_seed   the default command, `fersearch tune --trials 8` (seed space, TPE, ASHA)
+  fifo_seed   the same with --scheduler fifo (every trial to --max-epochs)
+  asha_wide   the same budget on the wide space
+and reports for each: wall time, where it went (start-up = imports + data + Ray
+start; search; training = sum of epoch times), per-trial overhead (trial-slot time
+not spent training), total epochs, trials stopped by ASHA, the best val_acc.
+
+    python benchmarks/bench_tune.py [--trials 8] [--max-epochs 30] [--runs asha_seed,fifo_seed,asha_wide]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fersearch import experiment as ex
+
+RUNS = {
+    "asha_seed": ["--space", "seed"],
+    "fifo_seed": ["--space", "seed", "--scheduler", "fifo"],
+    "asha_wide": ["--space", "wide"],
+}
+
+
+def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int, seed: int) -> dict:
+    cmd = [sys.executable, "-m", "fersearch", "tune", "--trials", str(trials), "--max-epochs", str(max_epochs),
+           "--seed", str(seed), "--name", name, "--quiet", *extra]
+    t0 = time.time()
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    wall = time.time() - t0
+    if out.returncode != 0:
+        return {"name": name, "error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+    exp = workdir / "results" / name
+    trials_df, history, meta = ex.read_trials(exp), ex.read_history(exp), ex.read_meta(exp)
+    m = re.search(r"search \S+ ended after (\d+) s", out.stdout + out.stderr)
+    search_s = float(m.group(1)) if m else float("nan")
+    train_s = float(history["epoch_time_s"].sum())
+    slots = meta["resources"]["concurrency"]
+    best = ex.best_trial(trials_df)
+    return {
+        "name": name, "command": " ".join(["fersearch", *cmd[3:]]), "wall_s": round(wall, 1),
+        "startup_s": round(wall - search_s, 1), "search_s": search_s, "train_s": round(train_s, 1),
+        "concurrency": slots,
+        # trial-slot time not spent in fit's epochs: worker start, data fetch, checkpoints, scheduling gaps
+        "overhead_per_trial_s": round((search_s * slots - train_s) / len(trials_df), 2),
+        "epoch_s_mean": round(float(history["epoch_time_s"].mean()), 2),
+        "total_epochs": int(trials_df["epochs"].sum()),
+        "statuses": trials_df["status"].value_counts().to_dict(),
+        "best_val_acc": round(float(best["best_val_acc"]), 4) if best else None,
+        "best_epoch": best and int(best["best_epoch"]),
+        "best_params": best and {k[len(ex.PARAM_PREFIX):]: v for k, v in best.items()
+                                 if k.startswith(ex.PARAM_PREFIX) and v is not None},
+        "data": {k: meta["data"][k] for k in ("path", "n")},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ", ".join(RUNS))
+    ap.add_argument("--workdir", default=None, help="where results/ and data/ go (default: a temp dir)")
+    args = ap.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_tune_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = {"machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 1)},
+               "trials": args.trials, "max_epochs": args.max_epochs, "workdir": str(workdir), "runs": []}
+    for name in args.runs.split(","):
+        results["runs"].append(run(name, RUNS[name], workdir, args.trials, args.max_epochs, args.seed))
+        print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)  # progress
+    by = {r["name"]: r for r in results["runs"] if "error" not in r}
+    if "asha_seed" in by and "fifo_seed" in by:
+        results["asha_vs_fifo_epochs"] = [by["asha_seed"]["total_epochs"], by["fifo_seed"]["total_epochs"]]
+    if "asha_seed" in by and "asha_wide" in by:
+        results["seed_vs_wide_best_val_acc"] = [by["asha_seed"]["best_val_acc"], by["asha_wide"]["best_val_acc"]]
+    results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
