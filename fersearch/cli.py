@@ -304,7 +304,7 @@ def best_cmd(
     evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
     bt = evaluation.best(experiment, results=results)
     log = (lambda msg: typer.echo(msg, err=True))
-    data, _, _ = evaluation.prepare_data(bt.meta, None, split, log)  # changed file, no labels: one line
+    data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
     if not json_out:
         typer.echo(report.format_best(bt) + "\n", err=True)
     ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,

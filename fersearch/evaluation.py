@@ -168,7 +168,7 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
     if not bt.analysis.importance:
         bt.analysis = an.analyze(bt.analysis.trials, bt.analysis.history, bt.meta, bt.analysis.distributions)
-    fer, images, labels = prepare_data(bt.meta, data, split, log)
+    fer, images, labels = prepare_data(bt.meta, data, split, log, experiment=bt.experiment)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()
     runs = [_retrain(bt, fer, images, budget, bt.config.seed + i, tta, threads, progress, log) for i in range(seeds)]
@@ -188,7 +188,8 @@ def check_args(epochs: int | None, seeds: int, split: str) -> None:
         raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
 
 
-def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log) -> tuple[Any, np.ndarray, np.ndarray]:
+def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log,
+                 experiment: Path | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """(FerData, images, labels of `split`): the data set the search ran on, reloaded from its
     recorded path and checked against its recorded content hash (a changed file would make the
     comparison meaningless), with labels on the split to score."""
@@ -199,7 +200,7 @@ def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log) -> tuple
     if isinstance(data, FerData):
         fer = data
     else:
-        path = Path(data) if data is not None else _recorded_data_path(rec, meta)
+        path = Path(data) if data is not None else _recorded_data_path(rec, meta, experiment)
         fer = load(path, log=held.append)
     want = rec.get("sha256")
     if want and fer.sha256 and fer.sha256 != want:
@@ -212,14 +213,16 @@ def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log) -> tuple
     return fer, images, labels
 
 
-def _recorded_data_path(rec: dict[str, Any], meta: dict[str, Any]) -> Path:
+def _recorded_data_path(rec: dict[str, Any], meta: dict[str, Any], experiment: Path | None) -> Path:
     raw = rec.get("path")
     if not raw:
         raise ExperimentError(f"search {meta.get('name')} was run on data passed in memory (no file recorded); "
                               "pass the same FerData: fersearch.evaluate(..., data=...)")
     path = Path(raw).expanduser()
-    if path.exists():
-        return path
+    # A relative path is relative to where the search ran: usually the dir holding results/.
+    for candidate in (path, *([experiment.parent.parent / path] if experiment and not path.is_absolute() else [])):
+        if candidate.exists():
+            return candidate
     raise ExperimentError(f"data file {raw} that search {meta.get('name')} used is gone (cwd {Path.cwd()}); "
                           "run from the directory the search ran in, or restore the file")
 

@@ -208,11 +208,12 @@ def test_a_changed_data_file_is_a_one_line_error(tuned_experiment, tmp_path):
     first[1] = "0 " + first[1].split(" ", 1)[1] if not first[1].startswith("0 ") else "1 " + first[1].split(" ", 1)[1]
     lines[1] = ",".join(first)
     data.write_text("\n".join(lines) + "\n")
-    meta["data"]["path"] = str(data)
+    # recorded relative to where the search ran (the dir holding results/), not to today's cwd
+    meta["data"]["path"] = data.name
     write_meta(exp, meta)
-    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "changed since the search", str(data))
+    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "changed since the search", data.name)
     data.unlink()
-    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "is gone", str(data))
+    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "is gone", data.name)
 
 
 @pytest.mark.slow
