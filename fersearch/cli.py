@@ -189,7 +189,9 @@ def tune_cmd(
     address: Annotated[Optional[str], typer.Option(
         "--address", help="Join an existing Ray cluster (auto or host:port) instead of starting a local one.",
         show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted search --name.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the interrupted search --name: finished trials stay, the rest run; "
+        "space, trials, epochs and ASHA settings come from the original search.")] = False,
     dashboard_host: Annotated[str, typer.Option(
         "--dashboard-host", help="Interface the local Ray dashboard binds to (warns unless loopback).")] = "127.0.0.1",
     dashboard_port: Annotated[Optional[int], typer.Option(

@@ -450,28 +450,16 @@ def tune(
                   name=name, resume=resume, gpus=gpus, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial)
     local_root, storage = storage_location(results)
     base = (base_config or TrainConfig()).replace(seed=seed)
-    if resume:
-        exp_dir = local_root / name
-        meta = _resumable_meta(exp_dir, storage, name)
-        space_obj = load_space(space) if isinstance(space, (str, os.PathLike)) else space
-        if space_obj is not None and getattr(space_obj, "sha256", meta["space"]["sha256"]) != meta["space"]["sha256"]:
-            raise ExperimentError(f"--space {space_obj.path} differs from the space {name} was started with "
-                                  f"({meta['space']['path']}); drop --space to resume with the original")
-    else:
-        space_obj = space if isinstance(space, Space) else load_space(space, base=base)
-        name = name or _default_name(space_obj.name, local_root)
-        exp_dir = local_root / name
-        if exp_dir.exists():
-            raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "
-                                  f"or choose another --name (never overwritten)")
+    exp_dir, meta, space_obj = _open_experiment(space, name, resume, local_root, storage, base)
+    name = exp_dir.name
     if gpus and address is None and not _ray_running():
         found = local_gpu_count()
         if found is not None and gpus > found:  # answer before spending seconds on starting Ray
             plan_resources({"GPU": found, "CPU": os.cpu_count() or 1}, gpus=gpus, gpus_per_trial=gpus_per_trial,
                            cpus_per_trial=cpus_per_trial, trials=trials)
-    fer = _load_data(data, meta if resume else None, log)
+    fer = _load_data(data, meta, log)
 
-    with ray_session(address, dashboard_host, dashboard_port, log) as started:
+    with ray_session(address, dashboard_host, dashboard_port, log):
         from . import monitor
 
         cluster, max_node_cpus = cluster_info()
@@ -503,6 +491,25 @@ def tune(
         ex.mark_unfinished(exp_dir)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
     return load_result(exp_dir)
+
+
+def _open_experiment(space: Any, name: str | None, resume: bool, local_root: Path, storage: str,
+                     base: TrainConfig) -> tuple[Path, dict[str, Any] | None, Space | None]:
+    """(experiment dir, its fersearch.json when resuming, the checked space when starting)."""
+    if resume:
+        exp_dir = local_root / name
+        meta = _resumable_meta(exp_dir, storage, name)
+        given = load_space(space) if isinstance(space, (str, os.PathLike)) else space
+        if given is not None and given.sha256 != meta["space"]["sha256"]:
+            raise ExperimentError(f"--space {given.path} differs from the space {name} was started with "
+                                  f"({meta['space']['path']}); drop --space to resume with the original")
+        return exp_dir, meta, None  # the searcher, with its space, comes back from Ray's saved state
+    space_obj = space if isinstance(space, Space) else load_space(space, base=base)
+    exp_dir = local_root / (name or _default_name(space_obj.name, local_root))
+    if exp_dir.exists():
+        raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "
+                              f"or choose another --name (never overwritten)")
+    return exp_dir, None, space_obj
 
 
 def default_grace_period(max_epochs: int) -> int:

@@ -141,6 +141,16 @@ def test_check_options_accepts_the_defaults():
                       seed=-1, name=None, resume=False, gpus=None, gpus_per_trial=None, cpus_per_trial=None)
 
 
+def test_storage_location_paths_and_uris(in_tmp):
+    from fersearch.search import storage_location
+
+    assert storage_location(None) == (in_tmp.resolve() / "results", str(in_tmp.resolve() / "results"))
+    shared = in_tmp / "nfs" / "exps"
+    assert storage_location(f"file://{shared}") == (shared.resolve(), str(shared.resolve()))
+    # cloud storage holds Ray's state; fersearch's own files stay in ./results/<name>/
+    assert storage_location("s3://bucket/fersearch/") == (in_tmp.resolve() / "results", "s3://bucket/fersearch")
+
+
 def test_trial_table_statuses_retries_and_reload(tmp_path):
     table = ex.TrialTable(tmp_path, max_epochs=3)
     cfg = TrainConfig().to_json()
