@@ -375,3 +375,21 @@ def test_cli_train_human_summary_and_default_out(in_tmp, tiny_csv):
     assert "best val_acc" in res.stdout and "epoch 1/1" in res.stderr
     (run,) = (in_tmp / "results").glob("train-*")
     assert {p.name for p in run.iterdir()} >= {"config.json", "history.csv", "model.pt", "fersearch.json"}
+
+
+def test_no_cuda_falls_back_to_the_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert fit(SMALL, DATA, device="cuda").device == "cpu"
+
+
+@pytest.mark.gpu
+def test_trains_on_a_gpu_with_resume():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    states = []
+    cfg = SMALL.replace(epochs=2, hflip=True, shift=2, erasing=0.3, precision="auto")
+    full = fit(cfg, DATA, device="cuda", on_epoch=lambda m, s: states.append(s()))
+    assert full.device.startswith("cuda") and full.best_val_acc > 0
+    resumed = fit(cfg, DATA, device="cuda", resume=states[0])
+    assert resumed.epochs == 2 and next(resumed.model.parameters()).is_cuda
