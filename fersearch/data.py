@@ -128,6 +128,10 @@ def resolve_data_path(path: str | os.PathLike | None = None, log: Log = log_stde
         return Path(path)
     if DEFAULT_DATA.exists():
         return DEFAULT_DATA
+    others = sorted(p.name for p in DEFAULT_DATA.parent.glob("*.csv"))
+    if others:
+        log(f"{DEFAULT_DATA.parent}/ holds {', '.join(others)} but no fer2013.csv: pass --data {DEFAULT_DATA.parent} "
+            f"to use them")
     from .synth import default_synthetic
 
     return default_synthetic(log)
