@@ -190,6 +190,8 @@ def _synthetic_note(src, sha: str) -> str:
 
 
 def _read_cached(src, resize: bool, use_cache: bool, log: Log):
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import readers
 
     stamp = readers.stat_key(src)
@@ -198,17 +200,20 @@ def _read_cached(src, resize: bool, use_cache: bool, log: Log):
         hit = _load_cache(path, src.format, resize, log, stamp=stamp)
         if hit:
             return hit
-    sha = readers.source_sha256(src)
-    if use_cache:
-        hit = _load_cache(path, src.format, resize, log, sha=sha)
-        if hit:
-            _save_cache(path, hit[0], _meta(src, sha, stamp, resize), log)  # refresh the stamp
-            return hit
-    size = sum(f.stat().st_size for f in src.files)
-    log(f"reading {src.path} ({src.format}, {size / 1e6:.0f} MB) ...")
-    t0 = time.perf_counter()
-    parsed = readers.read(src, resize)
-    log(f"read {len(parsed.labels)} images in {time.perf_counter() - t0:.1f} s")
+    # hashing releases the GIL, as does pyarrow's parser: hash in a thread while parsing
+    with ThreadPoolExecutor(1) as pool:
+        sha = pool.submit(readers.source_sha256, src)
+        if use_cache and path.is_file():
+            hit = _load_cache(path, src.format, resize, log, sha=sha.result())
+            if hit:
+                _save_cache(path, hit[0], _meta(src, hit[1], stamp, resize), log)  # refresh the stamp
+                return hit
+        size = sum(f.stat().st_size for f in src.files)
+        log(f"reading {src.path} ({src.format}, {size / 1e6:.0f} MB) ...")
+        t0 = time.perf_counter()
+        parsed = readers.read(src, resize)
+        log(f"read {len(parsed.labels)} images in {time.perf_counter() - t0:.1f} s")
+        sha = sha.result()
     if use_cache:
         _save_cache(path, parsed, _meta(src, sha, stamp, resize), log)
     return parsed, sha
