@@ -105,6 +105,7 @@ def test_impossible_shape_is_a_config_error_naming_the_key():
         TrainConfig.from_dict({"blocks": 6})
 
 
+@pytest.mark.slow  # TorchScript compilation takes a few seconds on a busy machine
 def test_logits_for_raw_pixels_and_torchscript_matches_eager(tmp_path):
     torch.manual_seed(0)
     model = build_model(SEED.replace(batch_norm=True, normalize="standardize")).eval()
