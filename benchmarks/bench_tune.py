@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from fersearch import experiment as ex
@@ -32,18 +32,21 @@ RUNS = {
 }
 
 
-def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int, seed: int) -> dict:
+def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int, seed: int,
+        reuse: bool = False) -> dict:
     cmd = [sys.executable, "-m", "fersearch", "tune", "--trials", str(trials), "--max-epochs", str(max_epochs),
            "--seed", str(seed), "--name", name, "--quiet", *extra]
-    t0 = time.time()
-    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    wall = time.time() - t0
-    if out.returncode != 0:
-        return {"name": name, "error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
     exp = workdir / "results" / name
+    wall_file = exp / "bench_wall_s.txt"
+    if not reuse:
+        t0 = time.time()
+        out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+        if out.returncode != 0:
+            return {"name": name, "error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+        wall_file.write_text(f"{time.time() - t0:.1f}")
+    wall = float(wall_file.read_text()) if wall_file.is_file() else float("nan")
     trials_df, history, meta = ex.read_trials(exp), ex.read_history(exp), ex.read_meta(exp)
-    m = re.search(r"search \S+ ended after (\d+) s", out.stdout + out.stderr)
-    search_s = float(m.group(1)) if m else float("nan")
+    search_s = meta.get("search_s") or _search_s_from_files(exp, meta)
     train_s = float(history["epoch_time_s"].sum())
     slots = meta["resources"]["concurrency"]
     best = ex.best_trial(trials_df)
@@ -64,6 +67,12 @@ def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int
     }
 
 
+def _search_s_from_files(exp: Path, meta: dict) -> float:
+    """Older runs without meta['search_s']: from fersearch.json's creation to trials.csv's last write."""
+    created = datetime.fromisoformat(meta["created"]).timestamp()
+    return round((exp / ex.TRIALS_FILE).stat().st_mtime - created, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
@@ -71,13 +80,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ", ".join(RUNS))
     ap.add_argument("--workdir", default=None, help="where results/ and data/ go (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true", help="summarise runs already in --workdir instead of running")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_tune_"))
     workdir.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 1)},
                "trials": args.trials, "max_epochs": args.max_epochs, "workdir": str(workdir), "runs": []}
     for name in args.runs.split(","):
-        results["runs"].append(run(name, RUNS[name], workdir, args.trials, args.max_epochs, args.seed))
+        results["runs"].append(run(name, RUNS[name], workdir, args.trials, args.max_epochs, args.seed, args.reuse))
         print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)  # progress
     by = {r["name"]: r for r in results["runs"] if "error" not in r}
     if "asha_seed" in by and "fifo_seed" in by:

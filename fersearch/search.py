@@ -489,6 +489,7 @@ def tune(
                 space_obj, fer, plan, settings, meta, exp_dir, storage, verbose)
             tuner.fit()
         ex.mark_unfinished(exp_dir)
+        _record_end(exp_dir, time.time() - t0, resume)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
     return load_result(exp_dir)
 
@@ -510,6 +511,14 @@ def _open_experiment(space: Any, name: str | None, resume: bool, local_root: Pat
         raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "
                               f"or choose another --name (never overwritten)")
     return exp_dir, None, space_obj
+
+
+def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
+    """When the search (or this resumed part of it) ended and how long Tuner.fit ran."""
+    meta = ex.read_meta(exp_dir)
+    run = meta["resumed"][-1] if resumed else meta
+    run.update(ended=_now(), search_s=round(seconds, 1))
+    ex.write_meta(exp_dir, meta)
 
 
 def default_grace_period(max_epochs: int) -> int:
