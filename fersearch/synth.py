@@ -30,7 +30,7 @@ from .data import LABELS, SIZE, USAGES, FerData, Log, log_stderr, stratified_hol
 
 DEFAULT_SYNTH_N = 6000
 DEFAULT_SEED = 0
-SYNTH_VERSION = 1  # bump when the drawing changes: auto-generated default sets are then redrawn
+SYNTH_VERSION = 2  # bump when the drawing changes: auto-generated default sets are then redrawn
 SYNTH_DIR = Path("data/synthetic")
 MARKER = "synthetic.json"  # beside the CSV: how it was made, and the CSV's hash
 
