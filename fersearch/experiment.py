@@ -215,6 +215,18 @@ class TrialTable:
         for r in rows_from_frame(read_history(self.exp_dir)):
             self.history[(r["trial_id"], int(r["epoch"]))] = r
 
+    def reconcile(self, known: Iterable[str]) -> None:
+        """After a crash, keep only trials Ray's saved state knows: a trial recorded after Ray's
+        last snapshot is gone from the search (Ray samples a new one in its place)."""
+        known = set(known)
+        for trial_id, row in list(self.rows.items()):
+            if trial_id in known or row["status"] in ("completed", "stopped", "failed"):
+                continue
+            if not row["epochs"]:
+                del self.rows[trial_id]  # never trained: nothing lost
+            else:
+                row.update(status="failed", error="lost in a crash before Ray saved it; not resumed")
+
     def add(self, trial_id: str, config_json: str, params: Mapping[str, Any]) -> None:
         self.rows[trial_id] = {
             "trial_id": trial_id, "status": "pending", "epochs": 0, "best_val_acc": None, "best_epoch": None,

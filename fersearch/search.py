@@ -348,11 +348,16 @@ def _make_recorder(exp_dir: Path, settings: TrialSettings, constants: tuple[str,
 
         def __init__(self) -> None:
             self.table = ex.TrialTable(exp_dir, max_epochs=settings.max_epochs)
+            self._reconciled = False
 
         def setup(self, **info: Any) -> None:
             self.table.load()  # a resumed search keeps the rows written before the interruption
+            self._reconciled = False
 
         def _sync(self, trials: list) -> None:
+            if not self._reconciled:  # the first call sees every trial Ray restored
+                self.table.reconcile(t.trial_id for t in trials)
+                self._reconciled = True
             for t in trials:
                 if t.trial_id not in self.table.rows:
                     self.table.add(t.trial_id, self._config_json(t.config), self._params(t.config))

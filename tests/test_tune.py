@@ -178,6 +178,9 @@ def test_trial_table_statuses_retries_and_reload(tmp_path):
     again = ex.TrialTable(tmp_path, max_epochs=3)
     again.load()  # what a resumed search starts from
     assert again.rows["a"]["best_epoch"] == 2 and len(again.history) == 5
+    again.add("ghost", cfg, {"lr": 0.02})  # recorded, but Ray's last snapshot before a crash never saw it
+    again.reconcile(["a", "b"])  # Ray restored a and b; c had trained, the ghost had not
+    assert set(again.rows) == {"a", "b", "c"} and again.rows["c"]["status"] == "failed"
     assert ex.best_trial(ex.read_trials(tmp_path))["trial_id"] == "a"
 
 
