@@ -355,7 +355,9 @@ def headline(ctx: ReportContext) -> list[tuple[str, str, str]]:
         a = seeds["accuracy"]
         rows.append((f"{seeds['n']} seeds", f"{_pct(a['mean'])} ± {100 * a['std']:.2f}",
                      f"{m['split']} accuracy mean ± std; kept seed {seeds['kept_seed']}"))
-    rows.append(("search val_acc", _f4(ctx.best.get("best_val_acc")), f"trial {ctx.best.get('trial_id')}, its best epoch"))
+    retrain = f"; retrained {_f4(m['val_acc'])}" if "val_acc" in m else ""
+    rows.append(("search val_acc", _f4(ctx.best.get("best_val_acc")),
+                 f"trial {ctx.best.get('trial_id')}, its best epoch{retrain}"))
     return rows
 
 
