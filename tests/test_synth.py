@@ -40,6 +40,7 @@ def test_images_vary_and_use_the_grey_range(tiny_data):
     assert len({im.tobytes() for im in tiny_data.images}) == len(imgs)  # no duplicates
 
 
+@pytest.mark.slow  # a few seconds: generates and fits 900 faces
 def test_expression_is_learnable_but_not_trivial(tiny_data):
     """A linear model on (2x2-pooled) pixels beats the majority class but is far from perfect."""
     from sklearn.linear_model import RidgeClassifier
