@@ -54,8 +54,12 @@ def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int
         "name": name, "command": " ".join(["fersearch", *cmd[3:]]), "wall_s": round(wall, 1),
         "startup_s": round(wall - search_s, 1), "search_s": search_s, "train_s": round(train_s, 1),
         "concurrency": slots,
-        # trial-slot time not spent in fit's epochs: worker start, data fetch, checkpoints, scheduling gaps
-        "overhead_per_trial_s": round((search_s * slots - train_s) / len(trials_df), 2),
+        # trial-slot time not spent in fit's epochs: worker start, data fetch, checkpoints, scheduling
+        # gaps, and slots left idle while the last trials finish
+        "slot_overhead_per_trial_s": round((search_s * slots - train_s) / len(trials_df), 2),
+        # inside a trial (Ray's clock from trial start to last report) minus its epochs: model build,
+        # data from the object store, checkpoints, reporting
+        "in_trial_overhead_s": _in_trial_overhead(exp, history),
         "epoch_s_mean": round(float(history["epoch_time_s"].mean()), 2),
         "total_epochs": int(trials_df["epochs"].sum()),
         "statuses": trials_df["status"].value_counts().to_dict(),
@@ -65,6 +69,14 @@ def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int
                                  if k.startswith(ex.PARAM_PREFIX) and v is not None},
         "data": {k: meta["data"][k] for k in ("path", "n")},
     }
+
+
+def _in_trial_overhead(exp: Path, history) -> float:
+    per_trial = []
+    for trial_id, epochs in history.groupby("trial_id")["epoch_time_s"]:
+        lines = (exp / f"trial_{trial_id}" / "result.json").read_text().splitlines()
+        per_trial.append(json.loads(lines[-1])["time_total_s"] - float(epochs.sum()))
+    return round(sum(per_trial) / len(per_trial), 2)
 
 
 def _search_s_from_files(exp: Path, meta: dict) -> float:
