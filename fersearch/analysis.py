@@ -249,6 +249,9 @@ def param_importance(finished: pd.DataFrame, params: list[str],
             problems.append(f"{name} failed: {str(e).splitlines()[0]}")
     note = (f"Optuna importance over {len(finished)} finished trials (completed or stopped by ASHA, "
             f"each valued by its best val_acc); distributions {basis}.")
+    if len(finished) < 20:
+        note += (" With fewer than 20 trials these estimates are rough (where the two evaluators disagree, "
+                 "trust neither); a longer search sharpens them.")
     return out, " ".join([note, *problems])
 
 

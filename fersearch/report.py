@@ -361,6 +361,21 @@ def headline(ctx: ReportContext) -> list[tuple[str, str, str]]:
     return rows
 
 
+def class_notes(m: dict[str, Any]) -> list[str]:
+    """Plain words for what a reader would otherwise have to spot in the table."""
+    pc = m["per_class"]
+    never = [f"{n} ({v['support']} {m['split']} images)" for n, v in pc.items() if v["support"] and v["precision"] == 0
+             and v["recall"] == 0]
+    ranked = sorted((v["f1"], n) for n, v in pc.items() if v["support"])
+    out = []
+    if never:
+        out.append("Never predicted correctly: " + ", ".join(never) + ".")
+    if len(ranked) > 1:
+        out.append(f"Best recognised: {ranked[-1][1]} (F1 {ranked[-1][0]:.2f}); hardest: "
+                   + ", ".join(f"{n} (F1 {f:.2f})" for f, n in ranked[:2]) + ".")
+    return out
+
+
 def per_class_table(ctx: ReportContext) -> pd.DataFrame:
     rows = []
     for name, v in ctx.metrics["per_class"].items():
@@ -420,7 +435,10 @@ def search_summary(ctx: ReportContext) -> list[str]:
     out.append(f"Failed: {a.counts.get('failed', 0)} of {total} ({100 * a.failed_share:.0f}%); diverged "
                f"(non-finite loss, or training loss ending above its start): {len(a.diverged)}"
                + (f" ({', '.join(a.diverged)})." if a.diverged else "."))
-    if a.seed_trial:
+    if a.seed_trial and a.seed_trial == a.best_trial:
+        out.append(f"The seed configuration (trial {a.seed_trial}) won the search: no proposed configuration beat "
+                   "the seed CNN on validation accuracy within this budget.")
+    elif a.seed_trial:
         srow = a.trials[a.trials["trial_id"].astype(str) == a.seed_trial].iloc[0]
         gain = ctx.best.get("best_val_acc", float("nan")) - float(srow["best_val_acc"])
         out.append(f"The seed configuration ran as trial {a.seed_trial}: best val_acc {_f4(float(srow['best_val_acc']))} "
@@ -483,6 +501,7 @@ def render_html(ctx: ReportContext) -> str:
         f"<div class=card><div class=l>{e(l)}</div><div class=v>{e(v)}</div><div class=d>{e(d)}</div></div>"
         for l, v, d in headline(ctx)) + "</div>")
     parts.append("<h2>Per-class metrics</h2>" + _html_table(per_class_table(ctx)))
+    parts += [f"<p class=note>{e(n)}</p>" for n in class_notes(ctx.metrics)]
     if ctx.tta_metrics:
         t = ctx.tta_metrics
         parts.append(f"<p class=note>Horizontal-flip test-time augmentation (mean of the image and its mirror): accuracy "
@@ -549,6 +568,7 @@ def render_markdown(ctx: ReportContext) -> str:
     lines += [f"> {n}" for n in ctx.notes] + ([""] if ctx.notes else [])
     lines += [_md_table(pd.DataFrame(headline(ctx), columns=["figure", "value", "detail"])), ""]
     lines += ["## Per-class metrics", "", _md_table(per_class_table(ctx)), ""]
+    lines += [*class_notes(ctx.metrics), ""] if class_notes(ctx.metrics) else []
     lines += [f"![Confusion matrix]({ctx.images.get('Confusion matrix', '')}) "
               f"![Confusion matrix, normalised]({ctx.images.get('Confusion matrix, normalised', '')})", ""]
     lines += ["## Training of the retrained model", "", f"![Learning curves]({ctx.images.get('Learning curves', '')})", ""]
