@@ -35,7 +35,7 @@ from . import experiment as ex
 from .config import TrainConfig
 from .errors import ExperimentError, FersearchError, ResourceError
 from .record import command_line, versions
-from .spaces import DEFAULT_SPACE, Space, first_line, load_space, quiet_optuna
+from .spaces import DEFAULT_SPACE, Space, first_line, load_space, quiet_optuna, space_from_function
 
 METRIC, MODE = "val_acc", "max"
 SCHEDULERS = ("asha", "fifo")
@@ -413,7 +413,7 @@ def _trial_error(trial: Any) -> str:
 
 # ------------------------------------------------------------------ tune()
 def tune(
-    space: str | os.PathLike | Space | None = None,
+    space: str | os.PathLike | Space | Callable | None = None,
     data: Any = None,
     trials: int = 50,
     gpus: float | None = None,
@@ -437,7 +437,8 @@ def tune(
 ) -> SearchResult:
     """Run (or resume) a hyperparameter search; returns where it went, its trials and the best one.
 
-    space: a search-space name (`seed`, `wide`), a .py path or a loaded Space.
+    space: a search-space name (`seed`, `wide`), a .py path, a loaded Space, or your own
+    function `space(trial) -> dict | None` (Optuna define-by-run; `fn.points` optional).
     data: a path (None: the default data set) or an already loaded FerData.
     trials: Optuna proposals to run. gpus: GPUs the search may use (None: all the
     cluster has); gpus_per_trial may be a fraction; cpus_per_trial sets each trial's
@@ -510,7 +511,12 @@ def _open_experiment(space: Any, name: str | None, resume: bool, local_root: Pat
             raise ExperimentError(f"--space {given.path} differs from the space {name} was started with "
                                   f"({meta['space']['path']}); drop --space to resume with the original")
         return exp_dir, meta, None  # the searcher, with its space, comes back from Ray's saved state
-    space_obj = space if isinstance(space, Space) else load_space(space, base=base)
+    if isinstance(space, Space):
+        space_obj = space
+    elif callable(space):  # the Python API: the user's own space(trial) function
+        space_obj = space_from_function(space, base=base)
+    else:
+        space_obj = load_space(space, base=base)
     exp_dir = local_root / (name or _default_name(space_obj.name, local_root))
     if exp_dir.exists():
         raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "

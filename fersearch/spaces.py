@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
-import logging
+import inspect
 import sys
+import textwrap
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,6 +95,30 @@ class SpaceFunction:
         return self._fn(trial)
 
 
+class PickledFunction:
+    """A user's own `space(trial)` function (a notebook, a script) carried by value.
+
+    cloudpickle stores the code, closures and globals it uses, so Ray can save the
+    searcher with plain `pickle` and a resumed search can call it in a new process.
+    """
+
+    def __init__(self, fn: Callable):
+        self._fn = fn
+
+    def __getstate__(self) -> dict:
+        from ray import cloudpickle  # Ray's own copy: by value, closures and globals included
+
+        return {"blob": cloudpickle.dumps(self._fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        import pickle
+
+        self._fn = pickle.loads(state["blob"])
+
+    def __call__(self, trial: Any) -> dict | None:
+        return self._fn(trial)
+
+
 @dataclass(frozen=True)
 class Space:
     name: str
@@ -102,7 +126,7 @@ class Space:
     source: str
     sha256: str
     summary: str
-    fn: SpaceFunction
+    fn: SpaceFunction | PickledFunction
     points: tuple[dict, ...] = ()  # parameter dicts to evaluate first
     params: tuple[str, ...] = ()  # names seen as trial.suggest_* parameters in the check
     constants: tuple[str, ...] = field(default=())  # keys only ever returned, never suggested
@@ -149,6 +173,32 @@ def load_space(space: str | Path | None = None, base: TrainConfig | None = None)
         params=tuple(sorted(params)),
         constants=tuple(sorted(constants)),
     )
+
+
+def space_from_function(fn: Callable, points: list[dict] | tuple = (), name: str | None = None,
+                        base: TrainConfig | None = None) -> Space:
+    """A Space from a Python function `fn(trial) -> dict | None`, checked like a file.
+
+    For the Python API: `fersearch.tune(space=my_space, ...)`. The record keeps the
+    function's source when Python can find it (not for functions typed into a REPL).
+    """
+    if not callable(fn):
+        raise SpaceError(f"space {fn!r} is not callable; pass a function space(trial) -> dict")
+    name = name or getattr(fn, "__name__", "space")
+    where = f"space function {name!r}"
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        source = ""
+    wrapped = PickledFunction(fn)
+    points = [dict(p) for p in (points or getattr(fn, "points", ()))]
+    params, constants = _check(where, wrapped, points, base or TrainConfig())
+    doc = inspect.getdoc(fn)
+    path = Path(inspect.getsourcefile(fn) or "<function>") if source else Path("<function>")
+    identity = source or repr(sorted(params))
+    return Space(name=name, path=path, source=source, sha256=hashlib.sha256(identity.encode()).hexdigest(),
+                 summary=_summary(doc), fn=wrapped, points=tuple(points), params=tuple(sorted(params)),
+                 constants=tuple(sorted(constants)))
 
 
 def list_spaces(directory: str | Path | None = None) -> list[dict[str, str]]:

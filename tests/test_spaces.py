@@ -118,3 +118,29 @@ def test_spaces_command_prefers_local_folder_and_checks(in_tmp):
     checks = {s["name"]: s["check"] for s in json.loads(result.output)}
     assert checks["mine"] == "ok" and "unknown config key 'nope'" in checks["broken"]
     assert [s["name"] for s in list_spaces()] == ["broken", "mine"]
+
+
+def test_a_python_function_is_a_space_too():
+    from fersearch.spaces import space_from_function
+
+    widths = (64, 128)  # a closure: carried by value when Ray pickles the searcher
+
+    def my_space(trial):
+        """Dense width and lr only."""
+        trial.suggest_categorical("dense", widths)
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        return {"batch_norm": True}
+
+    space = space_from_function(my_space, points=[{"dense": 64, "lr": 1e-3}])
+    assert (space.name, space.summary, space.params, space.constants) == (
+        "my_space", "Dense width and lr only.", ("dense", "lr"), ("batch_norm",))
+    assert "suggest_categorical" in space.source
+    fn = pickle.loads(pickle.dumps(space.fn))
+    trial = optuna.create_study().ask()
+    assert fn(trial) == {"batch_norm": True} and trial.params["dense"] in widths
+
+    def broken(trial):
+        trial.suggest_int("filterz_1", 8, 64)
+
+    with pytest.raises(SpaceError, match="space function 'broken'.*unknown config key 'filterz_1'"):
+        space_from_function(broken)

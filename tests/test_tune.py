@@ -243,14 +243,24 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def notebook_space(trial):
+    """A space written as a Python function, as in a notebook (the Python API takes it directly)."""
+    trial.suggest_int("filters_1", 8, 16, step=8)
+    trial.suggest_float("lr", 1e-3, 5e-3, log=True)
+    return {"blocks": 2, "filters_2": 16, "dropout": [0.0, 0.0], "dense": 64, "batch_norm": True,
+            "batch_size": 16, "normalize": "standardize"}
+
+
 @pytest.mark.slow
-def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, fast_space, tiny_data, tmp_path):
-    result = tune(space=fast_space, data=tiny_data, trials=8, max_epochs=1, grace_period=1, gpus=4,
+def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data, tmp_path):
+    result = tune(space=notebook_space, data=tiny_data, trials=8, max_epochs=1, grace_period=1, gpus=4,
                   gpus_per_trial=0.5, cpus_per_trial=0.25, name="gpu", results=tmp_path, verbose=False)
     resources = result.meta["resources"]
     assert (resources["concurrency"], resources["threads"], resources["gpus_per_trial"]) == (8, 1, 0.5)
     assert len(result.trials) == 8 and set(result.trials["status"]) == {"completed"}
     assert set(result.trials["gpu_ids"]) <= {"0", "1", "2", "3"}  # every trial got one logical GPU
+    assert result.meta["space"]["name"] == "notebook_space" and ex.param_columns(result.trials) == [
+        "config/filters_1", "config/lr"]
     reports = _ray_results(result.path)
     assert {r["device"] for r in reports} == {"cpu"}  # logical GPUs only: the trainer stays on the CPU
     spans = [(r["timestamp"] - r["time_total_s"], r["timestamp"]) for r in reports]
