@@ -98,8 +98,9 @@ class SpaceFunction:
 class PickledFunction:
     """A user's own `space(trial)` function (a notebook, a script) carried by value.
 
-    cloudpickle stores the code, closures and globals it uses, so Ray can save the
-    searcher with plain `pickle` and a resumed search can call it in a new process.
+    cloudpickle stores the code, closures and globals of a function defined in a
+    notebook or `__main__` (one from an importable module by reference), so Ray can
+    save the searcher with plain `pickle` and a resumed search can call it in a new process.
     """
 
     def __init__(self, fn: Callable):
