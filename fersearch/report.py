@@ -353,7 +353,7 @@ def headline(ctx: ReportContext) -> list[tuple[str, str, str]]:
     seeds = m.get("seeds")
     if seeds and seeds.get("n", 1) > 1:
         a = seeds["accuracy"]
-        rows.append((f"{seeds['n']} seeds", f"{_pct(a['mean'])} ± {100 * a['std']:.2f}",
+        rows.append((f"{seeds['n']} seeds", f"{100 * a['mean']:.1f}% ± {100 * a['std']:.1f}",
                      f"{m['split']} accuracy mean ± std; kept seed {seeds['kept_seed']}"))
     retrain = f"; retrained {_f4(m['val_acc'])}" if "val_acc" in m else ""
     rows.append(("search val_acc", _f4(ctx.best.get("best_val_acc")),
