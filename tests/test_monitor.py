@@ -306,7 +306,8 @@ def test_state_api_with_the_token_lists_the_trial_actors(monitored):
     assert len(trials) == 3
     # Tune reuses a finished trial's actor for the next trial, so there may be fewer actors than trials
     assert 1 <= len(trial_actors) <= len(trials)
-    assert {a["class_name"] for a in trial_actors} == {"ImplicitFunc"}
+    # Ray names the class by its qualified name on some paths ("wrap_function.<locals>.ImplicitFunc")
+    assert all(a["class_name"].split(".")[-1] == "ImplicitFunc" for a in trial_actors)
     assert {a["node_id"] for a in trial_actors} <= set(trials["node"])  # the node trials.csv recorded
 
 
