@@ -208,6 +208,9 @@ def tune_cmd(
                   dashboard_port=dashboard_port, verbose=not quiet)
     for line in result.summary():
         typer.echo(line)
+    counts = result.counts()
+    if counts["pending"] + counts["running"] or len(result.trials) < int(result.meta.get("trials") or 0):
+        raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
 
 
 @app.command("spaces")
