@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import pandas as pd
 from . import analysis as an
 from . import report as rp
 from .config import TrainConfig
+from .data import Log, log_stderr
 from .errors import ConfigError, DataError, ExperimentError
 from .experiment import read_history, read_meta, read_trials, resolve_experiment, results_root, trial_config
 from .inference import MODEL_FILE, SCRIPTED_FILE, export_torchscript
@@ -38,11 +38,6 @@ from .record import atomic_write_text, versions, write_json
 BEST_DIR = "best"
 SPLITS = ("test", "val")
 TOP_N = 5
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ==================================================================== best
@@ -163,7 +158,7 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     model and report mean +- std. tta: add horizontal-flip test-time augmentation figures.
     data: the FerData the search used, if it was passed in memory (default: reload the
     search's data file, checked against its recorded sha256)."""
-    log = log or _stderr
+    log = log or log_stderr
     check_args(epochs, seeds, split)
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
     if not bt.analysis.importance:
