@@ -174,7 +174,7 @@ def tune_cmd(
         "whole part, at least 1 (default: 1).", show_default=False)] = None,
     max_epochs: Annotated[int, typer.Option("--max-epochs", help="Epochs a trial may train at most (ASHA's max_t).")] = 30,
     grace_period: Annotated[Optional[int], typer.Option(
-        "--grace-period", help="Epochs every trial gets before ASHA may stop it (default: max-epochs/10, >= 1).",
+        "--grace-period", help="Epochs every trial gets before ASHA may stop it (default: max-epochs/6, >= 1).",
         show_default=False)] = None,
     reduction_factor: Annotated[float, typer.Option(
         "--reduction-factor", help="ASHA keeps the best 1/R of trials at each rung.")] = 3,

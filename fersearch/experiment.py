@@ -108,7 +108,9 @@ def _read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=_TEXT_COLUMNS.get(c, "float64")) for c in columns})
     dtype = {c: t for c, t in _TEXT_COLUMNS.items() if c in columns}
     try:
-        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={c: [""] for c in columns if c not in dtype})
+        # Only empty cells are missing (a node or error text "NA" stays text); text columns keep "".
+        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+        df[list(dtype)] = df[list(dtype)].fillna("")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ExperimentError(f"{path} cannot be read as CSV ({str(e).splitlines()[0]}); the file is damaged") from None
     missing = [c for c in columns if c not in df.columns]

@@ -139,7 +139,7 @@ def check_options(*, trials: int, max_epochs: int, grace_period: int, reduction_
         (grace_period < 1, f"--grace-period {grace_period}: must be at least 1 epoch"),
         (grace_period > max_epochs,
          f"--grace-period {grace_period} is larger than --max-epochs {max_epochs}; ASHA could never stop a trial: "
-         f"use --grace-period {max(1, max_epochs // 10)} or raise --max-epochs"),
+         f"use --grace-period {default_grace_period(max_epochs)} or raise --max-epochs"),
         (not reduction_factor > 1, f"--reduction-factor {reduction_factor}: must be > 1 (ASHA keeps 1/R of trials per rung; 3 is usual)"),
         (scheduler not in SCHEDULERS, f"--scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}"),
         (sampler not in SAMPLERS, f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}"),
@@ -533,8 +533,14 @@ def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
 
 
 def default_grace_period(max_epochs: int) -> int:
-    """ASHA's first rung: a tenth of the budget, at least one epoch."""
-    return max(1, max_epochs // 10)
+    """ASHA's first rung: a sixth of the budget, at least one epoch.
+
+    For the default 30 epochs that is 5, so with reduction factor 3 the rungs sit at
+    5 and 15. Measured on the default data: the seed recipe stays at the majority-class
+    rate for its first ~4 epochs, so a rung at 3 judges trials before they learn, and
+    the rung at 27 that grace 3 adds saves only 3 of 30 epochs.
+    """
+    return max(1, max_epochs // 6)
 
 
 def _ray_running() -> bool:
