@@ -252,8 +252,9 @@ def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
         params: set[str] = set()
         returned: set[str] = set()
-        distributions: dict[str, Any] = {}
-        seen_with: dict[str, dict] = {}  # a full parameter set under which each parameter was suggested
+        # every distinct range of each parameter (a range may depend on earlier parameters),
+        # with the parameters suggested before it when it was seen
+        ranges: dict[tuple[str, str], tuple[Any, dict]] = {}
 
         def ask(what: str, fixed: dict | None = None, strict: bool = False) -> None:
             if fixed is not None:
@@ -276,20 +277,21 @@ def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig)
                 raise SpaceError(f"{where}: {what} gives an invalid config: {e}") from None
             params.update(trial.params)
             returned.update(ret or {})
-            distributions.update(trial.distributions)
-            for name in trial.params:
-                seen_with.setdefault(name, dict(trial.params))
+            earlier: dict[str, Any] = {}
+            for name, value in trial.params.items():  # in suggestion order
+                ranges.setdefault((name, repr(trial.distributions[name])), (trial.distributions[name], dict(earlier)))
+                earlier[name] = value
             study.tell(trial, 0.0)
 
         for i, point in enumerate(points):
             ask(f"points[{i}]", point, strict=True)
         for i in range(RANDOM_ASKS):
             ask(f"random proposal {i + 1}")
-        for name, dist in sorted(distributions.items()):
+        for (name, _), (dist, context) in sorted(ranges.items()):
             for value in _extremes(dist):
-                # Keep the other parameters as they were when this one was suggested,
-                # so conditional parameters stay reachable.
-                ask(f"{name}={value!r}", {**seen_with[name], name: value})
+                # Define-by-run: what a parameter's range depends on was suggested before it;
+                # fixing those keeps conditional parameters and ranges as the space proposes them.
+                ask(f"{name}={value!r}", {**context, name: value})
     return params, returned - params
 
 
