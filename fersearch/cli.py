@@ -159,7 +159,8 @@ def train_cmd(
 @app.command("tune")
 def tune_cmd(
     space: Annotated[Optional[str], typer.Option(
-        "--space", help="Search space: a .py file or a name from `fersearch spaces` (default: seed).",
+        "--space", help="Search space: a .py file or a name from `fersearch spaces` (default: wide, which "
+        "found better models than seed per trial and per minute on the default data).",
         show_default=False)] = None,
     data: DataOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Configurations to try (Optuna proposals).")] = 50,
