@@ -1,14 +1,15 @@
 """Benchmark `fersearch tune` on the embedded default data; prints JSON.
 
 Runs the real CLI (`fersearch tune ... --quiet`) in a scratch directory:
-  asha_seed   the default command, `fersearch tune --trials 8` (seed space, TPE, ASHA)
-  fifo_seed   the same with --scheduler fifo (every trial to --max-epochs)
-  asha_wide   the same budget on the wide space
+  asha_wide   the default command, `fersearch tune --trials 8` (wide space, TPE, ASHA)
+  fifo_wide   the same with --scheduler fifo (every trial to --max-epochs or early stopping)
+  asha_seed   the same budget on the seed space (asha_seed vs asha_wide picked the default space)
+  fifo_seed   the seed space without ASHA
 and reports for each: wall time, where it went (start-up = imports + data + Ray
 start; search; training = sum of epoch times), per-trial overhead (trial-slot time
 not spent training), total epochs, trials stopped by ASHA, the best val_acc.
 
-    python benchmarks/bench_tune.py [--trials 8] [--max-epochs 30] [--runs asha_seed,fifo_seed,asha_wide]
+    python benchmarks/bench_tune.py [--trials 8] [--max-epochs 30] [--runs asha_wide,fifo_wide,...] [--reuse]
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from pathlib import Path
 from fersearch import experiment as ex
 
 RUNS = {
+    "asha_wide": ["--space", "wide"],  # = the default `fersearch tune --trials 8`
+    "fifo_wide": ["--space", "wide", "--scheduler", "fifo"],
     "asha_seed": ["--space", "seed"],
     "fifo_seed": ["--space", "seed", "--scheduler", "fifo"],
-    "asha_wide": ["--space", "wide"],
 }
 
 
@@ -102,10 +104,13 @@ def main() -> None:
         results["runs"].append(run(name, RUNS[name], workdir, args.trials, args.max_epochs, args.seed, args.reuse))
         print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)  # progress
     by = {r["name"]: r for r in results["runs"] if "error" not in r}
-    if "asha_seed" in by and "fifo_seed" in by:
-        results["asha_vs_fifo_epochs"] = [by["asha_seed"]["total_epochs"], by["fifo_seed"]["total_epochs"]]
+    for space in ("wide", "seed"):
+        if f"asha_{space}" in by and f"fifo_{space}" in by:
+            results[f"{space}_asha_vs_fifo"] = {k: [by[f"asha_{space}"][k], by[f"fifo_{space}"][k]]
+                                                for k in ("total_epochs", "search_s", "best_val_acc")}
     if "asha_seed" in by and "asha_wide" in by:
-        results["seed_vs_wide_best_val_acc"] = [by["asha_seed"]["best_val_acc"], by["asha_wide"]["best_val_acc"]]
+        results["asha_seed_vs_wide"] = {k: [by["asha_seed"][k], by["asha_wide"][k]]
+                                        for k in ("best_val_acc", "search_s", "total_epochs")}
     results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
 
