@@ -1,6 +1,6 @@
 """`fersearch tune`: Ray Tune + Optuna (TPE) + ASHA over a search space, on CPUs, GPUs or a cluster.
 
-    result = fersearch.tune(space="seed", trials=8)       # or: fersearch tune --trials 8
+    result = fersearch.tune(space="wide", trials=8)       # or: fersearch tune --trials 8
     result.path, result.trials, result.best
 
 Flow: check the flags and the space (no Ray yet) -> load + validate the data once
