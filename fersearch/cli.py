@@ -141,8 +141,9 @@ def train_cmd(
                                                    show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train one configuration (the seed CNN unless --set/--config change it); writes config.json,
-    history.csv, model.pt and fersearch.json to --out and prints a summary."""
+    """Train one configuration (the seed CNN unless --set/--config change it).
+
+    Writes config.json, history.csv, model.pt and fersearch.json to --out and prints a summary."""
     import json
 
     from .config import parse_set
@@ -248,8 +249,9 @@ def status_cmd(
         "--results", help="Directory holding the experiments (default: results/).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Summarise a running or finished search from its directory: counts by status, the best trial,
-    a per-trial table (best first)."""
+    """Summarise a running or finished search: counts by status, the best trial, a per-trial table.
+
+    Reads only the experiment directory, so it works while a search runs, after it ends or is interrupted."""
     import json
     import shutil
     import sys
@@ -297,8 +299,9 @@ def best_cmd(
     results: _ExperimentsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the best trial of a search (judged by its best validation accuracy); with --evaluate,
-    retrain it, evaluate it once on the test split and write the report."""
+    """Show the best trial of a search; with --evaluate, retrain it and evaluate it on the test split.
+
+    Best = highest best-epoch validation accuracy; --evaluate writes results/<name>/best/."""
     import json
 
     from . import evaluation, report

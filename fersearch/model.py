@@ -7,6 +7,10 @@
     Conv 128 3x3 ReLU, MaxPool 2, Dropout .25
     Flatten, Dense 512 ReLU, Dropout .5, Dense 7          -> 1,145,351 parameters
 
+Weights start as in Keras (Glorot-uniform kernels, zero biases), as the classic CNN did:
+on the default data that leaves the majority-class plateau about an epoch sooner than
+PyTorch's default initialisation.
+
 The model takes raw pixels (float 0..255, shape (N, 1, 48, 48)) and normalises them
 itself, so training, evaluation, `predict` and a TorchScript export can never disagree
 about preprocessing. It returns logits; softmax lives in the loss and in predict.
@@ -48,6 +52,40 @@ class StandardizeInput(nn.Module):
         return (x - mean) / std.clamp_min(1.0)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on the CPU (same distribution, same global torch RNG).
+
+    PyTorch's CPU dropout draws one Bernoulli per element and is ~20% of a seed training
+    step; here one 64-bit random word gives four 16-bit uniforms, which halves the cost of
+    dropout forward + backward. The keep probability is rounded to 1/65536.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.p > 0 and x.device.type == "cpu" and not torch.jit.is_scripting() \
+                and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            return self._cpu_dropout(x)
+        return nn.functional.dropout(x, self.p, self.training, self.inplace)
+
+    @torch.jit.unused
+    def _cpu_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p >= 1:
+            return x * 0
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
+        uniform16 = words.view(torch.int16)[:n].as_strided(x.shape, x.stride())  # in x's memory layout
+        keep = uniform16 >= round(self.p * 65536) - 32768
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def keras_init(model: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every conv and dense layer (Keras' defaults)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class FerCNN(nn.Module):
     """normalise -> conv blocks -> dense head. The layers live in three named children so a
     reader (and the layer-order test) sees the whole architecture by printing the model."""
@@ -76,13 +114,15 @@ def build_model(cfg: TrainConfig) -> FerCNN:
             layers.append(nn.ReLU(inplace=True))
             channels = filters
         layers.append(nn.MaxPool2d(2))
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
     side = cfg.feature_size()
     head: list[nn.Module] = [nn.Flatten(), nn.Linear(channels * side * side, cfg.dense, bias=not cfg.batch_norm)]
     if cfg.batch_norm:
         head.append(nn.BatchNorm1d(cfg.dense))
-    head += [nn.ReLU(inplace=True), nn.Dropout(cfg.dense_dropout), nn.Linear(cfg.dense, NUM_CLASSES)]
-    return FerCNN(normalize, nn.Sequential(*layers), nn.Sequential(*head))
+    head += [nn.ReLU(inplace=True), Dropout(cfg.dense_dropout), nn.Linear(cfg.dense, NUM_CLASSES)]
+    model = FerCNN(normalize, nn.Sequential(*layers), nn.Sequential(*head))
+    keras_init(model)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

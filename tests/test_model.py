@@ -13,6 +13,7 @@ from torch import nn
 from fersearch.config import TrainConfig
 from fersearch.errors import ConfigError, ModelFileError
 from fersearch.model import (
+    Dropout,
     ScaleInput,
     StandardizeInput,
     build_model,
@@ -81,6 +82,44 @@ def test_batch_norm_drops_the_redundant_conv_bias():
     model = build_model(SEED.replace(batch_norm=True))
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(c.bias is None for c in convs)
+
+
+def test_weights_start_as_in_keras_glorot_uniform_zero_bias():
+    torch.manual_seed(0)
+    model = build_model(SEED)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            bound = (6 / (fan_in + fan_out)) ** 0.5
+            assert m.weight.abs().max() <= bound
+            assert m.weight.abs().max() > 0.9 * bound  # uniform over the whole Glorot range
+            assert not m.bias.any()
+
+
+@pytest.mark.parametrize("p", [0.05, 0.25, 0.5])
+@pytest.mark.parametrize("layout", ["dense", "channels_last"])
+def test_cpu_dropout_drops_p_keeps_the_mean_and_masks_the_gradient(p, layout):
+    drop = Dropout(p)
+    x = torch.ones(32, 16, 24, 24) if layout == "channels_last" else torch.ones(64, 4608)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    torch.manual_seed(3)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.01
+    assert abs(y.mean().item() - 1) < 0.02  # kept units are scaled by 1/(1-p)
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    # Masks are independent across positions and channels (no layout artefact) ...
+    per_channel = (y == 0).float().mean(dim=0).flatten()
+    assert per_channel.std() < 0.1
+    # ... the gradient flows through kept units only ...
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+    # ... the global torch seed makes it reproducible, and eval mode is the identity.
+    torch.manual_seed(3)
+    assert torch.equal(drop(x.detach()), y.detach())
+    assert torch.equal(drop.eval()(x.detach()), x.detach())
 
 
 def test_normalisation_happens_inside_the_model():

@@ -206,4 +206,4 @@ def test_exported_torchscript_of_the_best_model_equals_eager(evaluated_experimen
     scripted = inference.load_torchscript(best / "model_scripted.pt")
     x = torch.rand(32, 1, 48, 48) * 255
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)  # float noise only
