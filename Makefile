@@ -5,9 +5,6 @@ VENV ?= .venv
 # The CPU wheel; on a CUDA box use e.g. TORCH="torch --index-url <your CUDA wheel index>" or install torch first.
 TORCH ?= torch==2.13.0
 TRIALS ?= 8
-# A demo-sized budget: 2 CPU cores finish it in minutes. Real searches keep the defaults (30 epochs).
-DEMO_EPOCHS ?= 15
-DEMO_GRACE ?= 4
 BIN := $(VENV)/bin
 
 .PHONY: install demo test test-fast bench clean
@@ -22,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install  ## the main job: search on the default data, then retrain + evaluate the best
-	$(BIN)/fersearch tune --trials $(TRIALS) --max-epochs $(DEMO_EPOCHS) --grace-period $(DEMO_GRACE) --name demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/fersearch tune --trials $(TRIALS) --name demo-$$(date +%Y%m%d-%H%M%S)
 	$(BIN)/fersearch best --evaluate
 
 test: install  ## the whole test suite (unit + slow end-to-end)

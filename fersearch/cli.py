@@ -70,7 +70,7 @@ _PathArg = Annotated[
 def data_synth_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder to write fer2013.csv (+ synthetic.json) into.")] = Path(
         "data/synthetic"),
-    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 6000; FER2013 has 35887).",
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 4000; FER2013 has 35887).",
                                              show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
 ) -> None:
