@@ -38,16 +38,15 @@ SPACES_DIR = "search_spaces"
 # seed recipe's majority-class plateau in 1-2 epochs instead of ~4.
 DEFAULT_SPACE = "wide"
 RANDOM_ASKS = 8  # random proposals checked per space, on top of the range endpoints
-_PACKAGED_DIR = Path(__file__).resolve().parent.parent / SPACES_DIR
+# The shipped spaces: inside the package in a built wheel (pyproject maps search_spaces/ to
+# fersearch/search_spaces), beside it in a checkout or an editable install.
+_PACKAGED_DIR = next((d for d in (Path(__file__).resolve().parent / SPACES_DIR,
+                                  Path(__file__).resolve().parent.parent / SPACES_DIR) if d.is_dir()),
+                     Path(__file__).resolve().parent.parent / SPACES_DIR)
 
 
 def default_spaces_dir() -> Path:
-    """./search_spaces if the cwd has one, else the copies beside the installed package.
-
-    fersearch is installed from its checkout (`pip install -e .`, as `make install`
-    does), so the shipped spaces sit next to the package directory; a user's own
-    spaces are picked up from the cwd first.
-    """
+    """./search_spaces if the cwd has one (a user's own spaces), else the shipped ones."""
     local = Path(SPACES_DIR)
     return local if local.is_dir() else _PACKAGED_DIR
 
@@ -96,7 +95,38 @@ class SpaceFunction:
     def __call__(self, trial: Any) -> dict | None:
         if self._fn is None:
             self._fn = self.module().space
-        return self._fn(trial)
+        return call_space(self._fn, trial)
+
+
+class _TidyTrial:
+    """The trial a space function sees: Optuna's, except that a float on a step grid comes
+    back as written (0.35, not Optuna's 0.35000000000000003) and is remembered."""
+
+    def __init__(self, trial: Any):
+        self._trial = trial
+        self.tidied: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        value = self._trial.suggest_float(name, low, high, step=step, log=log)
+        if step is not None:
+            value = self.tidied[name] = float(f"{value:.12g}")
+        return value
+
+
+def call_space(fn: Callable, trial: Any) -> Any:
+    """`fn(trial)`, with step-grid floats tidied in what it returns: a define-by-run function's
+    dict is merged over the trial's suggested values, so the tidied values are the config."""
+    tidy = _TidyTrial(trial)
+    ret = fn(tidy)
+    if ret is None and tidy.tidied:
+        return dict(tidy.tidied)
+    if isinstance(ret, dict):
+        return {**tidy.tidied, **ret}
+    return ret
 
 
 class PickledFunction:
@@ -121,7 +151,7 @@ class PickledFunction:
         self._fn = pickle.loads(state["blob"])
 
     def __call__(self, trial: Any) -> dict | None:
-        return self._fn(trial)
+        return call_space(self._fn, trial)
 
 
 @dataclass(frozen=True)

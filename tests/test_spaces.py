@@ -56,6 +56,23 @@ def test_space_function_pickles_by_source_and_proposes_valid_configs():
         assert len(cfg.filters) == cfg.blocks
 
 
+
+def test_step_grid_floats_come_out_as_written_not_with_float_noise():
+    from ray.tune.search.optuna.optuna_search import _OptunaTrialSuggestCaptor
+
+    space = load_space("wide")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    noisy = 0
+    for _ in range(20):
+        trial = study.ask()
+        captor = _OptunaTrialSuggestCaptor(trial)  # what Ray's OptunaSearch hands the space
+        ret = space.fn(captor)
+        config = {**captor.captured_values, **(ret or {})}  # how OptunaSearch builds the config
+        for name in [k for k in config if k.startswith("dropout_") or k == "dense_dropout"]:
+            noisy += repr(trial.params[name]) != repr(round(trial.params[name], 2))
+            assert repr(config[name]) == repr(round(config[name], 2)), (name, config[name])
+    assert noisy  # Optuna itself does produce e.g. 0.35000000000000003, so the test means something
+
 def test_conditional_parameters_are_not_flagged(tmp_path):
     path = write(tmp_path, """
         def space(trial):
@@ -144,3 +161,26 @@ def test_a_python_function_is_a_space_too():
 
     with pytest.raises(SpaceError, match="space function 'broken'.*unknown config key 'filterz_1'"):
         space_from_function(broken)
+
+
+
+@pytest.mark.slow  # builds a wheel (a few seconds)
+def test_a_built_wheel_carries_the_shipped_spaces(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # a copy: pip builds in the source tree and would leave build/ in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    for pkg in ("fersearch", "search_spaces"):
+        shutil.copytree(root / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
+                   check=True, capture_output=True)
+    names = zipfile.ZipFile(next((tmp_path / "dist").glob("fersearch-*.whl"))).namelist()
+    shipped = sorted(p.name for p in (root / "search_spaces").glob("*.py"))
+    assert shipped and all(f"fersearch/search_spaces/{n}" in names for n in shipped)
