@@ -595,7 +595,10 @@ def render_markdown(ctx: ReportContext) -> str:
 
 # ==================================================================== terminal
 def format_table(df: pd.DataFrame) -> str:
-    return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    # An integer parameter turns float in a column with gaps (filters_4 of 3-block trials): print it as ints.
+    ints = {c: "{:.0f}".format for c in df.select_dtypes("float").columns
+            if df[c].notna().any() and (df[c].dropna() % 1 == 0).all()}
+    return df.to_string(index=False, formatters=ints, float_format=lambda v: f"{v:.4f}")
 
 
 def format_best(bt: Any, n: int = 5) -> str:

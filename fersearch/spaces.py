@@ -32,10 +32,10 @@ from .config import TrainConfig
 from .errors import ConfigError, SpaceError
 
 SPACES_DIR = "search_spaces"
-# Measured on the default data (benchmarks/bench_tune.py, 8 trials, ASHA): wide found
-# val_acc 0.817 in 8 min, seed 0.759 (the seed configuration itself) in 11 min; wide
-# was ahead at every point in time. Batch norm and input standardisation get past the
-# seed recipe's majority-class plateau in 1-2 epochs instead of ~4.
+# Measured on the default data (benchmarks/bench_tune.py, 8 trials, 30 max epochs, ASHA,
+# 2 idle cores): wide found val_acc 0.755 in 266 s, seed 0.725 in 239 s; wide leads from
+# the second minute on (0.817 vs 0.759 on the earlier 6,000-face default). Batch norm and
+# input standardisation get past the seed recipe's majority-class plateau in 1-2 epochs.
 DEFAULT_SPACE = "wide"
 RANDOM_ASKS = 8  # random proposals checked per space, on top of the range endpoints
 # The shipped spaces: inside the package in a built wheel (pyproject maps search_spaces/ to
