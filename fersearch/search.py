@@ -317,8 +317,8 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     checkpoint = tune.get_checkpoint()
     if checkpoint:  # a retry after a failure, or a resumed search: continue where the trial was
         with checkpoint.as_directory() as d:
-            # Our own checkpoint from this search (RNG states need full unpickling).
-            resume = torch.load(Path(d) / "state.pt", weights_only=False)
+            # Tensors and plain data only: a tampered checkpoint cannot run code here.
+            resume = torch.load(Path(d) / "state.pt", weights_only=True)
     gpu_ids = ray.get_gpu_ids()
     # CUDA only when Ray gave this trial a GPU and it is real (logical GPUs from
     # ray.init(num_gpus=N) on a GPU-less machine still train on the CPU).
