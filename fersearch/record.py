@@ -67,3 +67,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def plural(n: int, word: str) -> str:
+    """'1 trial', '8 trials': counts in user-facing lines."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

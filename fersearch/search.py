@@ -34,7 +34,7 @@ import pandas as pd
 from . import experiment as ex
 from .config import TrainConfig
 from .errors import ExperimentError, FersearchError, ResourceError
-from .record import command_line, versions
+from .record import command_line, plural, versions
 from .spaces import DEFAULT_SPACE, Space, first_line, load_space, quiet_optuna, space_from_function
 
 METRIC, MODE = "val_acc", "max"
@@ -281,6 +281,10 @@ def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | 
     kwargs: dict[str, Any] = {"logging_level": "WARNING"}
     if address is None:
         kwargs.update(monitor.ray_init_kwargs(dashboard_host, dashboard_port))
+    # fersearch prints how to sign in to the dashboard itself; Ray's notice that token auth is
+    # enabled says it again (its warning for a cluster *without* token auth still shows).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled"))
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as e:
@@ -486,7 +490,8 @@ def tune(
                          sampler=sampler, resources=plan, storage=storage, base=base)
             exp_dir.mkdir(parents=True)
             ex.write_meta(exp_dir, meta)
-        log(f"{'resuming' if resume else 'search'} {name}: {meta['trials']} trials x <= {meta['max_epochs']} epochs, "
+        log(f"{'resuming' if resume else 'search'} {name}: {plural(meta['trials'], 'trial')} x <= "
+            f"{plural(meta['max_epochs'], 'epoch')}, "
             f"{plan.concurrency} at a time ({_num(plan.cpus_per_trial)} CPU"
             f"{f', {_num(plan.gpus_per_trial)} GPU' if plan.gpus_per_trial else ''} each); results in {exp_dir}")
         t0 = time.time()

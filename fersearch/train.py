@@ -36,6 +36,7 @@ from .config import NUM_CLASSES, TrainConfig
 from .data import FerData
 from .errors import ConfigError, DataError, ExperimentError
 from .model import build_model, save_model
+from .record import plural
 
 log = logging.getLogger(__name__)
 
@@ -482,10 +483,6 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
 
 
 # ---------------------------------------------------------------- progress (plain stderr)
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 class _Progress:
     """One line per epoch on stderr; on a terminal it updates in place with live loss/acc."""
 
@@ -495,8 +492,8 @@ class _Progress:
         self.epochs, self.tty = epochs, sys.stderr.isatty()
         self.last = 0.0
         self.epoch = 0
-        print(f"training on {device} ({precision}, {_plural(torch.get_num_threads(), 'thread')}): "
-              f"{n_train} train / {n_val} val images, up to {epochs} epochs", file=sys.stderr, flush=True)
+        print(f"training on {device} ({precision}, {plural(torch.get_num_threads(), 'thread')}): "
+              f"{n_train} train / {n_val} val images, up to {plural(epochs, 'epoch')}", file=sys.stderr, flush=True)
 
     def start(self, epoch: int) -> None:
         self.epoch, self.t0, self.last = epoch, time.perf_counter(), 0.0
@@ -544,8 +541,9 @@ def resolve_config(config_file: str | Path | None = None, overrides: dict | None
 
 
 def format_summary(summary: dict) -> str:
-    stop = f", stopped early after {summary['epochs']}" if summary["stopped_early"] else f" of {summary['epochs']}"
-    return (f"best val_acc {summary['val_acc']:.4f} at epoch {summary['best_epoch']}{stop} epochs "
+    epochs = plural(summary["epochs"], "epoch")
+    stop = f", stopped early after {epochs}" if summary["stopped_early"] else f" of {epochs}"
+    return (f"best val_acc {summary['val_acc']:.4f} at epoch {summary['best_epoch']}{stop} "
             f"({summary['train_time_s']:.0f}s, {summary['images_per_s']:,.0f} img/s on {summary['device']}, "
             f"{summary['precision']})\nwrote {summary['out']}/: config.json history.csv model.pt fersearch.json")
 
