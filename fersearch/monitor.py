@@ -264,6 +264,8 @@ def short_params(params: Mapping[str, Any], width: int | None = None) -> str:
     joined as `filters=32/64/128`. Cut at `width` characters with an ellipsis."""
     groups: dict[str, list[tuple[int, Any]]] = {}
     for key, value in params.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue  # a parameter this trial does not have (filters_4 of a 3-block trial in trials.csv)
         key = str(key).removeprefix("config/")
         stem, _, idx = key.rpartition("_")
         if stem and idx.isdigit():

@@ -114,6 +114,9 @@ def test_short_params_groups_blocks_and_orders_like_the_config():
     assert text == "filters=32/64 dropout=.25/.3 batch_norm=on dense=512 lr=3.2e-4"
     assert monitor.short_params({"dropout": [0.0, 0.5], "optimizer": "adamw"}) == "dropout=0/.5 optimizer=adamw"
     assert monitor.short_params({"filters_1": 32, "lr": 0.1}, width=10) == "filters=3…"
+    # trials.csv gives a 3-block trial an empty filters_4 when others have 4 blocks
+    assert monitor.short_params({"filters_1": 16, "filters_2": 48, "filters_4": None, "dropout_3": float("nan"),
+                                 "dropout_1": 0.2}) == "filters=16/48 dropout=.2"
     assert monitor.clock(42) == "0:42" and monitor.clock(3725) == "1:02:05"
 
 
