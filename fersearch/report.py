@@ -568,7 +568,8 @@ def render_markdown(ctx: ReportContext) -> str:
     lines += [f"> {n}" for n in ctx.notes] + ([""] if ctx.notes else [])
     lines += [_md_table(pd.DataFrame(headline(ctx), columns=["figure", "value", "detail"])), ""]
     lines += ["## Per-class metrics", "", _md_table(per_class_table(ctx)), ""]
-    lines += [*class_notes(ctx.metrics), ""] if class_notes(ctx.metrics) else []
+    notes = class_notes(ctx.metrics)
+    lines += [*notes, ""] if notes else []
     lines += [f"![Confusion matrix]({ctx.images.get('Confusion matrix', '')}) "
               f"![Confusion matrix, normalised]({ctx.images.get('Confusion matrix, normalised', '')})", ""]
     lines += ["## Training of the retrained model", "", f"![Learning curves]({ctx.images.get('Learning curves', '')})", ""]

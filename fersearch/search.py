@@ -266,6 +266,12 @@ def check_shared_storage(root: Path, storage: str) -> None:
 
 
 # ------------------------------------------------------------------ Ray session
+def _not_auth_enabled_notice(record: logging.LogRecord) -> bool:
+    """fersearch prints how to sign in to the dashboard itself; Ray's notice that token auth is
+    enabled says it again (its warning for a cluster *without* token auth still shows)."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 @contextmanager
 def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | None,
                 log: Callable[[str], None]) -> Iterator[bool]:
@@ -281,10 +287,8 @@ def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | 
     kwargs: dict[str, Any] = {"logging_level": "WARNING"}
     if address is None:
         kwargs.update(monitor.ray_init_kwargs(dashboard_host, dashboard_port))
-    # fersearch prints how to sign in to the dashboard itself; Ray's notice that token auth is
-    # enabled says it again (its warning for a cluster *without* token auth still shows).
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-        lambda record: not record.getMessage().startswith("Token authentication is enabled"))
+    # One filter object: addFilter ignores it when a later search in this process adds it again.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_auth_enabled_notice)
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as e:

@@ -40,9 +40,8 @@ DEFAULT_SPACE = "wide"
 RANDOM_ASKS = 8  # random proposals checked per space, on top of the range endpoints
 # The shipped spaces: inside the package in a built wheel (pyproject maps search_spaces/ to
 # fersearch/search_spaces), beside it in a checkout or an editable install.
-_PACKAGED_DIR = next((d for d in (Path(__file__).resolve().parent / SPACES_DIR,
-                                  Path(__file__).resolve().parent.parent / SPACES_DIR) if d.is_dir()),
-                     Path(__file__).resolve().parent.parent / SPACES_DIR)
+_PACKAGE = Path(__file__).resolve().parent
+_PACKAGED_DIR = _PACKAGE / SPACES_DIR if (_PACKAGE / SPACES_DIR).is_dir() else _PACKAGE.parent / SPACES_DIR
 
 
 def default_spaces_dir() -> Path:
@@ -122,8 +121,8 @@ def call_space(fn: Callable, trial: Any) -> Any:
     dict is merged over the trial's suggested values, so the tidied values are the config."""
     tidy = _TidyTrial(trial)
     ret = fn(tidy)
-    if ret is None and tidy.tidied:
-        return dict(tidy.tidied)
+    if ret is None:
+        return dict(tidy.tidied) or None
     if isinstance(ret, dict):
         return {**tidy.tidied, **ret}
     return ret
@@ -278,7 +277,7 @@ def quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(old)
 
 
-def _check(where: str, fn: SpaceFunction, points: list[dict], base: TrainConfig) -> tuple[set[str], set[str]]:
+def _check(where: str, fn: Callable, points: list[dict], base: TrainConfig) -> tuple[set[str], set[str]]:
     """Ask the space for configurations and resolve each one; returns (params, constants)."""
     import optuna
 
