@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fersearch.data import load
-from fersearch.synth import write_synthetic
+from fersearch.data.loader import load
+from fersearch.data.synth import write_synthetic
 
 
 def _timed(fn):

@@ -24,7 +24,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fersearch import experiment as ex
+from fersearch.search import experiment as ex
 
 RUNS = {
     "asha_wide": ["--space", "wide"],  # = the default `fersearch tune --trials 8`

@@ -15,7 +15,7 @@ import urllib.request
 
 import ray
 
-from fersearch import monitor
+from fersearch.search import monitor
 
 
 @ray.remote(num_cpus=0)

@@ -24,15 +24,15 @@ from .errors import FersearchError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_data": ("fersearch.data", "load"),
-    "FerData": ("fersearch.data", "FerData"),
+    "load_data": ("fersearch.data.loader", "load"),
+    "FerData": ("fersearch.data.loader", "FerData"),
     "build_model": ("fersearch.model", "build_model"),
-    "fit": ("fersearch.train", "fit"),
-    "load_space": ("fersearch.spaces", "load_space"),
-    "tune": ("fersearch.search", "tune"),
-    "best": ("fersearch.evaluation", "best"),
-    "evaluate": ("fersearch.evaluation", "evaluate"),
-    "predict": ("fersearch.inference", "predict"),
+    "fit": ("fersearch.train.loop", "fit"),
+    "load_space": ("fersearch.search.spaces", "load_space"),
+    "tune": ("fersearch.search.driver", "tune"),
+    "best": ("fersearch.report.retrain", "best"),
+    "evaluate": ("fersearch.report.retrain", "evaluate"),
+    "predict": ("fersearch.train.predict", "predict"),
 }
 
 __all__ = ["TrainConfig", "FersearchError", "__version__", *_LAZY]

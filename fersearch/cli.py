@@ -75,7 +75,7 @@ def data_synth_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
 ) -> None:
     """Generate synthetic FER-format faces (not real FER2013) as a fer2013.csv."""
-    from .synth import DEFAULT_SYNTH_N, write_synthetic
+    from .data.synth import DEFAULT_SYNTH_N, write_synthetic
 
     n = n or DEFAULT_SYNTH_N
     path = write_synthetic(out, n, seed)
@@ -88,7 +88,7 @@ def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt
     """Counts per split and emotion, the detected format, notes and the content hash."""
     import json
 
-    from .data import load
+    from .data.loader import load
 
     d = load(path or data, resize=resize)
     if json_out:
@@ -112,8 +112,8 @@ def data_preview_cmd(
     resize: ResizeOpt = False,
 ) -> None:
     """Draw a labelled grid of sample faces per emotion (PNG)."""
-    from .data import load
-    from .preview import preview_grid
+    from .data.loader import load
+    from .data.preview import preview_grid
 
     written = preview_grid(load(path or data, resize=resize), out, per_class=per_class, split=split, seed=seed)
     typer.echo(f"wrote {written}")
@@ -147,9 +147,9 @@ def train_cmd(
     import json
 
     from .config import parse_set
-    from .data import load
-    from .record import command_line
-    from .train import format_summary, resolve_config, train_to_dir
+    from .data.loader import load
+    from .io import command_line
+    from .train.loop import format_summary, resolve_config, train_to_dir
 
     cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
     summary = train_to_dir(cfg, load(data), out, command=command_line(), threads=threads, progress=not json_out)
@@ -201,7 +201,7 @@ def tune_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; print only the summary.")] = False,
 ) -> None:
     """Search hyperparameters with Ray Tune + Optuna (TPE) + ASHA; results in results/<name>/."""
-    from .search import tune
+    from .search.driver import tune
 
     result = tune(space=space, data=data, trials=trials, gpus=gpus, gpus_per_trial=gpus_per_trial,
                   cpus_per_trial=cpus_per_trial, max_epochs=max_epochs, grace_period=grace_period,
@@ -226,7 +226,7 @@ def spaces_cmd(
     """List the search spaces with their docstring summaries."""
     import json
 
-    from .spaces import check_spaces, list_spaces
+    from .search.spaces import check_spaces, list_spaces
 
     spaces = check_spaces(directory) if check else list_spaces(directory)
     if json_out:
@@ -256,8 +256,8 @@ def status_cmd(
     import shutil
     import sys
 
-    from .experiment import resolve_experiment
-    from .monitor import experiment_status, format_status
+    from .search.experiment import resolve_experiment
+    from .search.monitor import experiment_status, format_status
 
     st = experiment_status(resolve_experiment(experiment, results))
     if json_out:
@@ -304,7 +304,9 @@ def best_cmd(
     Best = highest best-epoch validation accuracy; --evaluate writes results/<name>/best/."""
     import json
 
-    from . import evaluation, report
+    from .report import retrain as evaluation
+
+    from .report import pages as report
 
     if not evaluate:
         bt = evaluation.best(experiment, results=results)
@@ -334,7 +336,9 @@ def predict_cmd(
     """Predict the emotion of each image (turned into 48x48 grayscale: centre square crop, resize)."""
     import json
 
-    from . import inference, report
+    from .train import predict as inference
+
+    from .report import pages as report
 
     path = model if model is not None else inference.default_model_path(results)
     preds = inference.predict(images, path)

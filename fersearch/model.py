@@ -138,7 +138,7 @@ def example_input(n: int = 2) -> torch.Tensor:
 def save_model(path: str | os.PathLike, model: nn.Module, cfg: TrainConfig, meta: dict[str, Any] | None = None) -> Path:
     """Write `model.pt`: weights, the config that rebuilds the model, labels and `meta`
     (plain JSON-like values only, so the file stays loadable with weights_only=True)."""
-    from .data import LABELS  # late: keeps model import light for callers that never save
+    from .data.loader import LABELS  # late: keeps model import light for callers that never save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,27 @@ import pytest
 TINY_N = 600  # ~480 train / 60 val / 60 test, every class in every split
 
 
+def assert_one_line_error(result, *fragments: str, stderr_only: bool = False) -> str:
+    """The one error contract of the CLI, checked in one place: exit code 1, no traceback,
+    exactly one line saying `error: ...` and it is the last line (progress lines such as
+    "reading ..." may come before it), containing every fragment. Returns that line.
+    `stderr_only`: look at stderr alone (a command whose stdout carries other output)."""
+    assert result.exit_code == 1, result.output
+    text = result.stderr if stderr_only else result.output
+    assert "Traceback" not in result.output, result.output
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     """A small FerData from the synthetic generator (fixed seed; all 7 classes in every split).
     Session-scoped and shared: do not modify its arrays in place."""
-    from fersearch.synth import synthetic_data
+    from fersearch.data.synth import synthetic_data
 
     data = synthetic_data(n=TINY_N, seed=0)
     for arr in (data.images, data.labels, data.split):
@@ -55,7 +71,7 @@ def fast_space(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory):
     """The tiny synthetic set as a fer2013.csv (what `tiny_data` holds), for runs that need a data file."""
-    from fersearch.synth import write_synthetic
+    from fersearch.data.synth import write_synthetic
 
     return write_synthetic(tmp_path_factory.mktemp("data"), n=TINY_N, seed=0)
 
@@ -65,7 +81,7 @@ def tuned_experiment(tmp_path_factory, fast_space, tiny_csv):
     """A finished real search (Ray Tune + TPE + ASHA): 6 trials x <= 3 epochs on the tiny set, 1 CPU each.
     Run once per session (about 20-30 s); returns the experiment directory (results/tuned/).
     Uses a Ray already initialised in this process (and leaves it), else starts and stops its own."""
-    from fersearch.search import tune
+    from fersearch.search.driver import tune
 
     results = tmp_path_factory.mktemp("results")
     return tune(space=fast_space, data=tiny_csv, name="tuned", results=results, verbose=False, **TUNED).path

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fersearch import synth
+from fersearch.data import synth
 from fersearch.cli import app
-from fersearch.data import LABELS, USAGES, load, resolve_data_path
-from fersearch.readers import FERPLUS_VOTES, ferplus_labels, format_pixels, write_fer2013_csv
+from fersearch.data.loader import LABELS, USAGES, load, resolve_data_path
+from fersearch.data.readers import FERPLUS_VOTES, ferplus_labels, format_pixels, write_fer2013_csv
 
 FOLDER = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
 

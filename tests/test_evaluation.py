@@ -16,10 +16,10 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from conftest import EVALUATE_ARGS, copy_experiment
-from fersearch import evaluation
+from fersearch.report import retrain as evaluation
 from fersearch.cli import app
-from fersearch.data import LABELS
-from fersearch.experiment import read_meta, read_trials, write_meta, write_trials
+from fersearch.data.loader import LABELS
+from fersearch.search.experiment import read_meta, read_trials, write_meta, write_trials
 
 runner = CliRunner()
 BEST_FILES = {"config.json", "metrics.json", "classification_report.txt", "confusion_matrix.png",
@@ -179,9 +179,9 @@ def test_a_failed_rerun_leaves_the_previous_best_intact(evaluated_experiment, tm
     shutil.copytree(evaluated_experiment / "best", exp / "best")
     before = {p.name: p.read_bytes() for p in (exp / "best").iterdir()}
     bt = evaluation.best(exp)
-    from fersearch.data import load
+    from fersearch.data.loader import load
     from fersearch.model import load_model
-    from fersearch.train import FitResult
+    from fersearch.train.loop import FitResult
 
     model, cfg, _ = load_model(exp / "best" / "model.pt")
     fit = FitResult(model=model, history=[], best_epoch=1, best_val_acc=0.0, stopped_early=False, device="cpu",
@@ -219,7 +219,7 @@ def test_a_changed_data_file_is_a_one_line_error(tuned_experiment, tmp_path):
 @pytest.mark.slow
 def test_kaggle_data_without_test_labels_offers_split_val(tuned_experiment, tiny_data, tmp_path):
     """A Kaggle train.csv + test.csv (no labels): one line pointing at --split val, which works."""
-    from fersearch.data import load
+    from fersearch.data.loader import load
 
     kaggle = tmp_path / "kaggle"
     kaggle.mkdir()

@@ -19,8 +19,8 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from fersearch import experiment as ex
-from fersearch import monitor
+from fersearch.search import experiment as ex
+from fersearch.search import monitor
 from fersearch.cli import app
 
 runner = CliRunner()
@@ -264,7 +264,7 @@ def monitored(tmp_path_factory, fast_space, tiny_data):
              _system_config={"metrics_report_interval_ms": 1000}, **monitor.ray_init_kwargs())
     scraper = MetricsScraper()
     try:
-        from fersearch.search import tune
+        from fersearch.search.driver import tune
 
         lines = monitor.dashboard_lines()
         scraper.start()

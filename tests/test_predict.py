@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from fersearch import inference
+from fersearch.train import predict as inference
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.data import LABELS
+from fersearch.data.loader import LABELS
 
 runner = CliRunner()
 
@@ -171,7 +171,7 @@ def test_no_model_anywhere_says_what_to_do(in_tmp):
 def test_predict_agrees_with_evaluate_on_the_same_images(evaluated_experiment, tmp_path, monkeypatch):
     """Test images written as PNG files, predicted through the CLI with the default model (the
     newest experiment's best/model.pt), give evaluate's predictions and probabilities."""
-    from fersearch.data import load
+    from fersearch.data.loader import load
 
     best = evaluated_experiment / "best"
     meta = json.loads((evaluated_experiment / "fersearch.json").read_text())

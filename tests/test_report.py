@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from fersearch import analysis as an
-from fersearch import report as rp
+from fersearch.report import analysis as an
+from fersearch.report import pages as rp
 from fersearch.config import TrainConfig
-from fersearch.data import LABELS
-from fersearch.experiment import read_history, read_meta, read_trials, write_history, write_meta, write_trials
+from fersearch.data.loader import LABELS
+from fersearch.search.experiment import read_history, read_meta, read_trials, write_history, write_meta, write_trials
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.errors import SpaceError
-from fersearch.spaces import default_spaces_dir, list_spaces, load_space, resolve_space_path
+from fersearch.search.spaces import default_spaces_dir, list_spaces, load_space, resolve_space_path
 
 runner = CliRunner()
 
@@ -138,7 +138,7 @@ def test_spaces_command_prefers_local_folder_and_checks(in_tmp):
 
 
 def test_a_python_function_is_a_space_too():
-    from fersearch.spaces import space_from_function
+    from fersearch.search.spaces import space_from_function
 
     widths = (64, 128)  # a closure: carried by value when Ray pickles the searcher
 

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.data import FerData
+from fersearch.data.loader import FerData
 from fersearch.errors import ConfigError, DataError
-from fersearch.train import (
+from fersearch.train.loop import (
     augment_batch,
     autocast,
     class_weights,
@@ -309,7 +309,7 @@ def test_threads_follow_the_request():
 
 # ------------------------------------------------------------------ fersearch train
 def test_resolve_config_layers_file_set_and_flags(tmp_path):
-    from fersearch.train import resolve_config
+    from fersearch.train.loop import resolve_config
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"lr": 0.01, "dense": 64, "epochs": 5}))
@@ -339,7 +339,7 @@ def test_cli_train_config_mistakes_are_one_line_before_any_data(in_tmp, args, wo
 
 def test_cli_train_json_end_to_end(in_tmp, tiny_csv):
     from fersearch.model import load_model
-    from fersearch.record import file_sha256
+    from fersearch.io import file_sha256
 
     small = ["--set", "blocks=2", "--set", "filters=8,16", "--set", "dense=32", "--set", "precision=fp32"]
     res = CliRunner().invoke(app, ["train", "--data", str(tiny_csv), *small, "--epochs", "2", "--seed", "3",

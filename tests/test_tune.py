@@ -20,11 +20,11 @@ import pytest
 from conftest import TUNED
 from typer.testing import CliRunner
 
-from fersearch import experiment as ex
+from fersearch.search import experiment as ex
 from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.errors import FersearchError, ResourceError
-from fersearch.search import check_options, local_gpu_count, plan_resources, tune
+from fersearch.search.driver import check_options, local_gpu_count, plan_resources, tune
 
 runner = CliRunner()
 FINISHED = {"completed", "stopped"}
@@ -142,7 +142,7 @@ def test_check_options_accepts_the_defaults():
 
 
 def test_storage_location_paths_and_uris(in_tmp):
-    from fersearch.search import storage_location
+    from fersearch.search.driver import storage_location
 
     assert storage_location(None) == (in_tmp.resolve() / "results", str(in_tmp.resolve() / "results"))
     shared = in_tmp / "nfs" / "exps"

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .config import TrainConfig
-from .experiment import PARAM_PREFIX, param_columns, trial_config
+from ..config import TrainConfig
+from ..search.experiment import PARAM_PREFIX, param_columns, trial_config
 
 METRIC = "best_val_acc"
 FINISHED = ("completed", "stopped")

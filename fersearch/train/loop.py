@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NUM_CLASSES, TrainConfig
-from .data import FerData
-from .errors import ConfigError, DataError, ExperimentError
-from .model import build_model, save_model
-from .record import plural
+from ..config import NUM_CLASSES, TrainConfig
+from ..data.loader import FerData
+from ..errors import ConfigError, DataError, ExperimentError
+from ..model import build_model, save_model
+from ..fmt import plural
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +552,7 @@ def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None,
                  threads: int | None = None, progress: bool = False) -> dict:
     """Train and write config.json, history.csv (rewritten every epoch), model.pt and fersearch.json
     to `out`; returns the summary also stored in fersearch.json under 'result'."""
-    from .record import atomic_write_text, versions, write_json
+    from ..io import atomic_write_text, versions, write_json
 
     out = Path(out) if out is not None else default_out_dir()
     if (out / "model.pt").exists():

@@ -622,7 +622,7 @@ def _config_order() -> tuple[str, ...]:
     """TrainConfig's field order (architecture first, then training): reads better than the CSV's A-Z."""
     from dataclasses import fields
 
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     return tuple(f.name for f in fields(TrainConfig))
 

@@ -32,9 +32,10 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 
 from . import experiment as ex
-from .config import TrainConfig
-from .errors import ExperimentError, FersearchError, ResourceError
-from .record import command_line, plural, versions
+from ..config import TrainConfig
+from ..errors import ExperimentError, FersearchError, ResourceError
+from ..fmt import plural
+from ..io import command_line, versions
 from .spaces import DEFAULT_SPACE, Space, first_line, load_space, quiet_optuna, space_from_function
 
 METRIC, MODE = "val_acc", "max"
@@ -316,7 +317,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     from ray import tune
 
     from .monitor import TrialGauges
-    from .train import fit
+    from ..train.loop import fit
 
     # Ray logs every persisted checkpoint at INFO from the worker; one per epoch is noise.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -583,12 +584,12 @@ def _default_name(space_name: str, root: Path) -> str:
 
 
 def _load_data(data: Any, meta: dict | None, log: Callable[[str], None]) -> Any:
-    from .data import FerData
+    from ..data.loader import FerData
 
     if isinstance(data, FerData):
         fer = data
     else:
-        from .data import load
+        from ..data.loader import load
 
         path = data if data is not None else (meta["data"]["path"] if meta else None)
         fer = load(path, log=log)

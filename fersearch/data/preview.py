@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SPLITS, FerData
-from .errors import DataError
+from .loader import SPLITS, FerData
+from ..errors import DataError
 
 
 def preview_grid(data: FerData, out: str | os.PathLike, *, per_class: int = 8, split: str = "train",

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .record import atomic_write_text
+from ..io import atomic_write_text
 
 STATUS_COLORS = {"completed": "#1f77b4", "stopped": "#ff7f0e", "failed": "#d62728",
                  "running": "#7f7f7f", "pending": "#bbbbbb"}

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import IMAGE_SIZE
-from .errors import DataError, ModelFileError
+from ..config import IMAGE_SIZE
+from ..errors import DataError, ModelFileError
 
 MODEL_FILE = "model.pt"
 SCRIPTED_FILE = "model_scripted.pt"
@@ -83,7 +83,7 @@ def load_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
 # ---------------------------------------------------------------- models
 def default_model_path(results: str | os.PathLike | None = None) -> Path:
     """best/model.pt of the newest experiment that has one."""
-    from .experiment import list_experiments, results_root
+    from ..search.experiment import list_experiments, results_root
 
     root = results_root(results)
     for exp in reversed(list_experiments(root)):
@@ -111,9 +111,9 @@ def predict(images: Sequence[str | os.PathLike] | np.ndarray, model: str | os.Pa
 
     `model`: a model.pt path, a module already loaded, or None for the newest experiment's
     best/model.pt. Returns one Prediction per image, in order."""
-    from .data import LABELS
-    from .model import load_model
-    from .train import predict_proba
+    from ..data.loader import LABELS
+    from ..model import load_model
+    from .loop import predict_proba
 
     if isinstance(images, np.ndarray):
         arrays, names = _check_array(images), [f"image[{i}]" for i in range(len(images))]

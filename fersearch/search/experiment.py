@@ -20,9 +20,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .config import TrainConfig
-from .errors import ExperimentError
-from .record import atomic_write_text, read_json, write_json
+from ..config import TrainConfig
+from ..errors import ExperimentError
+from ..io import atomic_write_text, read_json, write_json
 
 META_FILE = "fersearch.json"
 TRIALS_FILE = "trials.csv"

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 
 from . import analysis as an
-from . import report as rp
-from .config import TrainConfig
-from .data import Log, log_stderr
-from .errors import ConfigError, DataError, ExperimentError
-from .experiment import read_history, read_meta, read_trials, resolve_experiment, results_root, trial_config
-from .inference import MODEL_FILE, SCRIPTED_FILE, export_torchscript
-from .record import atomic_write_text, versions, write_json
+from . import pages as rp
+from ..config import TrainConfig
+from ..data.loader import Log, log_stderr
+from ..errors import ConfigError, DataError, ExperimentError
+from ..search.experiment import read_history, read_meta, read_trials, resolve_experiment, results_root, trial_config
+from ..train.predict import MODEL_FILE, SCRIPTED_FILE, export_torchscript
+from ..io import atomic_write_text, versions, write_json
 
 BEST_DIR = "best"
 SPLITS = ("test", "val")
@@ -106,7 +106,7 @@ def declared_distributions(meta: dict[str, Any]) -> dict[str, Any]:
     space = meta.get("space") or {}
     if not space.get("source"):
         return {}
-    from .spaces import SpaceFunction
+    from ..search.spaces import SpaceFunction
 
     try:
         return an.space_distributions(SpaceFunction(str(space.get("path", "space.py")), space["source"]))
@@ -188,7 +188,7 @@ def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log,
     """(FerData, images, labels of `split`): the data set the search ran on, reloaded from its
     recorded path and checked against its recorded content hash (a changed file would make the
     comparison meaningless), with labels on the split to score."""
-    from .data import FerData, load
+    from ..data.loader import FerData, load
 
     rec = meta.get("data") or {}
     held: list[str] = []  # the loader's notes are shown only once the data is known to be usable
@@ -237,7 +237,7 @@ def split_with_labels(fer: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _retrain(bt: BestTrial, fer: Any, images: np.ndarray, budget: int, seed: int, tta: bool,
              threads: int | None, progress: bool, log: Log) -> _Run:
-    from .train import fit, predict_proba
+    from ..train.loop import fit, predict_proba
 
     cfg = bt.config.replace(epochs=budget, seed=seed)
     log(f"retraining trial {bt.trial_id} from scratch: seed {seed}, up to {budget} epochs, "
@@ -312,7 +312,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 def _write_files(out: Path, ev: Evaluation, run: _Run, fer: Any, elapsed: float) -> None:
-    from .model import save_model
+    from ..model import save_model
 
     bt = ev.best
     write_json(out / "config.json", ev.config.to_dict())

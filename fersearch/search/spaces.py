@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import TrainConfig
-from .errors import ConfigError, SpaceError
+from ..config import TrainConfig
+from ..errors import ConfigError, SpaceError
 
 SPACES_DIR = "search_spaces"
 # Measured on the default data (benchmarks/bench_tune.py, 8 trials, 30 max epochs, ASHA,
@@ -40,7 +40,7 @@ DEFAULT_SPACE = "wide"
 RANDOM_ASKS = 8  # random proposals checked per space, on top of the range endpoints
 # The shipped spaces: inside the package in a built wheel (pyproject maps search_spaces/ to
 # fersearch/search_spaces), beside it in a checkout or an editable install.
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # fersearch/
 _PACKAGED_DIR = _PACKAGE / SPACES_DIR if (_PACKAGE / SPACES_DIR).is_dir() else _PACKAGE.parent / SPACES_DIR
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LABELS, SIZE, USAGES, FerData, Log, log_stderr, stratified_holdout
+from .loader import LABELS, SIZE, USAGES, FerData, Log, log_stderr, stratified_holdout
 
 DEFAULT_SYNTH_N = 4000  # sized so `fersearch tune --trials 8` takes a few minutes on 2 CPU cores
 DEFAULT_SEED = 0
@@ -314,7 +314,7 @@ def write_synthetic(out_dir: str | Path = SYNTH_DIR, n: int = DEFAULT_SYNTH_N, s
                     *, auto: bool = False) -> Path:
     """Generate and write `<out_dir>/fer2013.csv` (FER2013's own format) and its marker; returns the CSV path."""
     from .readers import write_fer2013_csv
-    from .record import file_sha256, write_json
+    from ..io import file_sha256, write_json
 
     images, labels, split = generate(n, seed)
     path = write_fer2013_csv(Path(out_dir) / "fer2013.csv", images, labels, [USAGES[s] for s in split])
@@ -325,7 +325,7 @@ def write_synthetic(out_dir: str | Path = SYNTH_DIR, n: int = DEFAULT_SYNTH_N, s
 
 def read_marker(folder: Path) -> dict | None:
     """The synthetic-set marker in `folder`, or None (missing or unreadable: then the CSV is not ours)."""
-    from .record import read_json
+    from ..io import read_json
 
     try:
         marker = read_json(folder / MARKER)

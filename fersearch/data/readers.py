@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import LABELS, N_PIXELS, SIZE, USAGES
-from .errors import DataError
-from .record import file_sha256
+from .loader import LABELS, N_PIXELS, SIZE, USAGES
+from ..errors import DataError
+from ..io import file_sha256
 
 FER_COLUMNS = ("emotion", "pixels", "usage")  # compared lower-cased and stripped
 FERPLUS_VOTES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "nf")

@@ -1,0 +1,141 @@
+"""Every number, value and short text fersearch shows people, in one place.
+
+Precision is chosen once here: accuracies with 4 decimals (`acc`), percentages
+with 2 (`pct`), hyperparameters in a few characters (`short_value`), counts with
+their noun (`plural`), elapsed times as clocks (`clock`). `plain` turns numpy
+scalars and NaN into plain JSON values, for every file and `--json` output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+
+def missing(v: Any) -> bool:
+    """None or NaN: a value a row does not have."""
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def plain(v: Any) -> Any:
+    """numpy scalars -> Python, NaN -> None; "True"/"False" text (a CSV cell) -> bool;
+    an integral float (CSV's 128.0 for 128) -> int."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer() and abs(v) < 2**53:
+            return int(v)
+    if isinstance(v, str) and v in ("True", "False"):
+        return v == "True"
+    return v
+
+
+def json_value(v: Any) -> Any:
+    """numpy scalars -> Python and NaN -> None, nothing else changed (JSON output)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def int_or_none(v: Any) -> int | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else int(f)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 trial', '8 trials': counts in user-facing lines."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def num(x: Any) -> str:
+    """A count or setting as written: 3, 0.5, 1e-05 (never 3.0)."""
+    if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
+        x = float(x)
+        return str(int(x)) if x.is_integer() else f"{x:g}"
+    return str(x)
+
+
+def acc(v: Any) -> str:
+    """An accuracy or loss: 4 decimals; '-' when missing."""
+    return "-" if missing(v) else f"{float(v):.4f}"
+
+
+def pct(v: Any) -> str:
+    return "n/a" if missing(v) else f"{100 * float(v):.2f}%"
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as m:ss or h:mm:ss (0:42, 12:05, 1:02:03)."""
+    s = int(max(0.0, seconds))
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def short_value(v: Any) -> str:
+    """A hyperparameter value in a few characters: 0.25 -> .25, 0.000316 -> 3.2e-4, True -> on."""
+    v = plain(v) if not isinstance(v, str) else v
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (list, tuple)):
+        return "/".join(short_value(x) for x in v)
+    if isinstance(v, float):
+        text = f"{v:.1e}" if 0 < abs(v) < 1e-2 else f"{v:.3g}"
+        if "e" in text:
+            mant, exp = text.split("e")
+            text = f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+        return text.replace("0.", ".", 1) if text.startswith("0.") else text
+    return str(v)
+
+
+def short_params(params: Mapping[str, Any], width: int | None = None,
+                 order: Iterable[str] = ()) -> str:
+    """Hyperparameters in one short line; per-block values (filters_1, filters_2, ...) are
+    joined as `filters=32/64/128`; missing ones left out. `order`: names to put first, in
+    that order (TrainConfig's field order). Cut at `width` characters with an ellipsis."""
+    order = tuple(order)
+    groups: dict[str, list[tuple[int, Any]]] = {}
+    for key, value in params.items():
+        if missing(value):
+            continue  # a parameter this trial does not have (filters_4 of a 3-block trial)
+        key = str(key).removeprefix("config/")
+        stem, _, idx = key.rpartition("_")
+        if stem and idx.isdigit():
+            groups.setdefault(stem, []).append((int(idx), value))
+        else:
+            groups.setdefault(key, []).append((0, value))
+
+    def rank(name: str) -> tuple[int, str]:
+        return (order.index(name) if name in order else len(order), name)
+
+    parts = [f"{name}=" + "/".join(short_value(v) for _, v in sorted(vals, key=lambda iv: iv[0]))
+             for name, vals in sorted(groups.items(), key=lambda kv: rank(kv[0]))]
+    return cut(" ".join(parts), width)
+
+
+def cut(text: str, width: int | None) -> str:
+    """`text` cut to `width` characters with an ellipsis (None: uncut)."""
+    if width is None or len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…"
+
+
+def first_line(e: BaseException | str) -> str:
+    """An exception (or a traceback text) as one line: its last `SomethingError: ...` line,
+    else its first line, else its type name. For one-line error messages."""
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__ if isinstance(e, BaseException) else "error"
+    if len(lines) == 1:
+        return lines[0]
+    import re
+
+    excs = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
+    return excs[-1] if excs else lines[0]
