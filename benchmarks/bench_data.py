@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fersearch.data.loader import load
+from fersearch.data import load
 from fersearch.data.synth import write_synthetic
 
 

@@ -1,4 +1,4 @@
-"""How long a trial's custom metric (monitor.TrialGauges) takes to appear on Ray's Prometheus endpoint.
+"""How long a trial's custom metric (gauges.TrialGauges) takes to appear on Ray's Prometheus endpoint.
 
 Starts a fresh local Ray per report interval (Ray's default, then the 1 s floor),
 sets the gauges from an actor (as a trial does) and polls every node's /metrics
@@ -11,33 +11,28 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import ray
 
-from fersearch.search import monitor
+from fersearch.search import dashboard, gauges
 
 
 @ray.remote(num_cpus=0)
 class FakeTrial:
     def report(self, experiment: str, trial_id: str, epoch: int, acc: float) -> float:
-        monitor.TrialGauges(experiment, trial_id).update({"epoch": epoch, "val_acc": acc, "best_val_acc": acc})
+        gauges.TrialGauges(experiment, trial_id).update({"epoch": epoch, "val_acc": acc, "best_val_acc": acc})
         return time.time()
 
 
 def visible(trial_id: str) -> bool:
-    for url in monitor.metrics_urls():
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
-        if any(labels.get("trial_id") == trial_id for _, labels, _ in monitor.parse_prometheus(text)):
-            return True
-    return False
+    return any(labels.get("trial_id") == trial_id for _, labels, _ in gauges.trial_samples(timeout=10))
 
 
 def measure(report_interval_ms: int | None, timeout: float = 60.0) -> dict:
     system_config = {"metrics_report_interval_ms": report_interval_ms} if report_interval_ms else None
     t0 = time.time()
     ray.init(address="local", num_cpus=1, logging_level="ERROR", _system_config=system_config,
-             **monitor.ray_init_kwargs())
+             **dashboard.ray_init_kwargs())
     init_s = time.time() - t0
     try:
         actor = FakeTrial.remote()

@@ -25,17 +25,26 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_data": ("fersearch.data.loader", "load"),
-    "FerData": ("fersearch.data.loader", "FerData"),
+    "FerData": ("fersearch.data.fer", "FerData"),
     "build_model": ("fersearch.model", "build_model"),
     "fit": ("fersearch.train.loop", "fit"),
     "load_space": ("fersearch.search.spaces", "load_space"),
     "tune": ("fersearch.search.driver", "tune"),
-    "best": ("fersearch.report.retrain", "best"),
-    "evaluate": ("fersearch.report.retrain", "evaluate"),
-    "predict": ("fersearch.train.predict", "predict"),
+    "best": ("fersearch.report.best", "best"),
+    "evaluate": ("fersearch.report.evaluate", "evaluate"),
 }
 
-__all__ = ["TrainConfig", "FersearchError", "__version__", *_LAZY]
+__all__ = ["TrainConfig", "FersearchError", "__version__", "predict", *_LAZY]
+
+
+def predict(images: Any, model: Any = None, *, results: Any = None, tta: bool = False) -> list:
+    """Emotion probabilities per image file (or uint8 (N, 48, 48) array), as `fersearch predict`:
+    `model` is a model.pt path or a loaded module; None takes the newest experiment's
+    best/model.pt under `results` (default results/)."""
+    from .search.experiment import newest_best_model
+    from .train.predict import predict as predict_images
+
+    return predict_images(images, model if model is not None else newest_best_model(results), tta=tta)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from .errors import FersearchError
+from .search.options import cli_signature, from_cli
 
 
 class _Group(TyperGroup):
@@ -73,13 +74,17 @@ def data_synth_cmd(
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 4000; FER2013 has 35887).",
                                              show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
+    preset: Annotated[str, typer.Option(
+        "--preset", help="default, or hard: low-contrast faces at random brightness, stronger lighting and noise, "
+        "weaker expressions (the seed recipe stays at the majority-class rate for its first epochs).")] = "default",
 ) -> None:
     """Generate synthetic FER-format faces (not real FER2013) as a fer2013.csv."""
     from .data.synth import DEFAULT_SYNTH_N, write_synthetic
 
     n = n or DEFAULT_SYNTH_N
-    path = write_synthetic(out, n, seed)
-    typer.echo(f"wrote {n} synthetic faces (seed {seed}) to {path}")
+    path = write_synthetic(out, n, seed, preset=preset)
+    kind = "" if preset == "default" else f"{preset} "
+    typer.echo(f"wrote {n} {kind}synthetic faces (seed {seed}) to {path}")
 
 
 @data_app.command("info")
@@ -88,7 +93,7 @@ def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt
     """Counts per split and emotion, the detected format, notes and the content hash."""
     import json
 
-    from .data.loader import load
+    from .data import load
 
     d = load(path or data, resize=resize)
     if json_out:
@@ -112,7 +117,7 @@ def data_preview_cmd(
     resize: ResizeOpt = False,
 ) -> None:
     """Draw a labelled grid of sample faces per emotion (PNG)."""
-    from .data.loader import load
+    from .data import load
     from .data.preview import preview_grid
 
     written = preview_grid(load(path or data, resize=resize), out, per_class=per_class, split=split, seed=seed)
@@ -147,9 +152,9 @@ def train_cmd(
     import json
 
     from .config import parse_set
-    from .data.loader import load
+    from .data import load
     from .io import command_line
-    from .train.loop import format_summary, resolve_config, train_to_dir
+    from .report.run import format_summary, resolve_config, train_to_dir
 
     cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
     summary = train_to_dir(cfg, load(data), out, command=command_line(), threads=threads, progress=not json_out)
@@ -157,62 +162,19 @@ def train_cmd(
 
 
 # ---- tune / spaces / status commands (issue: tune) ------------------------
-@app.command("tune")
-def tune_cmd(
-    space: Annotated[Optional[str], typer.Option(
-        "--space", help="Search space: a .py file or a name from `fersearch spaces` (default: wide, which "
-        "found better models than seed per trial and per minute on the default data).",
-        show_default=False)] = None,
-    data: DataOpt = None,
-    trials: Annotated[int, typer.Option("--trials", help="Configurations to try (Optuna proposals).")] = 50,
-    gpus: Annotated[Optional[int], typer.Option(
-        "--gpus", help="GPUs the search may use (default: all the Ray cluster has; none = CPUs).",
-        show_default=False)] = None,
-    gpus_per_trial: Annotated[Optional[float], typer.Option(
-        "--gpus-per-trial", help="GPU share per trial; fractions pack several small CNNs on one GPU "
-        "(default: 1 with GPUs).", show_default=False)] = None,
-    cpus_per_trial: Annotated[Optional[float], typer.Option(
-        "--cpus-per-trial", help="CPU share per trial (fractions allowed); its torch thread count is the "
-        "whole part, at least 1 (default: 1).", show_default=False)] = None,
-    max_epochs: Annotated[int, typer.Option("--max-epochs", help="Epochs a trial may train at most (ASHA's max_t).")] = 30,
-    grace_period: Annotated[Optional[int], typer.Option(
-        "--grace-period", help="Epochs every trial gets before ASHA may stop it (default: max-epochs/6, >= 1).",
-        show_default=False)] = None,
-    reduction_factor: Annotated[float, typer.Option(
-        "--reduction-factor", help="ASHA keeps the best 1/R of trials at each rung.")] = 3,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="asha (stop weak trials early) or fifo (run all to the end).")] = "asha",
-    sampler: Annotated[str, typer.Option("--sampler", help="tpe (Optuna TPE, seeded) or random.")] = "tpe",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's training.")] = 0,
-    name: Annotated[Optional[str], typer.Option(
-        "--name", help="Experiment name under --results (default: <space>-<timestamp>).", show_default=False)] = None,
-    results: Annotated[Optional[str], typer.Option(
-        "--results", help="Where experiments go (default: results/). With --address: a path every node shares, "
-        "or a URI Ray accepts (s3://, gs://, file://).", show_default=False)] = None,
-    address: Annotated[Optional[str], typer.Option(
-        "--address", help="Join an existing Ray cluster (auto or host:port) instead of starting a local one.",
-        show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue the interrupted search --name: finished trials stay, the rest run; "
-        "space, trials, epochs and ASHA settings come from the original search.")] = False,
-    dashboard_host: Annotated[str, typer.Option(
-        "--dashboard-host", help="Interface the local Ray dashboard binds to (warns unless loopback).")] = "127.0.0.1",
-    dashboard_port: Annotated[Optional[int], typer.Option(
-        "--dashboard-port", help="Port of the local Ray dashboard (default: Ray's, 8265).", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; print only the summary.")] = False,
-) -> None:
+def tune_cmd(**settings) -> None:
     """Search hyperparameters with Ray Tune + Optuna (TPE) + ASHA; results in results/<name>/."""
     from .search.driver import tune
 
-    result = tune(space=space, data=data, trials=trials, gpus=gpus, gpus_per_trial=gpus_per_trial,
-                  cpus_per_trial=cpus_per_trial, max_epochs=max_epochs, grace_period=grace_period,
-                  reduction_factor=reduction_factor, scheduler=scheduler, sampler=sampler, seed=seed, name=name,
-                  results=results, address=address, resume=resume, dashboard_host=dashboard_host,
-                  dashboard_port=dashboard_port, verbose=not quiet)
+    result = tune(from_cli(settings))
     for line in result.summary():
         typer.echo(line)
-    counts = result.counts()
-    if counts["pending"] + counts["running"] or len(result.trials) < int(result.meta.get("trials") or 0):
+    if result.interrupted:
         raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
+
+
+tune_cmd.__signature__ = cli_signature()  # every option, its default and help: SearchOptions' fields
+app.command("tune")(tune_cmd)
 
 
 @app.command("spaces")
@@ -257,7 +219,7 @@ def status_cmd(
     import sys
 
     from .search.experiment import resolve_experiment
-    from .search.monitor import experiment_status, format_status
+    from .search.status import experiment_status, format_status
 
     st = experiment_status(resolve_experiment(experiment, results))
     if json_out:
@@ -304,23 +266,24 @@ def best_cmd(
     Best = highest best-epoch validation accuracy; --evaluate writes results/<name>/best/."""
     import json
 
-    from .report import retrain as evaluation
-
-    from .report import pages as report
+    from .report.best import best
+    from .report.console import format_best, format_evaluation
 
     if not evaluate:
-        bt = evaluation.best(experiment, results=results)
-        typer.echo(json.dumps(bt.to_dict(), indent=2, default=str) if json_out else report.format_best(bt))
+        bt = best(experiment, results=results)
+        typer.echo(json.dumps(bt.to_dict(), indent=2, default=str) if json_out else format_best(bt))
         return
+    from .report import evaluate as evaluation
+
     evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
-    bt = evaluation.best(experiment, results=results)
+    bt = best(experiment, results=results)
     log = (lambda msg: typer.echo(msg, err=True))
     data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
     if not json_out:
-        typer.echo(report.format_best(bt) + "\n", err=True)
+        typer.echo(format_best(bt) + "\n", err=True)
     ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,
                              progress=not json_out, log=log)
-    typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else report.format_evaluation(ev))
+    typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
 
 
 @app.command("predict")
@@ -336,12 +299,12 @@ def predict_cmd(
     """Predict the emotion of each image (turned into 48x48 grayscale: centre square crop, resize)."""
     import json
 
-    from .train import predict as inference
+    from .report import console as report
+    from .search.experiment import newest_best_model
+    from .train.predict import predict
 
-    from .report import pages as report
-
-    path = model if model is not None else inference.default_model_path(results)
-    preds = inference.predict(images, path)
+    path = model if model is not None else newest_best_model(results)
+    preds = predict(images, path)
     if json_out:
         typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds]}, indent=2))
     else:

@@ -17,13 +17,12 @@ import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from .data.schema import SIZE as IMAGE_SIZE
 from .errors import ConfigError
 
-IMAGE_SIZE = 48
-NUM_CLASSES = 7
 PER_BLOCK = ("filters", "dropout")
 
 CHOICES = {
@@ -199,25 +198,12 @@ def _coerce(key: str, value: Any, typ: type | None = None) -> Any:
             return bool(value)
         raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}") from None
-        if not math.isfinite(f) or f != int(f):
+        f = _number(key, value, "an integer")
+        if f != int(f):
             raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
         return int(f)
     if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}") from None
-        if not math.isfinite(f):
-            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
-        return f
+        return _number(key, value, "a (finite) number")
     if typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
@@ -229,6 +215,17 @@ _FIELD_TYPES: dict[str, type] = {
     f.name: (tuple if "tuple" in str(f.type) else {"int": int, "float": float, "bool": bool, "str": str}[str(f.type)])
     for f in fields(TrainConfig)
 }
+
+
+def _number(key: str, value: Any, what: str) -> float:
+    """A finite float from a number or numeric text (not a bool), or a ConfigError saying `what` is expected."""
+    try:
+        f = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        f = math.nan
+    if not math.isfinite(f):
+        raise ConfigError(f"config key {key!r} must be {what}, got {value!r}")
+    return f
 
 
 def _validate(cfg: TrainConfig) -> None:

@@ -54,12 +54,20 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def num(x: Any) -> str:
-    """A count or setting as written: 3, 0.5, 1e-05 (never 3.0)."""
+def num(x: Any, digits: int = 6) -> str:
+    """A count or setting as written: 3, 0.5, 1e-05 (never 3.0); a float to `digits`
+    significant figures; a list as [32, 64, 0.25]."""
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(num(v, digits) for v in x) + "]"
     if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
         x = float(x)
-        return str(int(x)) if x.is_integer() else f"{x:g}"
+        return str(int(x)) if x.is_integer() else f"{x:.{digits}g}"
     return str(x)
+
+
+def sig(v: Any, digits: int = 3) -> str:
+    """A float to `digits` significant figures (0.00123, 64.5); anything else as str."""
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
 def acc(v: Any) -> str:
@@ -139,3 +147,16 @@ def first_line(e: BaseException | str) -> str:
 
     excs = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
     return excs[-1] if excs else lines[0]
+
+
+def cells(df: Any) -> Any:
+    """A DataFrame with every cell as display text, for tables: floats as `acc` (4 decimals),
+    missing cells (None, NaN, pandas' NA) as '-', numpy scalars as plain values."""
+    import pandas as pd
+
+    def text(v: Any) -> str:
+        if v is None or v is pd.NA or missing(v):
+            return "-"
+        return acc(v) if isinstance(v, (float, np.floating)) else str(plain(v))
+
+    return df.map(text).astype(object)

@@ -87,6 +87,13 @@ def versions() -> dict[str, str]:
     return out
 
 
+def timestamp() -> str:
+    """Now, as fersearch.json records times: local ISO 8601 with offset, to the second."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def command_line() -> str:
     """The command as the user would retype it."""
     argv = list(sys.argv)

@@ -16,20 +16,25 @@ itself, so training, evaluation, `predict` and a TorchScript export can never di
 about preprocessing. It returns logits; softmax lives in the loss and in predict.
 
 Model files (`model.pt`) hold only tensors and plain data, so they load with
-`torch.load(weights_only=True)`; `load_model` refuses anything else.
+`torch.load(weights_only=True)`; `load_model` refuses anything else. `export_torchscript`
+writes the deployable TorchScript file (`model_scripted.pt`) beside it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import IMAGE_SIZE, NUM_CLASSES, TrainConfig
+from .config import TrainConfig
+from .data.schema import NUM_CLASSES, SIZE as IMAGE_SIZE
 from .errors import ConfigError, ModelFileError
+from .fmt import first_line
+from .io import atomic_path
 
 MODEL_FORMAT = "fersearch-model"
 MODEL_VERSION = 1
@@ -138,10 +143,8 @@ def example_input(n: int = 2) -> torch.Tensor:
 def save_model(path: str | os.PathLike, model: nn.Module, cfg: TrainConfig, meta: dict[str, Any] | None = None) -> Path:
     """Write `model.pt`: weights, the config that rebuilds the model, labels and `meta`
     (plain JSON-like values only, so the file stays loadable with weights_only=True)."""
-    from .data.loader import LABELS  # late: keeps model import light for callers that never save
+    from .data.schema import LABELS  # late: keeps model import light for callers that never save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = {
         "format": MODEL_FORMAT,
@@ -151,10 +154,9 @@ def save_model(path: str | os.PathLike, model: nn.Module, cfg: TrainConfig, meta
         "state_dict": state,
         "meta": dict(meta or {}),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a reader never sees half a model
-    return path
+    with atomic_path(path) as tmp:  # a reader never sees half a model
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, Any]]:
@@ -184,7 +186,28 @@ def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, 
     try:
         model.load_state_dict(payload.get("state_dict") or {})
     except (RuntimeError, TypeError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: weights do not match its config ({first[:200]})") from None
+        raise ModelFileError(f"{path}: weights do not match its config ({first_line(e)[:200]})") from None
     model.eval()
     return model, cfg, dict(payload.get("meta") or {})
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save a TorchScript version of `model` (eval mode) for deployment without Python
+    fersearch (C++ libtorch, `torch.jit.load`). It takes raw pixels (N, 1, 48, 48) float
+    0..255 and returns logits, exactly like the eager model."""
+    model = model.eval()
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export, but it is still what libtorch
+        # and most serving stacks load; the warning would only confuse users.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
+        with atomic_path(path) as tmp:
+            scripted.save(str(tmp))
+    return Path(path)
+
+
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """A file written by `export_torchscript`, on the CPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")

@@ -10,17 +10,16 @@ import pytest
 TINY_N = 600  # ~480 train / 60 val / 60 test, every class in every split
 
 
-def assert_one_line_error(result, *fragments: str, stderr_only: bool = False) -> str:
-    """The one error contract of the CLI, checked in one place: exit code 1, no traceback,
-    exactly one line saying `error: ...` and it is the last line (progress lines such as
-    "reading ..." may come before it), containing every fragment. Returns that line.
-    `stderr_only`: look at stderr alone (a command whose stdout carries other output)."""
+def assert_one_line_error(result, *fragments: str) -> str:
+    """The one error contract of the CLI, checked in one place: exit code 1, no traceback, and on
+    stderr exactly one line saying `error: ...`, its last line (progress lines such as "reading ..."
+    may come before it), containing every fragment. Returns that line."""
     assert result.exit_code == 1, result.output
-    text = result.stderr if stderr_only else result.output
     assert "Traceback" not in result.output, result.output
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert "error:" not in result.stdout, result.stdout
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
@@ -89,7 +88,7 @@ def tuned_experiment(tmp_path_factory, fast_space, tiny_csv):
 
 # ---- best / predict fixtures (issue: best) ----------------------------------
 EVALUATE_ARGS = ("--epochs", "2", "--seeds", "2", "--tta")
-EXPERIMENT_FILES = ("fersearch.json", "trials.csv", "history.csv")
+EXPERIMENT_FILES = ("fersearch.json", "trials.csv", "history.csv", "study.journal")
 
 
 def copy_experiment(src, results_dir):
@@ -100,7 +99,8 @@ def copy_experiment(src, results_dir):
     dst = results_dir / src.name
     dst.mkdir(parents=True)
     for name in EXPERIMENT_FILES:
-        shutil.copy(src / name, dst / name)
+        if (src / name).exists():  # study.journal: searches before the study was kept have none
+            shutil.copy(src / name, dst / name)
     return dst
 
 

@@ -4,8 +4,11 @@ one-line errors through the real CLI, the cache, the validation split and the de
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fersearch.data import synth
+from conftest import assert_one_line_error
 from fersearch.cli import app
-from fersearch.data.loader import LABELS, USAGES, load, resolve_data_path
-from fersearch.data.readers import FERPLUS_VOTES, ferplus_labels, format_pixels, write_fer2013_csv
+from fersearch.data import LABELS, USAGES, load, progress, resolve_data_path, synth
+from fersearch.data.ferplus import FERPLUS_VOTES, ferplus_labels
+from fersearch.data.writer import format_pixels, write_fer2013_csv
 
 FOLDER = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
 
@@ -62,15 +66,6 @@ def _write_folders(root, images, labels, usage, ext=".png"):
 
 def _cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result) -> str:
-    """The error of a failed command: exit 1, its last stderr line, the only one saying 'error:', no traceback."""
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()  # progress lines ("reading ...") may come first
-    assert [ln for ln in lines if "error" in ln.lower()] == lines[-1:], lines
-    assert lines[-1].startswith("error: ") and "Traceback" not in result.output
-    return lines[-1]
 
 
 def _sha(path: Path) -> str:
@@ -136,8 +131,7 @@ def test_folders_resize_only_when_asked_and_colour_becomes_gray(tmp_path):
     images, labels, usage = _random_set(14)
     _write_folders(tmp_path, images, labels, usage)
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "train" / "happy" / "big.png")
-    err = _one_line_error(_cli("data", "info", tmp_path))
-    assert "big.png: image is 64x64" in err and "--resize" in err
+    assert_one_line_error(_cli("data", "info", tmp_path), "big.png: image is 64x64", "--resize")
     data = load(tmp_path, resize=True, log=lambda m: None)
     assert data.images.shape == (15, 48, 48)
     assert any("resized 1 image" in n for n in data.notes) and any("grayscale" in n for n in data.notes)
@@ -248,10 +242,8 @@ def test_bad_csv_gives_one_line_error_and_exit_1(tmp_path, case):
     path = tmp_path / "fer2013.csv"
     path.write_text(_bad_csv(mutate))
     before = _sha(path)
-    err = _one_line_error(_cli("data", "info", path))
+    err = assert_one_line_error(_cli("data", "info", path), *expected)
     assert str(path) in err or case == "no training rows"
-    for text in expected:
-        assert text in err, (text, err)
     assert _sha(path) == before and sorted(os.listdir(tmp_path)) == ["fer2013.csv"]
 
 
@@ -282,8 +274,7 @@ def test_other_bad_inputs_give_one_line_error(tmp_path, case):
     else:
         target, expected = tmp_path, "no FER2013 data found"
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    err = _one_line_error(_cli("data", "info", target))
-    assert expected in err, err
+    assert_one_line_error(_cli("data", "info", target), expected)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
@@ -338,6 +329,83 @@ def test_no_cache_option_writes_nothing(tmp_path):
     path = _write_fer(tmp_path / "fer2013.csv", *_random_set())
     load(path, cache=False, log=lambda m: None)
     assert sorted(os.listdir(tmp_path)) == ["fer2013.csv"]
+
+
+def test_unwritable_data_folder_still_loads_and_says_why_once(tmp_path, monkeypatch):
+    path = _write_fer(tmp_path / "fer2013.csv", *_random_set())
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("fersearch.io.tempfile.mkstemp", refuse)  # a read-only folder, as root too
+    logs = []
+    assert load(path, log=logs.append).n == 56
+    assert [m for m in logs if "cache" in m] == [
+        f"cannot write the cache {tmp_path / 'fer2013.csv.fercache.npz'} (Permission denied); "
+        f"the next load will read the source again"]
+    assert sorted(os.listdir(tmp_path)) == ["fer2013.csv"]
+
+
+# ---- progress of a first load -----------------------------------------------------------------------------------
+
+_READ_LINES = [r"reading \S+ \(fer2013, \d+ MB\) \.\.\.", r"read 56 images in \d+\.\d s"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _bar_on(monkeypatch) -> io.StringIO:
+    """Where the progress bar draws, as a terminal would see it."""
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(file=screen, force_terminal=True, width=100))
+    return screen
+
+
+def test_not_a_terminal_first_load_prints_only_the_usual_lines(tmp_path):
+    path = _write_fer(tmp_path / "fer2013.csv", *_random_set())
+    r = _cli("data", "info", path, "--json")  # CliRunner's stderr is not a terminal
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n"] == 56  # stdout: the JSON and nothing else
+    lines = r.stderr.splitlines()
+    assert len(lines) == len(_READ_LINES), lines  # the PublicTest rows are val: no split line either
+    for line, pattern in zip(lines, _READ_LINES):
+        assert re.fullmatch(pattern, line), (pattern, line)
+    assert "\x1b" not in r.stderr and "rows parsed" not in r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["fer2013", "image-folders"])
+def test_terminal_first_load_draws_a_transient_bar_cached_load_none(tmp_path, monkeypatch, fmt):
+    screen = _bar_on(monkeypatch)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    images, labels, usage = _random_set()
+    if fmt == "fer2013":
+        path, what = _write_fer(tmp_path / "fer2013.csv", images, labels, usage), "fer2013.csv: rows parsed"
+    else:
+        _write_folders(path := tmp_path, images, labels, usage)
+        what = "image files read"
+    load(path)  # default log on a terminal: the bar is on
+    drawn = screen.getvalue()
+    assert what in drawn and "56/56" in drawn and "\x1b[" in drawn
+    screen.truncate(0), screen.seek(0)
+    load(path)  # cached: nothing parsed, nothing drawn
+    assert screen.getvalue() == ""
+
+
+def test_bar_follows_the_callers_choice(tmp_path, monkeypatch):
+    screen = _bar_on(monkeypatch)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    path = _write_fer(tmp_path / "fer2013.csv", *_random_set())
+    load(path, log=lambda m: None, cache=False)  # a caller with its own log (e.g. a quiet one): no bar
+    assert screen.getvalue() == ""
+    load(path, log=lambda m: None, cache=False, progress=True)
+    assert "rows parsed" in screen.getvalue()
+    screen.truncate(0), screen.seek(0)
+    load(path, cache=False, progress=False)
+    assert screen.getvalue() == ""
 
 
 # ---- validation split -------------------------------------------------------------------------------------------
@@ -396,4 +464,4 @@ def test_cli_synth_info_json_and_preview(in_tmp):
     assert r.exit_code == 0, r.output
     png = Image.open(in_tmp / "out" / "grid.png")
     assert png.format == "PNG" and png.size[0] > 200
-    assert "unknown split 'nope'" in _one_line_error(_cli("data", "preview", "s", "--split", "nope"))
+    assert_one_line_error(_cli("data", "preview", "s", "--split", "nope"), "unknown split 'nope'")

@@ -15,24 +15,18 @@ from PIL import Image
 from sklearn import metrics as skm
 from typer.testing import CliRunner
 
-from conftest import EVALUATE_ARGS, copy_experiment
-from fersearch.report import retrain as evaluation
+from conftest import EVALUATE_ARGS, assert_one_line_error, copy_experiment
 from fersearch.cli import app
-from fersearch.data.loader import LABELS
-from fersearch.search.experiment import read_meta, read_trials, write_meta, write_trials
+from fersearch.data import LABELS
+from fersearch.report import evaluate as evaluation
+from fersearch.report.best import best
+from fersearch.search.experiment import read_meta, read_trials, write_meta
+from fersearch.search.trial_files import write_trials
 
 runner = CliRunner()
 BEST_FILES = {"config.json", "metrics.json", "classification_report.txt", "confusion_matrix.png",
               "confusion_matrix_normalized.png", "learning_curves.png", "model.pt", "model_scripted.pt",
               "fersearch.json", "report.html", "report.md", "predictions.csv", "history.csv"}
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 # ------------------------------------------------------------------ best (no retrain)
@@ -46,12 +40,18 @@ def test_best_names_the_trial_with_the_highest_best_val_acc(tuned_experiment):
     assert "best val_acc over its epochs" in res.stdout and "last epoch" in res.stdout
     assert "top 5 trials" in res.stdout or f"top {len(trials)} trials" in res.stdout
     out = json.loads(runner.invoke(app, ["best", str(tuned_experiment), "--json"]).stdout)
-    bt = evaluation.best(tuned_experiment)
+    bt = best(tuned_experiment)
     assert out["trial_id"] == bt.trial_id == winner["trial_id"]
     assert out["best_val_acc"] == pytest.approx(float(winner["best_val_acc"]))
     assert out["config"] == json.loads(winner["config_json"])
     assert [t["trial_id"] for t in out["top"]][0] == bt.trial_id
     assert set(bt.params) == {"filters_1", "filters_2", "lr"}
+    # the declared ranges come from the search's own Optuna study (study.journal), not from its source
+    a = bt.analysis
+    assert a.study is not None and a.boundary_basis == "declared"
+    assert {p: (d.low, d.high) for p, d in a.distributions.items()} == {
+        "filters_1": (8, 16), "filters_2": (16, 32), "lr": (1e-3, 5e-3)}
+    assert a.distributions["lr"].log and a.distributions["filters_2"].step == 16
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_best_works_while_the_search_is_still_running(tuned_experiment, tmp_path
     trials.loc[running, "status"] = "running"
     trials.loc[running, ["best_val_acc", "best_epoch"]] = None
     write_trials(exp, trials.to_dict("records"))
-    bt = evaluation.best(exp)
+    bt = best(exp)
     assert bt.in_progress == 2
     # its history still counts: a running trial's best so far can win
     assert bt.best_val_acc == pytest.approx(finished.max())
@@ -73,14 +73,14 @@ def test_best_works_while_the_search_is_still_running(tuned_experiment, tmp_path
 
 
 def test_no_experiment_and_bad_flags_are_one_line_errors(in_tmp):
-    _one_line_error(runner.invoke(app, ["best"]), "no experiments", "fersearch tune")
-    _one_line_error(runner.invoke(app, ["best", "nope"]), "'nope' not found")
+    assert_one_line_error(runner.invoke(app, ["best"]), "no experiments", "fersearch tune")
+    assert_one_line_error(runner.invoke(app, ["best", "nope"]), "'nope' not found")
     (in_tmp / "results" / "x").mkdir(parents=True)
     write_meta(in_tmp / "results" / "x", {"name": "x", "created": "2026"})
-    _one_line_error(runner.invoke(app, ["best", "x"]), "no trial has reported")
-    _one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--seeds", "0"]), "--seeds 0")
-    _one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--split", "train"]), "--split 'train'")
-    _one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--epochs", "0"]), "--epochs 0")
+    assert_one_line_error(runner.invoke(app, ["best", "x"]), "no trial has reported")
+    assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--seeds", "0"]), "--seeds 0")
+    assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--split", "train"]), "--split 'train'")
+    assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--epochs", "0"]), "--epochs 0")
 
 
 # ------------------------------------------------------------------ best --evaluate
@@ -162,6 +162,7 @@ def test_report_pages_hold_the_numbers_and_the_search_analysis(evaluated_experim
         assert "Boundary check against the search space" in text and "declared ranges:" in text
         assert re.search(r"Failed: \d+ of 6", text) and "ASHA rungs at epochs 1, 2" in text
         assert "Search analysis" in text and "Top trials" in text
+        assert "own Optuna study with the distributions" in text  # importance over the real study
     srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
     assert len(srcs) >= 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -178,15 +179,15 @@ def test_a_failed_rerun_leaves_the_previous_best_intact(evaluated_experiment, tm
 
     shutil.copytree(evaluated_experiment / "best", exp / "best")
     before = {p.name: p.read_bytes() for p in (exp / "best").iterdir()}
-    bt = evaluation.best(exp)
-    from fersearch.data.loader import load
+    bt = best(exp)
+    from fersearch.data import load
     from fersearch.model import load_model
-    from fersearch.train.loop import FitResult
+    from fersearch.train import FitResult
 
     model, cfg, _ = load_model(exp / "best" / "model.pt")
     fit = FitResult(model=model, history=[], best_epoch=1, best_val_acc=0.0, stopped_early=False, device="cpu",
                     images_per_s=0.0)
-    run = evaluation._Run(seed=0, fit=fit, probs=np.full((3, 7), 1 / 7), tta_probs=None)
+    run = evaluation.RetrainRun(seed=0, fit=fit, probs=np.full((3, 7), 1 / 7), tta_probs=None)
     metrics = json.loads((exp / "best" / "metrics.json").read_text())
     metrics["confusion_matrix"] = [[1, 2], [3]]  # ragged: plotting fails after several files were written
     ev = evaluation.Evaluation(best=bt, config=cfg, metrics=metrics, tta_metrics=None, seed_runs=[], history=[],
@@ -211,15 +212,15 @@ def test_a_changed_data_file_is_a_one_line_error(tuned_experiment, tmp_path):
     # recorded relative to where the search ran (the dir holding results/), not to today's cwd
     meta["data"]["path"] = data.name
     write_meta(exp, meta)
-    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "changed since the search", data.name)
+    assert_one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "changed since the search", data.name)
     data.unlink()
-    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "is gone", data.name)
+    assert_one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "is gone", data.name)
 
 
 @pytest.mark.slow
 def test_kaggle_data_without_test_labels_offers_split_val(tuned_experiment, tiny_data, tmp_path):
     """A Kaggle train.csv + test.csv (no labels): one line pointing at --split val, which works."""
-    from fersearch.data.loader import load
+    from fersearch.data import load
 
     kaggle = tmp_path / "kaggle"
     kaggle.mkdir()
@@ -233,7 +234,7 @@ def test_kaggle_data_without_test_labels_offers_split_val(tuned_experiment, tiny
     fer = load(kaggle, log=lambda *_: None)
     meta["data"].update(path=str(kaggle), sha256=fer.sha256)
     write_meta(exp, meta)
-    _one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "has no labels", "--split val")
+    assert_one_line_error(runner.invoke(app, ["best", str(exp), "--evaluate"]), "has no labels", "--split val")
     res = runner.invoke(app, ["best", str(exp), "--evaluate", "--split", "val", "--epochs", "1", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

@@ -19,7 +19,9 @@ from fersearch.model import (
     build_model,
     count_parameters,
     example_input,
+    export_torchscript,
     load_model,
+    load_torchscript,
     save_model,
 )
 
@@ -161,6 +163,19 @@ def test_logits_for_raw_pixels_and_torchscript_matches_eager(tmp_path):
             assert torch.allclose(other(x), eager, atol=1e-5)
 
 
+def test_torchscript_export_equals_the_eager_model_and_writes_atomically(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(SEED.replace(filters=(8, 16, 16), dense=32, batch_norm=True)).eval()
+    (tmp_path / "model_scripted.pt").write_text("an older export")
+    path = export_torchscript(model, tmp_path / "model_scripted.pt")
+    assert path == tmp_path / "model_scripted.pt"
+    assert [p.name for p in tmp_path.iterdir()] == ["model_scripted.pt"]  # replaced, no temp file left
+    scripted = load_torchscript(path)
+    x = example_input(16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
+
+
 def test_save_load_roundtrip_with_weights_only(tmp_path):
     torch.manual_seed(1)
     cfg = SEED.replace(dense=64, filters=[8, 16, 16])
@@ -170,6 +185,7 @@ def test_save_load_roundtrip_with_weights_only(tmp_path):
     assert raw["format"] == "fersearch-model" and raw["version"] == 1
     assert raw["config"] == cfg.to_dict()
     assert raw["labels"][0] == "Angry" and len(raw["labels"]) == 7
+    assert path == tmp_path / "model.pt" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file
     loaded, cfg2, meta = load_model(path)
     assert cfg2 == cfg and meta == {"val_acc": 0.5, "note": "x"}
     assert not loaded.training

@@ -1,11 +1,13 @@
-"""`fersearch predict` and inference.py: any image becomes a 48x48 grayscale face the way the
-training data looked; predictions agree with `best --evaluate`; TorchScript equals eager;
-bad images and bad model files are one-line errors through the real CLI."""
+"""`fersearch predict` and fersearch.train.predict: any image becomes a 48x48 grayscale face the
+way the training data looked; predictions agree with `best --evaluate`; TorchScript equals eager;
+the default model is the newest evaluated experiment's; bad images and bad model files are
+one-line errors through the real CLI."""
 
 from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,28 +16,22 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from fersearch.train import predict as inference
+from conftest import assert_one_line_error
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.data.loader import LABELS
+from fersearch.data.schema import LABELS
+from fersearch.errors import DataError
+from fersearch.model import load_torchscript
+from fersearch.train.predict import load_image, predict
 
 runner = CliRunner()
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 # ------------------------------------------------------------------ images
 def test_a_48x48_grayscale_png_round_trips_exactly(tmp_path):
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
     Image.fromarray(face, mode="L").save(tmp_path / "face.png")
-    assert np.array_equal(inference.load_image(tmp_path / "face.png"), face)
+    assert np.array_equal(load_image(tmp_path / "face.png"), face)
 
 
 def test_any_size_or_colour_becomes_a_centre_cropped_48x48_gray(tmp_path):
@@ -44,27 +40,27 @@ def test_any_size_or_colour_becomes_a_centre_cropped_48x48_gray(tmp_path):
     rgb[:, :, 0] = 255
     rgb[:, 60:180] = 255
     Image.fromarray(rgb).save(tmp_path / "wide.jpg", quality=95)
-    out = inference.load_image(tmp_path / "wide.jpg")
+    out = load_image(tmp_path / "wide.jpg")
     assert out.shape == (48, 48) and out.dtype == np.uint8
     assert out.min() >= 245  # only the white centre square survives the crop
 
     tall = np.full((300, 90, 4), 0, dtype=np.uint8)
     tall[..., 3] = 255  # opaque black
     Image.fromarray(tall, mode="RGBA").save(tmp_path / "tall.png")
-    assert inference.load_image(tmp_path / "tall.png").max() == 0
+    assert load_image(tmp_path / "tall.png").max() == 0
 
     deep = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit: stretched, not clipped to white
-    img16 = inference.load_image(tmp_path / "deep.png")
+    img16 = load_image(tmp_path / "deep.png")
     assert img16.min() < 20 and img16.max() > 235
 
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.gif")
-    assert inference.load_image(tmp_path / "pal.gif").shape == (48, 48)
+    assert load_image(tmp_path / "pal.gif").shape == (48, 48)
 
 
 def test_a_tiny_image_is_enlarged(tmp_path):
     Image.fromarray(np.full((10, 10), 77, dtype=np.uint8)).save(tmp_path / "tiny.png")
-    out = inference.load_image(tmp_path / "tiny.png")
+    out = load_image(tmp_path / "tiny.png")
     assert out.shape == (48, 48) and np.all(out == 77)
 
 
@@ -90,7 +86,7 @@ def test_predict_cli_prints_probabilities_per_emotion(saved_model, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["model"] == str(saved_model) and len(out["predictions"]) == 3
-    api = inference.predict(paths, saved_model)
+    api = predict(paths, saved_model)
     for p, a in zip(out["predictions"], api):
         assert list(p["probabilities"]) == list(LABELS)
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -100,24 +96,49 @@ def test_predict_cli_prints_probabilities_per_emotion(saved_model, tmp_path):
     assert text.exit_code == 0 and api[0].emotion in text.stdout and "Neutral" in text.stdout
 
 
-def test_torchscript_export_equals_the_eager_model(saved_model, tmp_path):
+def test_predict_takes_an_array_and_a_loaded_module_too(saved_model):
     from fersearch.model import load_model
 
+    faces = np.random.default_rng(2).integers(0, 256, (2, 48, 48), dtype=np.uint8)
     model, _, _ = load_model(saved_model)
-    path = inference.export_torchscript(model, tmp_path / "model_scripted.pt")
-    scripted = inference.load_torchscript(path)
-    x = torch.rand(16, 1, 48, 48) * 255
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
+    by_module = predict(faces, model, tta=True)
+    by_path = predict(faces, saved_model, tta=True)
+    assert [p.image for p in by_module] == ["image[0]", "image[1]"]
+    assert [p.probabilities for p in by_module] == [p.probabilities for p in by_path]
+    assert by_module[0].confidence == max(by_module[0].probabilities.values())
+    with pytest.raises(DataError, match=r"shape \(N, 48, 48\)"):
+        predict(faces[:, :40], model)
+
+
+def test_default_model_is_the_newest_evaluated_experiments(saved_model, in_tmp):
+    import shutil
+
+    from fersearch.search.experiment import newest_best_model
+
+    for name, created, evaluated in (("old", "2024-01-01T00:00:00", True), ("mid", "2024-06-01T00:00:00", True),
+                                     ("new", "2025-01-01T00:00:00", False)):
+        exp = in_tmp / "results" / name
+        exp.mkdir(parents=True)
+        (exp / "fersearch.json").write_text(json.dumps({"created": created}))
+        if evaluated:
+            (exp / "best").mkdir()
+            shutil.copy(saved_model, exp / "best" / "model.pt")
+    assert newest_best_model() == Path("results/mid/best/model.pt")
+    assert newest_best_model(in_tmp / "results") == in_tmp / "results" / "mid" / "best" / "model.pt"
+    img = in_tmp / "face.png"
+    Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
+    res = runner.invoke(app, ["predict", str(img), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["model"] == "results/mid/best/model.pt"
 
 
 # ------------------------------------------------------------------ one-line errors through the CLI
-def test_not_an_image_is_a_one_line_error(saved_model, tmp_path):
+def test_not_an_image_is_aassert_one_line_error(saved_model, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not a png")
-    _one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]),
+    assert_one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]),
                     str(bad), "not a readable image")
-    _one_line_error(runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", str(saved_model)]),
+    assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", str(saved_model)]),
                     "missing.jpg", "not found")
 
 
@@ -133,15 +154,15 @@ def test_bad_model_files_are_one_line_errors(tmp_path):
     Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, plain)
-    _one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(plain)]), "not a fersearch model")
+    assert_one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(plain)]), "not a fersearch model")
     code = tmp_path / "code.pt"
     torch.save({"format": "fersearch-model", "payload": _Payload()}, code)
     res = runner.invoke(app, ["predict", str(img), "--model", str(code)])
-    _one_line_error(res, "not a fersearch model")
+    assert_one_line_error(res, "not a fersearch model")
     assert "pwned" not in res.output
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps(_Payload()))
-    _one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(raw)]), "not a fersearch model")
+    assert_one_line_error(runner.invoke(app, ["predict", str(img), "--model", str(raw)]), "not a fersearch model")
 
 
 def test_real_cli_process_prints_only_the_error_line(tmp_path):
@@ -163,7 +184,7 @@ def test_real_cli_process_prints_only_the_error_line(tmp_path):
 def test_no_model_anywhere_says_what_to_do(in_tmp):
     img = in_tmp / "face.png"
     Image.fromarray(np.zeros((48, 48), dtype=np.uint8)).save(img)
-    _one_line_error(runner.invoke(app, ["predict", str(img)]), "best --evaluate", "--model")
+    assert_one_line_error(runner.invoke(app, ["predict", str(img)]), "best --evaluate", "--model")
 
 
 # ------------------------------------------------------------------ against a real search
@@ -171,7 +192,7 @@ def test_no_model_anywhere_says_what_to_do(in_tmp):
 def test_predict_agrees_with_evaluate_on_the_same_images(evaluated_experiment, tmp_path, monkeypatch):
     """Test images written as PNG files, predicted through the CLI with the default model (the
     newest experiment's best/model.pt), give evaluate's predictions and probabilities."""
-    from fersearch.data.loader import load
+    from fersearch.data import load
 
     best = evaluated_experiment / "best"
     meta = json.loads((evaluated_experiment / "fersearch.json").read_text())
@@ -203,7 +224,7 @@ def test_exported_torchscript_of_the_best_model_equals_eager(evaluated_experimen
     best = evaluated_experiment / "best"
     model, cfg, meta = load_model(best / "model.pt")
     assert meta["trial_id"] and cfg == TrainConfig.from_dict(json.loads((best / "config.json").read_text()))
-    scripted = inference.load_torchscript(best / "model_scripted.pt")
+    scripted = load_torchscript(best / "model_scripted.pt")
     x = torch.rand(32, 1, 48, 48) * 255
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)  # float noise only

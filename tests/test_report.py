@@ -1,11 +1,11 @@
-"""report.py and analysis.py: metrics equal scikit-learn's, plots are real images, the pages
-hold the numbers and load in a real browser, and the search analysis flags what it should."""
+"""fersearch.report: metrics equal scikit-learn's, plots are real images, the pages hold the
+numbers and load in a real browser, the search analysis flags what it should from the search's
+own Optuna study, and nothing recorded in a results folder is ever run."""
 
 from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -16,14 +16,22 @@ import pandas as pd
 import pytest
 from PIL import Image
 from sklearn import metrics as skm
+from typer.testing import CliRunner
 
-from fersearch.report import analysis as an
-from fersearch.report import pages as rp
+from conftest import assert_one_line_error, copy_experiment
+from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.data.loader import LABELS
-from fersearch.search.experiment import read_history, read_meta, read_trials, write_history, write_meta, write_trials
+from fersearch.data import LABELS
+from fersearch.report import analysis as an
+from fersearch.report import plots
+from fersearch.report.metrics import classification_report_text, compute_metrics
+from fersearch.report.pages import ReportContext, write_pages
+from fersearch.search.experiment import read_history, read_meta, read_trials, write_meta
+from fersearch.search.study import load_study
+from fersearch.search.trial_files import write_history, write_trials
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+runner = CliRunner()
 
 
 def _predictions(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +45,7 @@ def _predictions(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ metrics
 def test_metrics_equal_sklearn_on_the_same_predictions():
     y, probs = _predictions()
-    m = rp.compute_metrics(y, probs, LABELS, "test")
+    m = compute_metrics(y, probs, LABELS, "test")
     pred = probs.argmax(1)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
     assert m["loss"] == pytest.approx(skm.log_loss(y, probs, labels=range(7)), abs=1e-12)
@@ -53,7 +61,7 @@ def test_metrics_equal_sklearn_on_the_same_predictions():
 
 def test_confusion_rows_sum_to_support_and_total_to_n():
     y, probs = _predictions(n=123, seed=1)
-    m = rp.compute_metrics(y, probs, LABELS, "val")
+    m = compute_metrics(y, probs, LABELS, "val")
     cm = np.array(m["confusion_matrix"])
     assert cm.shape == (7, 7)
     assert cm.sum(axis=1).tolist() == [m["per_class"][n]["support"] for n in LABELS]
@@ -62,7 +70,7 @@ def test_confusion_rows_sum_to_support_and_total_to_n():
 
 def test_classification_report_text_names_every_emotion():
     y, probs = _predictions()
-    text = rp.classification_report_text(y, probs, LABELS)
+    text = classification_report_text(y, probs, LABELS)
     for name in LABELS:
         assert re.search(rf"^\s*{name}\s+\d\.\d{{4}}", text, re.M), name
     assert "macro avg" in text and "weighted avg" in text
@@ -80,23 +88,31 @@ def _assert_png(path: Path, min_w: int = 400, min_h: int = 250) -> None:
 
 def test_plots_are_real_images_of_sensible_size(tmp_path):
     y, probs = _predictions()
-    m = rp.compute_metrics(y, probs, LABELS, "test")
-    rp.plot_confusion_matrix(m["confusion_matrix"], LABELS, tmp_path / "cm.png")
-    rp.plot_confusion_matrix(m["confusion_matrix"], LABELS, tmp_path / "cmn.png", normalized=True)
+    m = compute_metrics(y, probs, LABELS, "test")
+    plots.plot_confusion_matrix(m["confusion_matrix"], LABELS, tmp_path / "cm.png")
+    plots.plot_confusion_matrix(m["confusion_matrix"], LABELS, tmp_path / "cmn.png", normalized=True)
     hist = [{"epoch": e, "train_loss": 2 / e, "val_loss": 2.2 / e, "train_acc": .2 + .05 * e, "val_acc": .2 + .04 * e}
             for e in range(1, 6)]
-    rp.plot_learning_curves([hist, hist[:3]], tmp_path / "lc.png", labels=["seed 0", "seed 1"])
+    plots.plot_learning_curves([hist, hist[:3]], tmp_path / "lc.png", labels=["seed 0", "seed 1"])
     for name in ("cm.png", "cmn.png", "lc.png"):
         _assert_png(tmp_path / name)
 
 
 # ------------------------------------------------------------------ a hand-written experiment
-def _hand_written_experiment(root: Path, *, n: int = 9) -> Path:
+def _declared(dense_dropout=(0.0, 0.7), dense=(128, 1024)) -> dict:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    return {"dense_dropout": FloatDistribution(*dense_dropout), "dense": IntDistribution(*dense, log=True)}
+
+
+def _hand_written_experiment(root: Path, *, n: int = 9, study: dict | None = None, name: str = "hand") -> Path:
     """Trials whose val_acc falls with dense_dropout (so the best sits at its low end), one
-    trial of the seed configuration, one failed, one diverged (NaN loss), one still running."""
-    exp = root / "hand"
+    trial of the seed configuration, one failed, one diverged (NaN loss), one still running.
+    `study`: declared distributions to save an Optuna study with (as a search does, in
+    study.journal through Optuna's JournalStorage); None: no study (an older search)."""
+    exp = root / name
     exp.mkdir(parents=True)
-    write_meta(exp, {"name": "hand", "command": "fersearch tune --trials 9", "created": "2026-01-01T00:00:00",
+    write_meta(exp, {"name": name, "command": "fersearch tune --trials 9", "created": "2026-01-01T00:00:00",
                      "data": {"path": "x.csv", "sha256": "0"}, "seed": 0, "trials": n, "max_epochs": 9,
                      "grace_period": 1, "reduction_factor": 3, "scheduler": "asha"})
     rng = np.random.default_rng(0)
@@ -123,15 +139,36 @@ def _hand_written_experiment(root: Path, *, n: int = 9) -> Path:
                      "config_json": TrainConfig.from_dict(p).to_json(), **{f"config/{k}": v for k, v in p.items()}})
     write_trials(exp, rows)
     write_history(exp, hist)
+    if study is not None:
+        _save_study(exp, name, rows, study)
     return exp
 
 
-def _analysis(exp: Path, dists=None) -> an.SearchAnalysis:
-    return an.analyze(read_trials(exp), read_history(exp), read_meta(exp), dists)
+def _save_study(exp: Path, name: str, rows: list[dict], dists: dict) -> None:
+    """The study a search keeps: each trial's params with the declared distributions, valued by
+    its best val_acc; failed trials FAIL, running ones RUNNING."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(exp / "study.journal"))))
+    for r in rows:
+        params = {k: r[f"config/{k}"] for k in dists}
+        state = {"failed": TrialState.FAIL, "running": TrialState.RUNNING}.get(r["status"], TrialState.COMPLETE)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, state=state,
+            value=r["best_val_acc"] if state == TrialState.COMPLETE else None))
+
+
+def _analysis(exp: Path) -> an.SearchAnalysis:
+    return an.analyze(read_trials(exp), read_history(exp), read_meta(exp), load_study(exp))
 
 
 def test_analysis_ranks_by_best_val_acc_and_flags_what_it_should(tmp_path):
-    a = _analysis(_hand_written_experiment(tmp_path))
+    a = _analysis(_hand_written_experiment(tmp_path, study=_declared()))
     assert a.best_trial == "t3"
     last = a.trials.set_index("trial_id")["last_val_acc"]
     assert last["t3"] < last["t0"]  # Ray's scope="last" would not pick it
@@ -144,60 +181,120 @@ def test_analysis_ranks_by_best_val_acc_and_flags_what_it_should(tmp_path):
     assert a.diverged == ["t7"]
     assert a.seed_trial == "t0"  # dense 512, dense_dropout 0.5 = TrainConfig()
     assert a.rungs == [1, 3]
-    assert [b.param for b in a.boundaries] == ["dense_dropout"] and a.boundaries[0].basis == "tried"
+    # the declared ranges come from the study: 0.0 is the low end of [0, 0.7]; dense 256 is inside [128, 1024]
+    assert a.boundary_basis == "declared" and set(a.distributions) == {"dense", "dense_dropout"}
+    assert [(b.param, b.basis, b.edge) for b in a.boundaries] == [("dense_dropout", "declared", "low")]
+    assert a.boundaries[0].message().startswith("dense_dropout = 0 sits at the low end of the declared range [0, 0.7]")
     assert set(a.importance) == {"PED-ANOVA", "fANOVA"}
     for imp in a.importance.values():
         assert set(imp) == {"dense", "dense_dropout"} and sum(imp.values()) == pytest.approx(1.0)
+    # importance runs over the study's finished trials: 9 less the failed and the running one
+    assert "over 7 finished trials" in a.importance_note and "Optuna study" in a.importance_note
 
 
-def test_boundary_uses_the_declared_range_when_the_space_is_known(tmp_path):
-    from optuna.distributions import FloatDistribution, IntDistribution
-
+def test_a_search_without_a_study_gets_no_importance_and_the_range_tried(tmp_path):
+    """An older experiment (no study.journal): no importance, a note saying why, and the boundary
+    check on the range of values tried."""
     exp = _hand_written_experiment(tmp_path)
+    assert load_study(exp) is None
+    a = _analysis(exp)
+    assert a.importance == {} and a.importance_note == an.NO_STUDY_NOTE and "no Optuna study" in a.importance_note
+    assert a.distributions == {} and a.boundary_basis == "tried"
+    assert [(b.param, b.basis, b.low, b.high) for b in a.boundaries] == [("dense_dropout", "tried", 0.0, 0.7)]
+    assert "range tried" in a.boundaries[0].message()
+
+
+def test_boundary_uses_the_declared_range_of_the_study(tmp_path):
     # 0.0 is inside a declared range starting at -0.5 (the middle-ish), so no warning for it;
-    # dense 128..1024 declared as 64..4096 (log): the best's 128 is not at an end either.
-    wide = {"dense_dropout": FloatDistribution(-0.5, 0.9), "dense": IntDistribution(64, 4096, log=True)}
-    a = _analysis(exp, wide)
+    # dense 128..1024 declared as 64..4096 (log): the best's 256 is not at an end either.
+    a = _analysis(_hand_written_experiment(tmp_path, study=_declared((-0.5, 0.9), (64, 4096)), name="wide"))
     assert a.best_trial == "t3" and a.boundary_basis == "declared" and a.boundaries == []
-    tight = {"dense_dropout": FloatDistribution(0.0, 0.9), "dense": IntDistribution(128, 1024, log=True)}
-    b = _analysis(exp, tight)
-    assert {x.param for x in b.boundaries} >= {"dense_dropout"}
-    assert "declared range" in b.boundaries[0].message()
+    # declared 0..0.9: the best's 0.0 is at its low end; dense 256 inside 128..1024 (log) is not
+    b = _analysis(_hand_written_experiment(tmp_path, study=_declared((0.0, 0.9), (128, 1024)), name="tight"))
+    assert [(x.param, x.edge, x.low, x.high) for x in b.boundaries] == [("dense_dropout", "low", 0.0, 0.9)]
+    assert "declared range [0, 0.9]" in b.boundaries[0].message()
 
 
-def test_space_distributions_reads_a_define_by_run_space():
-    def space(trial):
-        trial.suggest_int("filters_1", 16, 64, step=8)
-        if trial.suggest_categorical("batch_norm", [False, True]):
-            trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+def test_top_table_and_best_text_show_counts_as_integers(tmp_path):
+    a = _analysis(_hand_written_experiment(tmp_path, study=_declared()))
+    top = a.top(3)
+    assert len(top) == 3 and top["trial_id"].iloc[0] == "t3"
+    assert all(pd.api.types.is_integer_dtype(top[c]) for c in ("epochs", "best_epoch", "dense"))
+    res = runner.invoke(app, ["best", str(tmp_path / "hand")])
+    assert res.exit_code == 0, res.output
+    assert "best trial t3 (completed): val_acc" in res.stdout and "dense_dropout=0" in res.stdout
+    row = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith("t3 "))
+    assert row.split()[:3] == ["t3", "completed", "9"], row  # epochs 9, not 9.0000
+    out = json.loads(runner.invoke(app, ["best", str(tmp_path / "hand"), "--json"]).stdout)
+    assert out["top"][0]["epochs"] == 9 and out["top"][0]["trial_id"] == "t3"
 
-    d = an.space_distributions(space)
-    assert set(d) == {"filters_1", "batch_norm", "lr"}
-    assert d["lr"].log and d["filters_1"].step == 8
+
+CODE_RAN = "fersearch ran code recorded in a results folder"
+
+
+def _booby_trapped(exp: Path, marker: Path) -> str:
+    """Edit fersearch.json so its recorded space source writes `marker` when imported or called."""
+    source = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text({CODE_RAN!r})\n\n\n"
+              f"def space(trial):\n    pathlib.Path({str(marker)!r}).write_text({CODE_RAN!r})\n    return {{}}\n")
+    meta = read_meta(exp)
+    meta["space"] = {"name": "trap", "path": str(exp / "trap.py"), "source": source, "sha256": "0"}
+    write_meta(exp, meta)
+    return source
+
+
+def test_an_edited_fersearch_json_runs_no_code_under_best_and_status(tmp_path):
+    marker = tmp_path / "marker.txt"
+    source = _booby_trapped(_hand_written_experiment(tmp_path / "results", study=_declared()), marker)
+    exec(compile(source, "trap.py", "exec"), {})  # the trap is armed: running the source writes the marker
+    assert marker.read_text() == CODE_RAN
+    marker.unlink()
+    results = str(tmp_path / "results")
+    for args in (["best", "hand"], ["best", "hand", "--json"], ["status", "hand"], ["status", "hand", "--json"]):
+        res = runner.invoke(app, [*args, "--results", results])
+        assert res.exit_code == 0, (args, res.output)
+        assert not marker.exists(), f"`fersearch {' '.join(args)}` ran the recorded source"
+    # --evaluate reads the search (best, the study) before it looks for the data file, which is gone here
+    res = runner.invoke(app, ["best", "hand", "--evaluate", "--results", results])
+    assert_one_line_error(res, "x.csv", "is gone")
+    assert not marker.exists(), "`fersearch best --evaluate` ran the recorded source"
+
+
+@pytest.mark.slow
+def test_an_edited_fersearch_json_of_a_real_search_runs_no_code(tuned_experiment, tmp_path):
+    """The same trap in a real search's folder: `best`, `status` and a whole `best --evaluate`
+    (retrain, report with the study's declared ranges and importance) run none of it."""
+    marker = tmp_path / "marker.txt"
+    exp = copy_experiment(tuned_experiment, tmp_path / "results")
+    _booby_trapped(exp, marker)
+    for args in (["best", str(exp)], ["status", str(exp)], ["best", str(exp), "--evaluate", "--epochs", "1", "--json"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args, res.output)
+        assert not marker.exists(), f"`fersearch {' '.join(args[:1] + args[2:])}` ran the recorded source"
+    page = (exp / "best" / "report.md").read_text()
+    assert "Boundary check against the search space's declared ranges" in page and "Optuna study" in page
 
 
 def test_pages_hold_the_numbers_and_embed_every_image(tmp_path):
-    exp = _hand_written_experiment(tmp_path)
-    a = _analysis(exp)
+    a = _analysis(_hand_written_experiment(tmp_path, study=_declared()))
     out = tmp_path / "out"
     out.mkdir()
     y, probs = _predictions()
-    m = rp.compute_metrics(y, probs, LABELS, "test")
+    m = compute_metrics(y, probs, LABELS, "test")
     m["seeds"] = {"n": 1, "seeds": [0], "kept_seed": 0, "accuracy": {"mean": m["accuracy"], "std": 0.0}}
-    rp.plot_confusion_matrix(m["confusion_matrix"], LABELS, out / "cm.png")
-    rp.plot_param_scatter(a.trials, a.params, out / "params.png", a.best_trial, {}, ["dense_dropout"])
-    rp.plot_trial_curves(a.history, a.trials, out / "curves.png", a.rungs, a.best_trial, a.seed_trial)
-    rp.plot_importance(a.importance, out / "imp.png")
+    plots.plot_confusion_matrix(m["confusion_matrix"], LABELS, out / "cm.png")
+    plots.plot_param_scatter(a.trials, a.params, out / "params.png", a.best_trial, a.distributions, ["dense_dropout"])
+    plots.plot_trial_curves(a.history, a.trials, out / "curves.png", a.rungs, a.best_trial, a.seed_trial)
+    plots.plot_importance(a.importance, out / "imp.png")
     for name in ("params.png", "curves.png", "imp.png"):
         _assert_png(out / name)
     cfg = TrainConfig.from_dict({"dense_dropout": 0.0, "dense": 256})
-    ctx = rp.ReportContext(
+    ctx = ReportContext(
         experiment="hand", out_dir=out, metrics=m, config=cfg.to_dict(), config_diff=an.config_diff(cfg),
         best={"trial_id": "t3", "best_val_acc": 0.51}, seed_runs=[], commands={"Search:": "fersearch tune --trials 9"},
         provenance={"data_path": "x.csv", "data_sha256": "abc"}, analysis=a,
         images={"Confusion matrix": "cm.png", "Validation accuracy against each hyperparameter": "params.png",
                 "Validation accuracy per epoch, every trial": "curves.png", "Hyperparameter importance": "imp.png"})
-    html_path, md_path = rp.write_pages(ctx)
+    html_path, md_path = write_pages(ctx)
     page, md = html_path.read_text(), md_path.read_text()
     for text in (page, md):
         assert f"{m['accuracy']:.4f}" in text and f"{m['macro_f1']:.4f}" in text

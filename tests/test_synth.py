@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fersearch.data import synth
-from fersearch.data.loader import LABELS, load
+from fersearch.data import LABELS, load
 
 FER2013_SHARE = {"Angry": 0.138, "Disgust": 0.015, "Fear": 0.143, "Happy": 0.250, "Sad": 0.169, "Surprise": 0.112,
                  "Neutral": 0.173}  # DESIGN.md counts / 35,887
@@ -33,8 +33,8 @@ def test_class_proportions_and_usage_follow_fer2013(tiny_data):
 
 
 def test_images_vary_and_use_the_grey_range(tiny_data):
+    assert tiny_data.images.dtype == np.uint8 and tiny_data.images.shape == (len(tiny_data.labels), 48, 48)
     imgs = tiny_data.images.astype(np.float32)
-    assert imgs.dtype == np.float32 and tiny_data.images.dtype == np.uint8
     assert (imgs.reshape(len(imgs), -1).std(axis=1) > 5).all()  # no blank images
     assert imgs.min() < 20 and imgs.max() > 235
     assert len({im.tobytes() for im in tiny_data.images}) == len(imgs)  # no duplicates

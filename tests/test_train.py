@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.data.loader import FerData
+from fersearch.data import FerData
 from fersearch.errors import ConfigError, DataError
-from fersearch.train.loop import (
-    augment_batch,
-    autocast,
-    class_weights,
-    evaluate,
-    fit,
-    make_optimizer,
-    make_scheduler,
-    native_bf16,
-    predict_proba,
-    resolve_precision,
-)
+from fersearch.report.run import resolve_config
+from fersearch.train import fit, predict_proba, score
+from fersearch.train.augment import augment_batch
+from fersearch.train.device import autocast, native_bf16, resolve_precision
+from fersearch.train.loop import class_weights, make_optimizer, make_scheduler
 
 # A small CNN that learns the structured set below in a few epochs, in a fraction of a second.
 SMALL = TrainConfig(blocks=2, filters=(8, 16), dropout=(0.25, 0.25), dense=32, lr=3e-3, epochs=1, patience=0,
@@ -228,7 +224,7 @@ def test_precision_auto_picks_native_bf16_and_fp32_is_exact():
 
 
 # ------------------------------------------------------------------ learning, stopping, resuming
-def test_a_short_run_learns_and_evaluate_agrees_with_fit():
+def test_a_short_run_learns_and_score_agrees_with_fit():
     result = fit(SMALL.replace(epochs=4), DATA, progress=True)
     val_x, val_y = DATA.subset("val")
     majority = np.bincount(val_y).max() / len(val_y)
@@ -236,7 +232,7 @@ def test_a_short_run_learns_and_evaluate_agrees_with_fit():
     assert result.history[result.best_epoch - 1]["val_acc"] == result.best_val_acc
     assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                                       "images_per_s", "epoch_time_s", "best_val_acc"}
-    ev = evaluate(result.model, val_x, val_y)
+    ev = score(result.model, val_x, val_y)
     assert ev["acc"] == pytest.approx(result.best_val_acc)
     assert ev["loss"] == pytest.approx(result.history[result.best_epoch - 1]["val_loss"], rel=1e-5)
     probs = predict_proba(result.model, val_x)
@@ -248,9 +244,31 @@ def test_a_short_run_learns_and_evaluate_agrees_with_fit():
 
 def test_progress_prints_one_line_per_epoch(capsys):
     fit(SMALL.replace(epochs=2), DATA, progress=True)
-    err = capsys.readouterr().err
-    assert "training on cpu (fp32" in err
-    assert err.count("epoch 1/2") == 1 and err.count("epoch 2/2") == 1 and "val_acc" in err
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and "\x1b" not in err and "\r" not in err  # not a terminal: plain lines only
+    assert lines[0] == "training on cpu (fp32, 1 thread): 336 train / 84 val images, up to 2 epochs"
+    assert len(lines) == 3 and [ln.split()[:2] for ln in lines[1:]] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert all(re.search(r"  val_loss \d\.\d{3}  val_acc \d\.\d{3}  lr .* img/s  \d+\.\ds$", ln) for ln in lines[1:])
+
+
+def test_progress_on_a_terminal_draws_a_bar_per_epoch_and_keeps_its_line(capsys):
+    screen = io.StringIO()
+    fit(SMALL.replace(epochs=2), DATA, progress=Console(file=screen, force_terminal=True, width=120))
+    text = screen.getvalue()
+    assert capsys.readouterr() == ("", "")  # everything went to the console given
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)
+    for epoch in (1, 2):
+        # A bar over the training images with the running loss, accuracy and speed...
+        assert re.search(rf"epoch {epoch}/2 ━+╸?━* +\d+/336 loss \d\.\d{{3}}  acc \d\.\d{{3}}  [\d,]+ img/s", plain)
+        # ...then, in its place, one kept line with the epoch's metrics.
+        assert len(re.findall(rf"epoch {epoch}/2  loss .* val_acc \d\.\d{{3}} .*\n", plain)) == 1
+    assert plain.startswith("training on cpu (fp32, 1 thread)")
+
+
+def test_no_progress_prints_nothing(capsys):
+    fit(SMALL, DATA, progress=False)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch():
@@ -309,8 +327,6 @@ def test_threads_follow_the_request():
 
 # ------------------------------------------------------------------ fersearch train
 def test_resolve_config_layers_file_set_and_flags(tmp_path):
-    from fersearch.train.loop import resolve_config
-
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"lr": 0.01, "dense": 64, "epochs": 5}))
     cfg = resolve_config(path, {"dense": "128", "filters_2": "16"}, epochs=2, seed=7)
@@ -320,7 +336,7 @@ def test_resolve_config_layers_file_set_and_flags(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--set", "bogus=1"], ["unknown config key 'bogus'"]),
-    (["--set", "lr=fast"], ["'lr'", "must be a number"]),
+    (["--set", "lr=fast"], ["'lr'", "must be a (finite) number"]),
     (["--set", "hflip=maybe"], ["'hflip'", "true or false"]),
     (["--set", "blocks=6"], ["impossible shape", "'blocks'"]),
     (["--set", "filters_4=8"], ["'filters_4'", "outside blocks"]),

@@ -7,6 +7,7 @@ their own Ray. Searches pass gpus=0 unless they test GPU packing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,14 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TUNED
+from conftest import TUNED, assert_one_line_error
 from typer.testing import CliRunner
 
 from fersearch.search import experiment as ex
 from fersearch.cli import app
-from fersearch.config import TrainConfig
-from fersearch.errors import FersearchError, ResourceError
-from fersearch.search.driver import check_options, local_gpu_count, plan_resources, tune
+from fersearch.errors import ExperimentError, FersearchError, ResourceError
+from fersearch.search.driver import tune
+from fersearch.search.options import SearchOptions
+from fersearch.search.resources import local_gpu_count, plan_resources, storage_location
 
 runner = CliRunner()
 FINISHED = {"completed", "stopped"}
@@ -64,10 +66,10 @@ def cli(*args: str):
 
 
 def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
+    """The CLI's one error line, and nothing before it (these fail before any data or Ray)."""
+    line = assert_one_line_error(result)
+    assert result.output.strip() == line, result.output
+    return line
 
 
 # ------------------------------------------------------------------ checks before Ray (fast)
@@ -133,55 +135,66 @@ def test_plan_resources_errors(kwargs, expected):
         plan_resources(cluster, **args)
 
 
-def test_check_options_accepts_the_defaults():
-    check_options(trials=50, max_epochs=30, grace_period=3, reduction_factor=3, scheduler="asha", sampler="tpe",
-                  seed=0, name=None, resume=False, gpus=None, gpus_per_trial=None, cpus_per_trial=None)
-    with pytest.raises(FersearchError):
-        check_options(trials=5, max_epochs=3, grace_period=1, reduction_factor=3, scheduler="asha", sampler="tpe",
-                      seed=-1, name=None, resume=False, gpus=None, gpus_per_trial=None, cpus_per_trial=None)
+def test_search_options_check_each_setting_once_and_are_frozen():
+    opts = SearchOptions()
+    assert (opts.trials, opts.max_epochs, opts.grace, opts.scheduler, opts.sampler, opts.verbose) == (
+        50, 30, 5, "asha", "tpe", True)
+    assert SearchOptions(max_epochs=3, grace_period=2).grace == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.trials = 3
+    with pytest.raises(FersearchError, match=r"^--seed -1: must be >= 0$"):
+        SearchOptions(trials=5, max_epochs=3, grace_period=1, seed=-1)
+    with pytest.raises(ExperimentError, match="--name 'a/b': must be a plain directory name"):
+        SearchOptions(name="a/b")
+    with pytest.raises(TypeError, match="max_epoch"):
+        SearchOptions(max_epoch=3)  # a typo in the Python API is not silently ignored
+
+
+def test_search_options_record_plain_values_and_drive_cli_and_api(tmp_path):
+    import inspect
+
+    from fersearch.search.options import cli_signature, from_cli
+
+    record = SearchOptions(space=notebook_space, data=tmp_path / "fer.csv", results=tmp_path, gpus=2).to_dict()
+    assert json.loads(json.dumps(record)) == record
+    assert (record["space"], record["data"], record["gpus"], record["verbose"]) == (
+        "notebook_space", str(tmp_path / "fer.csv"), 2, True)
+    fields = [f.name for f in dataclasses.fields(SearchOptions)]
+    assert list(inspect.signature(tune).parameters)[-len(fields):] == fields  # help(fersearch.tune)
+    cli = cli_signature().parameters
+    assert list(cli) == [*fields[:-1], "quiet"] and cli["quiet"].default is False
+    assert from_cli({"quiet": True, "trials": 3}) == SearchOptions(trials=3, verbose=False)
+
+
+def test_tune_help_lists_every_option_with_its_help_and_default():
+    result = runner.invoke(app, ["tune", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for f in dataclasses.fields(SearchOptions):
+        flag = f.metadata["flags"][0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
+        assert flag in result.output and f.metadata["help"][:30] in result.output, flag
+    assert "[default: 50]" in result.output and "[default: 127.0.0.1]" in result.output
+
+
+def test_close_study_fails_trials_no_one_will_tell(tmp_path):
+    import optuna
+
+    from fersearch.search.study import close_study, load_study, storage
+
+    ex.write_meta(tmp_path, {"name": "s"})
+    study = optuna.create_study(study_name="s", storage=storage(tmp_path), direction="maximize")
+    study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1)}), 0.5)
+    study.ask()  # asked just before a crash: Ray's restored searcher never knew it
+    assert close_study(tmp_path) == 1
+    assert [t.state.name for t in load_study(tmp_path).trials] == ["COMPLETE", "FAIL"]
+    assert close_study(tmp_path / "none") == 0  # an experiment without a study.journal
 
 
 def test_storage_location_paths_and_uris(in_tmp):
-    from fersearch.search.driver import storage_location
-
     assert storage_location(None) == (in_tmp.resolve() / "results", str(in_tmp.resolve() / "results"))
     shared = in_tmp / "nfs" / "exps"
     assert storage_location(f"file://{shared}") == (shared.resolve(), str(shared.resolve()))
     # cloud storage holds Ray's state; fersearch's own files stay in ./results/<name>/
     assert storage_location("s3://bucket/fersearch/") == (in_tmp.resolve() / "results", "s3://bucket/fersearch")
-
-
-def test_trial_table_statuses_retries_and_reload(tmp_path):
-    table = ex.TrialTable(tmp_path, max_epochs=3)
-    cfg = TrainConfig().to_json()
-    for tid in ("a", "b", "c"):
-        table.add(tid, cfg, {"lr": 0.01})
-    metrics = lambda e, acc: dict(epoch=e, val_acc=acc, train_loss=1.0, node="n1", gpu_ids="0")  # noqa: E731
-    table.result("a", metrics(1, 0.3))
-    table.result("a", metrics(2, 0.5))
-    table.result("a", metrics(3, 0.4), stop_decided=True)  # ASHA says stop at max_t: ran to the end
-    table.end("a")
-    table.result("b", metrics(1, 0.2), stop_decided=True)  # stopped at the first rung
-    table.end("b")
-    table.result("c", metrics(1, 0.3))
-    table.retry("c", "RuntimeError: worker died")
-    table.result("c", metrics(1, 0.35))  # the retry reports epoch 1 again: replaced, not duplicated
-    table.save()
-    trials = ex.read_trials(tmp_path).set_index("trial_id")
-    assert trials.loc["a", ["status", "epochs", "best_val_acc", "best_epoch", "last_val_acc"]].tolist() == [
-        "completed", 3, 0.5, 2, 0.4]
-    assert trials.loc["b", "status"] == "stopped" and trials.loc["c", "status"] == "running"
-    assert trials.loc["c", "error"].startswith("retried after: RuntimeError")
-    assert list(trials.columns[-1:]) == ["config/lr"]
-    history = ex.read_history(tmp_path)
-    assert len(history) == 5 and history.query("trial_id == 'c'")["val_acc"].tolist() == [0.35]
-    again = ex.TrialTable(tmp_path, max_epochs=3)
-    again.load()  # what a resumed search starts from
-    assert again.rows["a"]["best_epoch"] == 2 and len(again.history) == 5
-    again.add("ghost", cfg, {"lr": 0.02})  # recorded, but Ray's last snapshot before a crash never saw it
-    again.reconcile(["a", "b"])  # Ray restored a and b; c had trained, the ghost had not
-    assert set(again.rows) == {"a", "b", "c"} and again.rows["c"]["status"] == "failed"
-    assert ex.best_trial(ex.read_trials(tmp_path))["trial_id"] == "a"
 
 
 # ------------------------------------------------------------------ real searches
@@ -215,7 +228,42 @@ def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     assert meta["data"]["counts"]["val"] and meta["versions"]["ray"] and meta["seed"] == 0
     assert (meta["scheduler"], meta["sampler"], meta["metric"], meta["mode"]) == ("asha", "tpe", "val_acc", "max")
     assert (tuned_experiment / "tuner.pkl").is_file()  # Ray's own experiment state, for --resume
+    assert meta["options"] == {**SearchOptions(**TUNED).to_dict(), "space": str(fast_space), "data": meta["data"]["path"],
+                               "name": "tuned", "results": str(tuned_experiment.parent), "verbose": False}
+    assert meta["grace_period"] == TUNED["grace_period"] and meta["study"]["name"] == "tuned"
     assert ex.resolve_experiment(results=tuned_experiment.parent) == tuned_experiment
+
+
+@pytest.mark.slow
+def test_the_study_in_the_experiment_folder_has_the_trials_and_values_of_trials_csv(tuned_experiment):
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from fersearch.search.study import STUDY_FILE, load_study
+
+    # exactly as a user would open it, without fersearch
+    study = optuna.load_study(study_name="tuned",
+                              storage=JournalStorage(JournalFileBackend(str(tuned_experiment / STUDY_FILE))))
+    trials = ex.read_trials(tuned_experiment)
+    names = [c[len(ex.PARAM_PREFIX):] for c in ex.param_columns(trials)]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert len(study.trials) == len(trials) == TUNED["trials"]
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}  # ASHA's stops too
+
+    def key(params, value):
+        return tuple(round(float(params[n]), 9) for n in names), round(float(value), 9)
+
+    # value = the trial's best val_acc (not its last epoch's), so ASHA-stopped trials are judged fairly
+    assert sorted(key(t.params, t.value) for t in study.trials) == sorted(
+        key({n: row[ex.PARAM_PREFIX + n] for n in names}, row["best_val_acc"]) for _, row in trials.iterrows())
+    assert study.trials[0].distributions == {"filters_1": IntDistribution(8, 16, step=8),
+                                             "filters_2": IntDistribution(16, 32, step=16),
+                                             "lr": FloatDistribution(1e-3, 5e-3, log=True)}
+    assert study.best_value == pytest.approx(ex.best_trial(trials)["best_val_acc"])
+    assert [t.params for t in load_study(tuned_experiment).trials] == [t.params for t in study.trials]
+    assert load_study(tuned_experiment.parent) is None  # no study.journal (an older search): None
 
 
 @pytest.mark.slow
@@ -309,6 +357,13 @@ def test_resume_after_a_crash_keeps_finished_trials_and_completes(ray_local, fas
         pd.testing.assert_frame_equal(history_after.query("trial_id == @tid").reset_index(drop=True),
                                       history_before.query("trial_id == @tid").reset_index(drop=True))
     assert ex.read_meta(results / "r")["resumed"]
+    # the study carried over with Ray's saved searcher (its JournalStorage reopened the same file)
+    from fersearch.search.study import load_study
+
+    study = load_study(results / "r")
+    done = sorted(round(t.value, 9) for t in study.trials if t.state.name == "COMPLETE")
+    assert done == sorted(round(v, 9) for v in after["best_val_acc"])
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "FAIL"}  # none left RUNNING
 
 
 @pytest.mark.slow

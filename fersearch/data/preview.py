@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .loader import SPLITS, FerData
 from ..errors import DataError
+from ..io import atomic_path
+from .fer import FerData
+from .schema import SPLITS
 
 
 def preview_grid(data: FerData, out: str | os.PathLike, *, per_class: int = 8, split: str = "train",
@@ -43,15 +44,9 @@ def preview_grid(data: FerData, out: str | os.PathLike, *, per_class: int = 8, s
     fig.suptitle(f"{Path(data.source).name or data.source} ({kind}), {split} split: {per_class} random per emotion",
                  fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return out
+    return Path(out)

@@ -1,10 +1,16 @@
-"""What a finished (or still running) search says: pure pandas/Optuna over trials.csv and history.csv.
+"""What a finished (or still running) search says: pandas over trials.csv and history.csv,
+Optuna over the search's own study (results/<name>/study.journal).
 
 Every trial is judged by its best validation accuracy over its epochs (the tuning
 playbook's rule; Ray's `get_best_result` defaults to the last epoch instead). The
 analysis feeds `fersearch best` and the report page: the ranking, hyperparameters
 whose best value sits on the boundary of the space, Optuna's importance estimates,
 the share of failed or diverged trials, and the seed configuration's own result.
+
+The space's declared ranges and the importance estimates come from the Optuna study the
+search saved, never from the space's source: nothing recorded in a results folder is run.
+A search without a study (made before studies were saved) gets the boundary check on the
+range of values tried and no importance estimates.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ import numpy as np
 import pandas as pd
 
 from ..config import TrainConfig
+from ..fmt import first_line, missing, num, plain
 from ..search.experiment import PARAM_PREFIX, param_columns, trial_config
 
 METRIC = "best_val_acc"
-FINISHED = ("completed", "stopped")
 # Fields that say how a run is executed, not which model/training it is: a trial with the
 # seed's model and training hyperparameters is "the seed configuration" whatever these are.
 RUN_FIELDS = ("epochs", "seed", "precision", "patience")
 # The best value within this fraction of a numeric range's end counts as "on the boundary".
 EDGE_FRACTION = 0.05
+MIN_IMPORTANCE_TRIALS = 3
+NO_STUDY_NOTE = ("No hyperparameter importance: this search saved no Optuna study (study.journal; searches "
+                 "made before fersearch saved one have none). A new search records it.")
 
 
 @dataclass
@@ -40,8 +49,8 @@ class Boundary:
 
     def message(self) -> str:
         where = "declared range" if self.basis == "declared" else "range tried"
-        return (f"{self.param} = {_fmt(self.best)} sits at the {self.edge} end of the {where} "
-                f"[{_fmt(self.low)}, {_fmt(self.high)}]; the optimum may lie beyond it: widen the space")
+        return (f"{self.param} = {num(self.best, 3)} sits at the {self.edge} end of the {where} "
+                f"[{num(self.low, 3)}, {num(self.high, 3)}]; the optimum may lie beyond it: widen the space")
 
 
 @dataclass
@@ -59,7 +68,8 @@ class SearchAnalysis:
     importance_note: str
     seed_trial: str | None  # trial id whose config is the seed configuration, if any
     rungs: list[int]  # ASHA milestones (epochs) when the scheduler was ASHA
-    distributions: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, Any] = field(default_factory=dict)  # declared by the space (from the study)
+    study: Any = None  # the search's optuna.Study, None for a search that saved none
 
     def top(self, n: int = 5) -> pd.DataFrame:
         return top_table(self.trials, self.params, n)
@@ -86,36 +96,41 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 def trial_params(row: pd.Series) -> dict[str, Any]:
     """The search-space parameters of one trials.csv row ({name: value}, absent ones left out)."""
-    return {c[len(PARAM_PREFIX):]: _plain(row[c]) for c in row.index
-            if str(c).startswith(PARAM_PREFIX) and not _missing(row[c])}
+    return {c[len(PARAM_PREFIX):]: plain(row[c]) for c in row.index
+            if str(c).startswith(PARAM_PREFIX) and not missing(row[c])}
 
 
 def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFrame:
     cols = ["trial_id", "status", "epochs", METRIC, "best_epoch", *[PARAM_PREFIX + p for p in params]]
-    out = ranked[ranked[METRIC].notna()].head(n)[[c for c in cols if c in ranked.columns]]
+    out = ranked[ranked[METRIC].notna()].head(n)[[c for c in cols if c in ranked.columns]].copy()
+    for c in out.columns.drop(METRIC):
+        # Counts and integer parameters turn float in a column with gaps (filters_4 of 3-block trials).
+        if out[c].dtype.kind == "f" and out[c].notna().any() and (out[c].dropna() % 1 == 0).all():
+            out[c] = out[c].astype("Int64")
     return out.rename(columns=lambda c: c[len(PARAM_PREFIX):] if c.startswith(PARAM_PREFIX) else c)
 
 
 # ---------------------------------------------------------------- analysis
-def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
-            distributions: dict[str, Any] | None = None, importance: bool = True) -> SearchAnalysis:
-    """Everything the report says about the search; `importance=False` skips Optuna's
-    importance estimates (the slow part), e.g. for a quick `fersearch best`."""
+def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], study: Any = None,
+            importance: bool = True) -> SearchAnalysis:
+    """Everything the report says about the search. `study`: the search's optuna.Study (its
+    declared distributions and trial values), None when the search saved none.
+    `importance=False` skips Optuna's importance estimates (the slow part), e.g. for a quick
+    `fersearch best`."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
     scored = ranked[ranked[METRIC].notna()]
     best_id = str(scored.iloc[0]["trial_id"]) if len(scored) else None
     counts = {s: int((ranked["status"] == s).sum()) for s in ranked["status"].unique()}
-    finished = ranked[ranked["status"].isin(FINISHED) & ranked[METRIC].notna()]
-    dists = distributions or {}
+    dists = declared_distributions(study)
     boundaries = find_boundaries(scored, params, dists) if best_id else []
-    importance, note = param_importance(finished, params, dists) if importance else ({}, "importance not computed")
+    importance, note = param_importance(study) if importance else ({}, "importance not computed")
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
         diverged=diverged_trials(history), boundaries=boundaries,
         boundary_basis="declared" if dists else "tried", importance=importance, importance_note=note,
-        seed_trial=find_seed_trial(ranked), rungs=asha_rungs(meta), distributions=dists,
+        seed_trial=find_seed_trial(ranked), rungs=asha_rungs(meta), distributions=dists, study=study,
     )
 
 
@@ -168,12 +183,22 @@ def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, 
 
 
 # ---------------------------------------------------------------- boundaries
+def declared_distributions(study: Any) -> dict[str, Any]:
+    """{param: the Optuna distribution the space declared}, from the study's trials
+    (a conditional parameter appears once a trial reached it); {} without a study."""
+    found: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False) if study is not None else ():
+        for name, dist in trial.distributions.items():
+            found.setdefault(name, dist)
+    return found
+
+
 def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, Any]) -> list[Boundary]:
     best = scored.iloc[0]
     out = []
     for p in params:
         value = best.get(PARAM_PREFIX + p)
-        if _missing(value):
+        if missing(value):
             continue
         tried = scored[PARAM_PREFIX + p].dropna()
         b = _boundary(p, value, tried, dists.get(p))
@@ -196,7 +221,7 @@ def _boundary(p: str, value: Any, tried: pd.Series, dist: Any) -> Boundary | Non
         edge = "low" if value == ordered[0] else "high" if value == ordered[-1] else None
         return Boundary(p, value, ordered[0], ordered[-1], "declared", edge) if edge else None
     nums = pd.to_numeric(tried, errors="coerce")
-    if nums.isna().any() or nums.nunique() < 3 or _is_bool(tried):
+    if nums.isna().any() or nums.nunique() < 3 or is_bool(tried):
         return None  # a range needs at least three distinct numeric values to have an inside
     low, high = float(nums.min()), float(nums.max())
     log = low > 0 and high / low >= 100
@@ -218,133 +243,47 @@ def _ordered_choices(choices: list[Any]) -> list[Any] | None:
     return sorted(choices)
 
 
-# ---------------------------------------------------------------- importance
-def param_importance(finished: pd.DataFrame, params: list[str],
-                     dists: dict[str, Any]) -> tuple[dict[str, dict[str, float]], str]:
-    """Optuna's importance evaluators (PED-ANOVA, its default, and fANOVA) over finished trials.
-
-    An in-memory study is rebuilt from trials.csv with `optuna.trial.create_trial`, using the
-    space's declared distributions when known, else distributions inferred from the values."""
-    varying = [p for p in params if finished[PARAM_PREFIX + p].dropna().astype(str).nunique() > 1]
-    if len(finished) < 3 or not varying:
-        return {}, (f"not enough finished trials ({len(finished)}) with varying hyperparameters "
-                    "to estimate importance (needs 3 or more)")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, basis = _study_from_trials(finished, varying, dists)
-    evaluators: dict[str, Callable[[], Any]] = {
-        "PED-ANOVA": lambda: None,  # Optuna's default evaluator
-        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
-    }
-    out: dict[str, dict[str, float]] = {}
-    problems = []
-    for name, make in evaluators.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                imp = optuna.importance.get_param_importances(study, evaluator=make())
-            out[name] = {k: float(v) for k, v in imp.items()}
-        except (ValueError, RuntimeError) as e:
-            problems.append(f"{name} failed: {str(e).splitlines()[0]}")
-    note = (f"Optuna importance over {len(finished)} finished trials (completed or stopped by ASHA, "
-            f"each valued by its best val_acc); distributions {basis}.")
-    if len(finished) < 20:
-        note += (" With fewer than 20 trials these estimates are rough (where the two evaluators disagree, "
-                 "trust neither); a longer search sharpens them.")
-    return out, " ".join([note, *problems])
-
-
-def _study_from_trials(finished: pd.DataFrame, params: list[str], dists: dict[str, Any]):
-    import optuna
-
-    inferred = {p: infer_distribution(finished[PARAM_PREFIX + p]) for p in params}
-    declared = {p: dists[p] for p in params if p in dists}
-    for use, basis in ((declared | {p: d for p, d in inferred.items() if p not in declared}, "declared by the space"),
-                       (inferred, "inferred from the values tried")):
-        if basis.startswith("declared") and not declared:
-            continue
-        study = optuna.create_study(direction="maximize")
-        try:
-            for _, row in finished.iterrows():
-                values = {p: _param_value(row[PARAM_PREFIX + p], use[p]) for p in params
-                          if not _missing(row[PARAM_PREFIX + p])}
-                study.add_trial(optuna.trial.create_trial(
-                    params=values, distributions={p: use[p] for p in values}, value=float(row[METRIC])))
-            return study, basis
-        except ValueError:
-            continue  # a value outside a declared distribution: fall back to inferred ones
-    raise AssertionError("inferred distributions always contain the values they were inferred from")
-
-
-def infer_distribution(values: pd.Series):
-    """An Optuna distribution that holds every value of a `config/<param>` column."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    vals = values.dropna()
-    if _is_bool(vals) or not pd.api.types.is_numeric_dtype(pd.to_numeric(vals, errors="coerce").dropna()) \
-            or pd.to_numeric(vals, errors="coerce").isna().any():
-        return CategoricalDistribution(tuple(sorted({_plain(v) for v in vals}, key=str)))
-    nums = pd.to_numeric(vals)
-    low, high = float(nums.min()), float(nums.max())
-    if high <= low:
-        return CategoricalDistribution((_plain(vals.iloc[0]),))
-    if (nums == nums.round()).all():
-        return IntDistribution(int(low), int(high))
-    return FloatDistribution(low, high, log=low > 0 and high / low >= 100)
-
-
-def _param_value(v: Any, dist: Any) -> Any:
-    if hasattr(dist, "choices"):
-        v = _plain(v)
-        for c in dist.choices:  # match the choice's own type (CSV gives 128.0 for 128, "True" for True)
-            if c == v or str(c) == str(v):
-                return c
-        return v
-    if type(dist).__name__ == "IntDistribution":
-        return int(round(float(v)))
-    return float(v)
-
-
-def space_distributions(space: Callable[[Any], Any], samples: int = 64) -> dict[str, Any]:
-    """The declared distribution of every parameter a define-by-run space suggests.
-
-    A define-by-run space has no static description, so it is asked `samples` times by a
-    seeded random sampler; conditional parameters appear once a branch reaches them."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    found: dict[str, Any] = {}
-    for _ in range(samples):
-        trial = study.ask()
-        space(trial)
-        for name, dist in trial.distributions.items():
-            found.setdefault(name, dist)
-        study.tell(trial, 0.0)
-    return found
-
-
-# ---------------------------------------------------------------- small helpers
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, str) and v in ("True", "False"):
-        return v == "True"
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _is_bool(s: pd.Series) -> bool:
+def is_bool(s: pd.Series) -> bool:
+    """A column of booleans, as pandas reads them or as CSV text ("True"/"False")."""
     return pd.api.types.is_bool_dtype(s) or set(map(str, s.dropna().unique())) <= {"True", "False"}
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+# ---------------------------------------------------------------- importance
+def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
+    """Optuna's importance evaluators (PED-ANOVA, its default, and fANOVA) over the study's
+    finished trials, with the distributions the space declared. ({}, why) when there is no
+    study or too little in it."""
+    if study is None:
+        return {}, NO_STUDY_NOTE
+    import optuna
+    from optuna.trial import TrialState
 
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = list(dict.fromkeys(p for t in done for p in t.params))
+    varying = [p for p in names if len({repr(t.params[p]) for t in done if p in t.params}) > 1]
+    if len(done) < MIN_IMPORTANCE_TRIALS or not varying:
+        return {}, (f"not enough finished trials ({len(done)}) with varying hyperparameters "
+                    f"to estimate importance (needs {MIN_IMPORTANCE_TRIALS} or more)")
+    everywhere = [p for p in varying if all(p in t.params for t in done)]  # fANOVA skips conditional ones
+    evaluators: dict[str, tuple[Callable[[], Any], list[str]]] = {
+        "PED-ANOVA": (lambda: None, varying),  # Optuna's default evaluator
+        "fANOVA": (lambda: optuna.importance.FanovaImportanceEvaluator(seed=0), everywhere),
+    }
+    out: dict[str, dict[str, float]] = {}
+    problems = []
+    for name, (make, params) in evaluators.items():
+        if not params:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imp = optuna.importance.get_param_importances(study, evaluator=make(), params=params)
+            out[name] = {k: float(v) for k, v in imp.items()}
+        except (ValueError, RuntimeError) as e:
+            problems.append(f"{name} failed: {first_line(e)}")
+    note = (f"Optuna importance over {len(done)} finished trials (completed or stopped by ASHA, each valued "
+            "by its best val_acc), from the search's own Optuna study with the distributions its space declared.")
+    if len(done) < 20:
+        note += (" With fewer than 20 trials these estimates are rough (where the two evaluators disagree, "
+                 "trust neither); a longer search sharpens them.")
+    return out, " ".join([note, *problems])

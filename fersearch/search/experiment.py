@@ -7,12 +7,14 @@ This module is the one place that knows the file contract (pure pandas, no Ray):
     trials.csv      one row per trial: TRIAL_COLUMNS, then `config/<param>` per space parameter
     history.csv     one row per trial per epoch: HISTORY_COLUMNS
 
-Both CSVs are rewritten atomically while the search runs, so a reader may open
-them at any moment and sees a complete file.
+While a search runs, trials.csv is rewritten atomically (a reader always sees a
+complete file) and history.csv grows a row per epoch (search/state.py writes both);
+read_history leaves out a torn last line and keeps the last row of an epoch reported twice.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -21,8 +23,9 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from ..config import TrainConfig
-from ..errors import ExperimentError
-from ..io import atomic_write_text, read_json, write_json
+from ..errors import ExperimentError, ModelFileError
+from ..fmt import json_value
+from ..io import read_json, write_json
 
 META_FILE = "fersearch.json"
 TRIALS_FILE = "trials.csv"
@@ -102,14 +105,19 @@ def read_meta(exp: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
+def _read_csv(path: Path, columns: Iterable[str], whole_lines: bool = False) -> pd.DataFrame:
+    """whole_lines: leave out a last line without its newline (a file being appended to)."""
     columns = list(columns)
-    if not path.is_file():
+    source: Any = path
+    if whole_lines and path.is_file():
+        text = path.read_text()
+        source = io.StringIO(text if text.endswith("\n") else text[: text.rfind("\n") + 1])
+    if not path.is_file() or (whole_lines and not source.getvalue()):
         return pd.DataFrame({c: pd.Series(dtype=_TEXT_COLUMNS.get(c, "float64")) for c in columns})
     dtype = {c: t for c, t in _TEXT_COLUMNS.items() if c in columns}
     try:
         # Only empty cells are missing (a node or error text "NA" stays text); text columns keep "".
-        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(source, dtype=dtype, keep_default_na=False, na_values=[""])
         df[list(dtype)] = df[list(dtype)].fillna("")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ExperimentError(f"{path} cannot be read as CSV ({str(e).splitlines()[0]}); the file is damaged") from None
@@ -125,8 +133,12 @@ def read_trials(exp: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_history(exp: str | os.PathLike) -> pd.DataFrame:
-    """history.csv as a DataFrame (one row per trial per epoch)."""
-    return _read_csv(Path(exp) / HISTORY_FILE, HISTORY_COLUMNS)
+    """history.csv as a DataFrame, one row per trial per epoch, by trial and epoch. The search
+    appends to it: an epoch a retried trial reported again keeps its last row, and a torn
+    last line (a crash in the middle of an append) is left out."""
+    df = _read_csv(Path(exp) / HISTORY_FILE, HISTORY_COLUMNS, whole_lines=True)
+    df = df.drop_duplicates(["trial_id", "epoch"], keep="last")
+    return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
 def param_columns(trials: pd.DataFrame) -> list[str]:
@@ -149,132 +161,19 @@ def write_meta(exp: str | os.PathLike, meta: Mapping[str, Any]) -> None:
     write_json(Path(exp) / META_FILE, dict(meta))
 
 
-def trials_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts with TRIAL_COLUMNS and optional `config/<param>` keys) in contract column order."""
-    df = pd.DataFrame(list(rows))
-    params = sorted({c for c in df.columns if str(c).startswith(PARAM_PREFIX)})
-    df = df.reindex(columns=[*TRIAL_COLUMNS, *params])
-    # nullable ints: a trial without a best epoch yet must not turn "4" into "4.0"
-    return df.astype({"epochs": "Int64", "best_epoch": "Int64"})
-
-
-def write_trials(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
-    atomic_write_text(Path(exp) / TRIALS_FILE, trials_frame(rows).to_csv(index=False))
-
-
-def write_history(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
-    df = pd.DataFrame(list(rows)).reindex(columns=list(HISTORY_COLUMNS))
-    atomic_write_text(Path(exp) / HISTORY_FILE, df.to_csv(index=False))
-
-
-def rows_from_frame(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame back to plain row dicts (NaN -> None), e.g. to extend a resumed experiment's files."""
-    return [{k: (None if _is_nan(v) else v) for k, v in rec.items()} for rec in df.to_dict("records")]
-
-
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and v != v
-
-
 def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
     """The trial with the highest best_val_acc (the playbook judges a trial by its best value), or None."""
     scored = trials[pd.to_numeric(trials["best_val_acc"], errors="coerce").notna()] if len(trials) else trials
     if not len(scored):
         return None
-    return rows_from_frame(scored.loc[[scored["best_val_acc"].astype(float).idxmax()]])[0]
+    return {k: json_value(v) for k, v in scored.loc[scored["best_val_acc"].astype(float).idxmax()].items()}
 
 
-def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
-    """How a trial that ended without error is recorded: 'stopped' when the scheduler (ASHA)
-    stopped it before max_epochs (its last result came with done=True), else 'completed'
-    (ran out, or the trainer's own early stopping). ASHA also says stop at max_t: completed.
-    The live view (monitor.LiveView) uses the same rule."""
-    if not stop_decided:
-        return "completed"
-    return "stopped" if max_epochs is None or epochs < max_epochs else "completed"
-
-
-class TrialTable:
-    """The in-memory trials.csv + history.csv of a running search (the recorder's state).
-
-    Keyed by trial id (and epoch for history), so a retried or resumed trial that
-    reports an epoch again replaces that row instead of adding a duplicate.
-    """
-
-    def __init__(self, exp_dir: str | os.PathLike, max_epochs: int):
-        self.exp_dir = Path(exp_dir)
-        self.max_epochs = max_epochs
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.history: dict[tuple[str, int], dict[str, Any]] = {}
-        self._stop_decided: dict[str, bool] = {}
-
-    def load(self) -> None:
-        """Pick up what an earlier (interrupted) run of this search wrote."""
-        self.rows = {r["trial_id"]: r for r in rows_from_frame(read_trials(self.exp_dir))}
-        for r in self.rows.values():  # CSV turns int columns with gaps into floats
-            for k in ("epochs", "best_epoch"):
-                r[k] = None if r[k] is None else int(r[k])
-        for r in rows_from_frame(read_history(self.exp_dir)):
-            self.history[(r["trial_id"], int(r["epoch"]))] = r
-
-    def reconcile(self, known: Iterable[str]) -> None:
-        """After a crash, keep only trials Ray's saved state knows: a trial recorded after Ray's
-        last snapshot is gone from the search (Ray samples a new one in its place)."""
-        known = set(known)
-        for trial_id, row in list(self.rows.items()):
-            if trial_id in known or row["status"] in ("completed", "stopped", "failed"):
-                continue
-            if not row["epochs"]:
-                del self.rows[trial_id]  # never trained: nothing lost
-            else:
-                row.update(status="failed", error="lost in a crash before Ray saved it; not resumed")
-
-    def add(self, trial_id: str, config_json: str, params: Mapping[str, Any]) -> None:
-        self.rows[trial_id] = {
-            "trial_id": trial_id, "status": "pending", "epochs": 0, "best_val_acc": None, "best_epoch": None,
-            "last_val_acc": None, "node": "", "gpu_ids": "", "error": "", "config_json": config_json,
-            **{PARAM_PREFIX + k: v for k, v in params.items()},
-        }
-
-    def start(self, trial_id: str) -> None:
-        self.rows[trial_id]["status"] = "running"
-
-    def result(self, trial_id: str, metrics: Mapping[str, Any], stop_decided: bool = False) -> None:
-        """One epoch's metrics; `stop_decided`: the scheduler ends the trial after this result."""
-        epoch = int(metrics.get("epoch", metrics.get("training_iteration", 0)))
-        self.history[(trial_id, epoch)] = {"trial_id": trial_id, **{c: metrics.get(c) for c in HISTORY_COLUMNS[2:]},
-                                           "epoch": epoch}
-        mine = sorted((e, h["val_acc"]) for (t, e), h in self.history.items() if t == trial_id and h["val_acc"] is not None)
-        row = self.rows[trial_id]
-        row.update(status="running", epochs=epoch, last_val_acc=metrics.get("val_acc"),
-                   node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]))
-        if mine:
-            best_epoch, best = max(mine, key=lambda ev: (ev[1], -ev[0]))
-            row.update(best_val_acc=best, best_epoch=best_epoch)
-        self._stop_decided[trial_id] = stop_decided
-
-    def end(self, trial_id: str) -> None:
-        """Finished without error: ASHA stopped it before --max-epochs, or it ran out (or early-stopped)."""
-        row = self.rows[trial_id]
-        row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
-
-    def retry(self, trial_id: str, error: str) -> None:
-        self.rows[trial_id].update(status="running", error=f"retried after: {error}")
-
-    def fail(self, trial_id: str, error: str) -> None:
-        self.rows[trial_id].update(status="failed", error=error)
-
-    def save(self) -> None:
-        write_trials(self.exp_dir, self.rows.values())
-        write_history(self.exp_dir, (self.history[k] for k in sorted(self.history)))
-
-
-def mark_unfinished(exp: str | os.PathLike) -> None:
-    """After a search stops (finished or interrupted), no trial is running: those that were are pending."""
-    table = TrialTable(exp, max_epochs=0)
-    table.load()
-    running = [r for r in table.rows.values() if r["status"] == "running"]
-    for row in running:
-        row["status"] = "pending"
-    if running:
-        table.save()
+def newest_best_model(results: str | os.PathLike | None = None) -> Path:
+    """best/model.pt of the newest experiment that has one (what `fersearch predict` uses by default)."""
+    root = results_root(results)
+    for exp in reversed(list_experiments(root)):
+        if (exp / "best" / "model.pt").is_file():
+            return exp / "best" / "model.pt"
+    raise ModelFileError(f"no evaluated experiment under {root}/ (no */best/model.pt); "
+                         "run `fersearch best --evaluate` first or pass --model PATH")

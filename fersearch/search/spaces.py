@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 from ..config import TrainConfig
 from ..errors import ConfigError, SpaceError
+from ..fmt import first_line
 
 SPACES_DIR = "search_spaces"
 # Measured on the default data (benchmarks/bench_tune.py, 8 trials, 30 max epochs, ASHA,
@@ -342,8 +343,3 @@ def _extremes(dist: Any) -> list[Any]:
 def _summary(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if doc and doc.strip() else ""
 
-
-def first_line(e: BaseException) -> str:
-    """An exception as one line (for one-line error messages)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

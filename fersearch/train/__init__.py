@@ -1,6 +1,14 @@
 """Plain-PyTorch training: `fit(cfg, data)` trains one configuration; nothing here knows Ray,
-run folders or the CLI."""
+run folders or the CLI.
 
-from .loop import FitResult, fit, predict_proba
+    device.py   device, precision, autocast, seeding
+    augment.py  batched augmentation on tensors
+    loop.py     fit, FitResult: the loop, early stopping, exact resume
+    progress.py the per-epoch progress on stderr (rich on a terminal)
+    predict.py  predict_proba, score, image loading, predict(images, model)
+"""
 
-__all__ = ["fit", "FitResult", "predict_proba"]
+from .loop import FitResult, fit
+from .predict import predict_proba, score
+
+__all__ = ["fit", "FitResult", "predict_proba", "score"]

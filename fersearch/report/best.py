@@ -1,0 +1,86 @@
+"""`fersearch best`: the winning trial of a search, judged by each trial's best val_acc.
+
+    bt = best("results/demo")            # works while the search still runs
+    bt.trial_id, bt.best_val_acc, bt.config, bt.top(5)
+
+Reads only data files of the experiment folder (fersearch.json, trials.csv, history.csv and
+the Optuna study in study.journal); it never runs code recorded there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import analysis as an
+from ..config import TrainConfig
+from ..errors import ExperimentError
+from ..fmt import int_or_none, json_value
+from ..search.experiment import read_history, read_meta, read_trials, resolve_experiment, trial_config
+
+TOP_N = 5
+
+
+@dataclass
+class BestTrial:
+    experiment: Path
+    name: str
+    trial_id: str
+    status: str
+    best_val_acc: float
+    best_epoch: int | None
+    epochs: int | None
+    config: TrainConfig
+    params: dict[str, Any]
+    meta: dict[str, Any]
+    analysis: an.SearchAnalysis
+    in_progress: int  # trials still pending or running: the search is not over
+
+    def top(self, n: int = TOP_N) -> pd.DataFrame:
+        return self.analysis.top(n)
+
+    @property
+    def unfinished(self) -> int:
+        """Trials pending or running, plus those the search planned but has not started."""
+        planned = int(self.meta.get("trials") or 0)
+        return self.in_progress + max(0, planned - len(self.analysis.trials))
+
+    def to_dict(self, n: int = TOP_N) -> dict[str, Any]:
+        top = self.top(n)
+        top = top.astype(object).where(top.notna(), None)  # pandas' NA (Int64 gaps) -> null
+        return {
+            "experiment": str(self.experiment), "name": self.name, "trial_id": self.trial_id,
+            "status": self.status, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+            "epochs": self.epochs, "judged_by": "each trial's best val_acc over its epochs",
+            "params": self.params, "config": self.config.to_dict(), "counts": self.analysis.counts,
+            "in_progress": self.in_progress, "unfinished": self.unfinished,
+            "top": [{k: json_value(v) for k, v in r.items()} for r in top.to_dict("records")],
+        }
+
+
+def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike | None = None,
+         importance: bool = False) -> BestTrial:
+    """The winning trial of an experiment (default: the newest under results/), judged by its
+    best validation accuracy over its epochs. Works while the search runs: it uses every
+    trial that has reported at least one epoch. `importance=True` adds Optuna's
+    hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does)."""
+    from ..search.study import load_study
+
+    exp = resolve_experiment(experiment, results)
+    meta = read_meta(exp)
+    trials = read_trials(exp)
+    analysis = an.analyze(trials, read_history(exp), meta, load_study(exp), importance=importance)
+    if analysis.best_trial is None:
+        raise ExperimentError(f"{exp}: no trial has reported a validation accuracy yet ({len(trials)} trials listed); "
+                              "wait for the first epochs (`fersearch status`) and try again")
+    row = analysis.trials.iloc[0]
+    return BestTrial(
+        experiment=exp, name=str(meta.get("name", exp.name)), trial_id=str(row["trial_id"]), status=str(row["status"]),
+        best_val_acc=float(row["best_val_acc"]), best_epoch=int_or_none(row["best_epoch"]),
+        epochs=int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), meta=meta,
+        analysis=analysis, in_progress=int(trials["status"].isin(["pending", "running"]).sum()),
+    )

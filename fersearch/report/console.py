@@ -1,0 +1,66 @@
+"""What `fersearch best`, `best --evaluate` and `predict` print: plain text for a terminal.
+
+Numbers go through fersearch.fmt (accuracies and losses with 4 decimals), so the terminal
+shows the same figures as metrics.json and the report pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .analysis import config_diff
+from ..fmt import acc, cells, num
+
+
+def format_table(df: pd.DataFrame) -> str:
+    return cells(df).to_string(index=False)
+
+
+def format_best(bt: Any, n: int = 5) -> str:
+    """What `fersearch best` prints: the winner, how it was judged, its config, the top trials."""
+    a = bt.analysis
+    counts = ", ".join(f"{c} {s}" for s, c in sorted(a.counts.items(), key=lambda kv: -kv[1]))
+    planned = bt.meta.get("trials")
+    started = f"{len(a.trials)} of {planned}" if planned and planned > len(a.trials) else f"{len(a.trials)}"
+    state = ("search still running or interrupted: using what has reported so far" if bt.unfinished
+             else "search finished")
+    lines = [f"experiment {bt.name} ({bt.experiment}): {started} trials ({counts}); {state}",
+             f"best trial {bt.trial_id} ({bt.status}): val_acc {acc(bt.best_val_acc)} at epoch {bt.best_epoch} "
+             f"of {bt.epochs}",
+             "  judged by each trial's best val_acc over its epochs (Ray's default scope is the last epoch)"]
+    if bt.params:
+        lines.append("search-space parameters: " + ", ".join(f"{k}={num(v, 4)}" for k, v in bt.params.items()))
+    changes = ", ".join(f"{k} {num(old, 4)} -> {num(new, 4)}" for k, (old, new) in config_diff(bt.config).items())
+    lines.append("differs from the seed CNN: " + (changes or "nothing (it is the seed configuration)"))
+    lines += ["", f"top {min(n, len(a.trials))} trials by best val_acc:", format_table(bt.top(n))]
+    return "\n".join(lines)
+
+
+def _figures(m: dict[str, Any]) -> str:
+    return (f"accuracy {acc(m['accuracy'])}, loss {acc(m['loss'])}, macro F1 {acc(m['macro_f1'])}, "
+            f"weighted F1 {acc(m['weighted_f1'])}")
+
+
+def format_evaluation(ev: Any) -> str:
+    """What `fersearch best --evaluate` prints after training: figures, report, files."""
+    m, t = ev.metrics, ev.tta_metrics
+    lines = [f"{m['split']} split, n={m['n']}: {_figures(m)}"]
+    if t:
+        lines.append(f"with horizontal-flip TTA: {_figures(t)}")
+    s = m["seeds"]
+    if s["n"] > 1:
+        lines.append(f"{s['n']} seeds {s['seeds']}: {m['split']} accuracy {acc(s['accuracy']['mean'])} ± "
+                     f"{acc(s['accuracy']['std'])}, val_acc {acc(s['val_acc']['mean'])} ± {acc(s['val_acc']['std'])} "
+                     f"(mean ± sample std); kept seed {s['kept_seed']} (best val_acc)")
+    lines += ["", ev.report.rstrip(), "", f"wrote {ev.out_dir}/:"]
+    lines += [f"  {p.name}" for p in ev.files.values()]
+    lines.append(f"open {ev.out_dir / 'report.html'} in a browser for the full report")
+    return "\n".join(lines)
+
+
+def format_predictions(preds: Sequence[Any]) -> str:
+    """What `fersearch predict` prints: one row per image, confidence and probabilities (3 decimals)."""
+    rows = [{"image": p.image, "emotion": p.emotion, "confidence": p.confidence, **p.probabilities} for p in preds]
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")

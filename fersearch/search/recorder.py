@@ -1,0 +1,150 @@
+"""The search's Tune callback: feeds the TrialState (state.py) from Tune's events, persists it
+in trials.csv / history.csv, and has the live view (live.py) draw it.
+
+Made by state.make_recorder. The class subclasses ray.tune.Callback, so it is built on
+first use: `fersearch status` (which loads a TrialState) never pays for importing Ray Tune.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..fmt import cut, first_line
+from .experiment import HISTORY_FILE, TRIALS_FILE
+from .live import LiveView, end_line, recover_line
+from .trial_files import HistoryFile, TrialsFile
+
+SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at most this stale
+
+
+def trial_error(trial: Any) -> str:
+    """The exception line of a failed trial (Ray keeps the whole traceback in the trial dir)."""
+    try:
+        err = trial.get_error()
+    except Exception:
+        err = None
+    return cut(first_line(str(err or "")) if err else "trial failed", 300)
+
+
+def _recorder_class() -> type:
+    from ray.tune import Callback
+
+    class Recorder(Callback):
+        """Feeds the TrialState from Tune's events, persists it, and has the live view draw it."""
+
+        def __init__(self, exp_dir: str | os.PathLike, state: Any, *, to_config: Callable[[dict], Any],
+                     hide: Iterable[str], view: LiveView | None):
+            self.exp_dir = Path(exp_dir)
+            self.to_config = to_config
+            self.hide = frozenset(hide)
+            self.state = state  # a state.TrialState (passed in: state.py imports this module, not back)
+            self.history = HistoryFile(self.exp_dir / HISTORY_FILE)
+            self.trials_file = TrialsFile(self.exp_dir / TRIALS_FILE)
+            self.view = view
+            self._seen = 0  # how many of Tune's trials (an append-only list) are in the state
+            self._reconciled = False
+            self._saved_at = -math.inf
+            self._dirty = False  # trials.csv is behind the state (saved at most every SAVE_EVERY_S)
+            self._t0 = time.monotonic()
+            self._elapsed_before = 0.0  # seconds spent in earlier runs of a resumed search
+
+        # ---- Tune saves set_state's dict with its experiment state; the files hold the rest
+        def get_state(self) -> dict[str, Any]:
+            return {"elapsed": self.elapsed()}
+
+        def set_state(self, state: dict) -> None:
+            self._elapsed_before = float(state.get("elapsed", 0.0))
+
+        def elapsed(self) -> float:
+            return self._elapsed_before + time.monotonic() - self._t0
+
+        # ---- keeping up with Tune
+        def setup(self, **info: Any) -> None:
+            self.state = type(self.state).load(self.exp_dir, self.state.total, self.state.max_epochs)
+            self.history.repair()  # a torn last line from a crash must not swallow the next row
+            self._seen, self._reconciled, self._t0 = 0, False, time.monotonic()
+
+        def _sync(self, trials: list, trial: Any = None) -> None:
+            if not self._reconciled:  # the first event sees every trial Ray restored
+                self.state.reconcile(t.trial_id for t in trials)
+                self._reconciled = True
+            if len(trials) < self._seen:
+                self._seen = 0
+            for t in [*trials[self._seen:], *([trial] if trial is not None else [])]:
+                if t.trial_id not in self.state.rows:
+                    params = {k: v for k, v in t.config.items() if k not in self.hide}
+                    self.state.add(t.trial_id, json.dumps(self.to_config(t.config).to_dict()), params)
+            self._seen = len(trials)
+
+        def _save(self, force: bool = False) -> None:
+            now = time.monotonic()
+            self._dirty = not (force or now - self._saved_at >= SAVE_EVERY_S)
+            if not self._dirty:
+                self.trials_file.write(self.state.rows.values(), self.state.changed, self.state.param_columns)
+                self.state.changed.clear()
+                self._saved_at = now
+
+        def _draw(self, *, changed: bool = True, force: bool = False, line: str | None = None) -> None:
+            if self.view is not None:
+                self.view.update(self.state, self.elapsed(), changed=changed, force=force, line=line)
+
+        # ---- Tune's hooks
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._sync(trials, trial)
+            self.state.start(trial.trial_id)
+            self._save()
+            self._draw()
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self._sync(trials, trial)
+            before = self.state.best_id, self.state.best_acc()
+            self.history.append(self.state.result(trial.trial_id, result, stop_decided=bool(result.get("done"))))
+            self._save()
+            self._draw(force=(self.state.best_id, self.state.best_acc()) != before)  # a new best shows at once
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._sync(trials, trial)
+            self.state.end(trial.trial_id)
+            self._save(force=True)
+            self._draw(line=end_line(self.state, trial.trial_id, self.elapsed()))
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._sync(trials, trial)
+            error = trial_error(trial)
+            self.state.retry(trial.trial_id, error)
+            self._save()
+            self._draw(line=recover_line(trial.trial_id, error, self.elapsed()))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._sync(trials, trial)
+            self.state.fail(trial.trial_id, trial_error(trial))
+            self._save(force=True)
+            self._draw(line=end_line(self.state, trial.trial_id, self.elapsed()))
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if self._dirty:
+                self._save()
+            self._draw(changed=False)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self._sync(trials)
+            self._save(force=True)
+            if self.view is not None:
+                self.view.close(self.state, self.elapsed())
+
+    return Recorder
+
+
+def __getattr__(name: str) -> Any:
+    # Registered here under its own name, so pickle finds it as fersearch.search.recorder.Recorder.
+    if name == "Recorder":
+        cls = _recorder_class()
+        cls.__module__, cls.__qualname__ = __name__, "Recorder"
+        globals()["Recorder"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,83 @@
+"""The search's Optuna study, kept in the experiment folder through Optuna's own storage.
+
+Ray's OptunaSearch writes its study to `results/<name>/study.journal` (an Optuna
+JournalStorage file), named after the experiment. Anything Optuna offers can then
+open a search, while it runs or after, without fersearch:
+
+    optuna-dashboard results/<name>/study.journal
+    optuna.load_study(study_name="<name>", storage=JournalStorage(JournalFileBackend("results/<name>/study.journal")))
+
+Each study trial's value is the trial's best val_acc so far (trials report a running
+`best_val_acc`, SEARCH_METRIC): a trial ASHA stops is told with its best, not its
+last epoch, and equals trials.csv's best_val_acc. Its params carry the space's
+declared distributions (what importance analysis and the plots need).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .experiment import read_meta
+
+if TYPE_CHECKING:
+    from .spaces import Space
+
+STUDY_FILE = "study.journal"
+SEARCH_METRIC, MODE = "best_val_acc", "max"
+
+
+def storage(exp_dir: str | os.PathLike) -> Any:
+    """The experiment's Optuna storage: a JournalStorage on <exp_dir>/study.journal (created if missing)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    # Absolute: Ray pickles the searcher with its storage, and a resumed search may run from another cwd.
+    return JournalStorage(JournalFileBackend(str(Path(exp_dir).resolve() / STUDY_FILE)))
+
+
+def study_name(meta_or_name: Mapping[str, Any] | str) -> str:
+    """The study's name: the experiment's name (from its fersearch.json, or given)."""
+    return meta_or_name if isinstance(meta_or_name, str) else str(meta_or_name["name"])
+
+
+def load_study(exp_dir: str | os.PathLike) -> Any:
+    """The experiment's optuna.Study, or None when it has no study.journal (searches before
+    the study was kept)."""
+    import optuna
+
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / STUDY_FILE).is_file():
+        return None
+    return optuna.load_study(study_name=study_name(read_meta(exp_dir)), storage=storage(exp_dir))
+
+
+def close_study(exp_dir: str | os.PathLike) -> int:
+    """After a search has run every trial: fail the study trials still RUNNING, which no one
+    will ever tell (asked just before a crash, after Ray's last snapshot, so the resumed
+    searcher never knew them). Returns how many. Nothing to do without a study.journal."""
+    import optuna
+
+    study = load_study(exp_dir)
+    if study is None:
+        return 0
+    lost = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in lost:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(lost)
+
+
+def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str) -> Any:
+    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if sampler == "random":
+        ot_sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        # TPE's default of 10 random start-up trials would make a short search purely random.
+        ot_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3)))
+    return OptunaSearch(space=space.fn, metric=SEARCH_METRIC, mode=MODE, sampler=ot_sampler,
+                   points_to_evaluate=[dict(p) for p in space.points] or None,
+                   storage=storage(exp_dir), study_name=study_name(name))

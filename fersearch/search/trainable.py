@@ -1,0 +1,77 @@
+"""The Ray trainable: a thin adapter that runs `fersearch.train.fit` on one trial's config.
+
+fit knows nothing of Ray; this module gives it the trial's config (TrialSettings
++ the sampled values), a device, the checkpoint to continue from, and an
+`on_epoch` that reports each epoch's metrics and a checkpoint to Tune.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import TrainConfig
+from .resources import Resources
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything a trial needs besides its sampled config (shipped once via with_parameters)."""
+
+    base: TrainConfig
+    max_epochs: int
+    threads: int
+    experiment: str
+
+    def train_config(self, config: dict[str, Any]) -> TrainConfig:
+        """A trial's full TrainConfig: the space's values on the base, epochs = --max-epochs."""
+        return TrainConfig.from_dict({**config, "epochs": self.max_epochs}, base=self.base)
+
+
+def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings | None = None) -> None:
+    """One trial: fit(config) on the shared data, reporting metrics + a checkpoint every epoch."""
+    import ray
+    import torch
+    from ray import tune
+
+    from ..train.loop import fit
+    from .gauges import TrialGauges
+
+    # Ray logs every persisted checkpoint at INFO from the worker; one per epoch is noise.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    cfg = settings.train_config(config)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:  # a retry after a failure, or a resumed search: continue where the trial was
+        with checkpoint.as_directory() as d:
+            # Tensors and plain data only: a tampered checkpoint cannot run code here.
+            resume = torch.load(Path(d) / "state.pt", weights_only=True)
+    gpu_ids = ray.get_gpu_ids()
+    # CUDA only when Ray gave this trial a GPU and it is real (logical GPUs from
+    # ray.init(num_gpus=N) on a GPU-less machine still train on the CPU).
+    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    where = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)), "device": device}
+    gauges = TrialGauges(settings.experiment, tune.get_context().get_trial_id())
+
+    def on_epoch(metrics: dict[str, Any], state: Callable[[], dict]) -> None:
+        # metrics carry best_val_acc (the running best): the Optuna study's value for the trial
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state(), Path(d) / "state.pt")
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+        gauges.update(metrics)
+
+    fit(cfg, data, on_epoch=on_epoch, resume=resume, device=device, threads=settings.threads)
+
+
+def trainable(data: Any, plan: Resources, settings: TrialSettings) -> Any:
+    """run_trial with the data (once, through Ray's object store) and the plan's resources."""
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings), plan.ray_request())
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"

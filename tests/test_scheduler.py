@@ -1,0 +1,157 @@
+"""NoiseAwareASHA: never stops a trial on a gap the validation set cannot resolve.
+
+Crafted sequences of reported results, fed straight to the scheduler (no training,
+no Ray cluster); every case is also checked against plain ASHA, which does stop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from fersearch.search.scheduler import NoiseAwareASHA, NoiseRule, accuracy_se, majority_rate
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+_IDS = itertools.count()
+
+
+@dataclass(frozen=True)
+class FakeTrial:
+    trial_id: str
+
+
+def make(n_val=600, majority=0.25, **kw):
+    kw = {"metric": "val_acc", "mode": "max", "max_t": 10, "grace_period": 1, "reduction_factor": 3, **kw}
+    return NoiseAwareASHA(n_val=n_val, majority=majority, **kw), ASHAScheduler(**kw)
+
+
+def feed(scheduler, values, iteration=1, metric="val_acc"):
+    """Report one value per new trial at `iteration`; the actions, in order."""
+    actions = []
+    for value in values:
+        trial = FakeTrial(f"t{next(_IDS)}")
+        scheduler.on_trial_add(None, trial)
+        actions.append(scheduler.on_trial_result(None, trial, {"training_iteration": iteration, metric: value}))
+    return actions
+
+
+def test_standard_error_of_an_accuracy():
+    assert accuracy_se(0.5, 600) == pytest.approx(0.0204, abs=1e-4)
+    assert accuracy_se(0.25, 600) == pytest.approx(0.0177, abs=1e-4)
+    assert accuracy_se(0.0, 600) == 0 and accuracy_se(1.2, 10) == 0  # clipped to [0, 1]
+    assert majority_rate(np.array([0, 1, 1, 1, -1])) == 0.75
+
+
+def test_everyone_at_the_majority_rate_stops_nobody():
+    """Issue 10's run: at epoch 1 every trial sat at 0.208-0.217; ASHA stopped 9 of 16 there."""
+    values = [0.212, 0.215, 0.208, 0.217, 0.210, 0.213, 0.209, 0.216, 0.211, 0.214, 0.208, 0.212]
+    ours, asha = make(majority=0.215)
+    asha_stops = feed(asha, values).count(STOP)
+    assert asha_stops >= 4
+    assert feed(ours, values) == [CONTINUE] * len(values)
+    assert {d["reason"] for d in ours.decisions} <= {"few", "above", "flat"}
+    assert ours.summary()["held"] == asha_stops  # each of ASHA's stops shows up as a hold
+
+
+def test_second_trial_is_never_judged_against_the_first_alone():
+    ours, asha = make()
+    assert feed(asha, [0.60, 0.30]) == [CONTINUE, STOP]  # ASHA: one value is enough to stop on
+    assert feed(ours, [0.60, 0.30]) == [CONTINUE, CONTINUE]
+    assert [d["reason"] for d in ours.decisions] == ["few", "few"]
+
+
+def test_a_clear_gap_stops_and_a_gap_within_noise_does_not():
+    ours, _ = make()  # n_val 600: z * SE of a difference near 0.5 is about 0.058
+    assert feed(ours, [0.50, 0.56, 0.62]) == [CONTINUE] * 3
+    assert feed(ours, [0.55, 0.46]) == [CONTINUE, STOP]  # cutoffs 0.58, then 0.56
+    close, stop = ours.decisions[-2:]
+    assert (close["reason"], stop["reason"]) == ("close", "stop")
+    assert close["cutoff"] == pytest.approx(0.58) and stop["cutoff"] == pytest.approx(0.56)
+    assert close["asha_would_stop"] and stop["asha_would_stop"]
+    assert close["cutoff"] - close["value"] <= close["margin"]
+    assert stop["cutoff"] - stop["value"] > stop["margin"] > 0.05
+
+
+def test_the_margin_shrinks_with_a_bigger_validation_set():
+    values = [0.50, 0.56, 0.62, 0.53]  # the last is 0.05 below the cutoff, 0.58
+    assert feed(make(n_val=600)[0], values)[-1] == CONTINUE
+    assert feed(make(n_val=20_000)[0], values)[-1] == STOP
+
+
+def test_flat_rung_holds_even_a_clearly_lower_trial():
+    """Values compared with are ties: the cutoff is a pick among them, so the rung ranks nobody yet."""
+    ours, asha = make(majority=None)
+    values = [0.40, 0.41, 0.405, 0.30]
+    assert feed(asha, values)[-1] == STOP
+    assert feed(ours, values)[-1] == CONTINUE
+    assert ours.decisions[-1]["reason"] == "flat"
+
+
+def test_trial_and_cutoff_near_the_majority_rate_hold():
+    ours, asha = make(majority=0.25)  # clearly above majority: > 0.25 + 2 * 0.0177 = 0.285
+    values = [0.22, 0.28, 0.27, 0.19]  # spread 0.06 is beyond noise, but nobody has learned yet
+    assert feed(asha, values)[-1] == STOP
+    assert feed(ours, values)[-1] == CONTINUE
+    assert ours.decisions[-1]["reason"] == "majority"
+    # Once the cutoff is clearly above the majority rate, a trial stuck there is stopped.
+    ours, _ = make(majority=0.25)
+    assert feed(ours, [0.45, 0.50, 0.55, 0.25]) == [CONTINUE] * 3 + [STOP]
+
+
+def test_later_rungs_are_judged_on_their_own_values():
+    ours, _ = make()
+    trials = [FakeTrial(f"t{i}") for i in range(4)]
+    for t in trials:
+        ours.on_trial_add(None, t)
+    # rung 1: all tied near the majority rate: nobody stops
+    for t, v in zip(trials, (0.25, 0.26, 0.25, 0.24)):
+        assert ours.on_trial_result(None, t, {"training_iteration": 1, "val_acc": v}) == CONTINUE
+    # rung 3: three have learned, the last has not
+    actions = [ours.on_trial_result(None, t, {"training_iteration": 3, "val_acc": v})
+               for t, v in zip(trials, (0.50, 0.62, 0.58, 0.26))]
+    assert actions == [CONTINUE] * 3 + [STOP]
+    assert [d["rung"] for d in ours.decisions] == [1] * 4 + [3] * 4
+    assert ours.decisions[-1]["reason"] == "stop"
+
+
+def test_mode_min_reads_error_rates():
+    ours = NoiseAwareASHA(n_val=600, majority=0.25, metric="val_err", mode="min", max_t=10, reduction_factor=3)
+    assert feed(ours, [0.50, 0.44, 0.38, 0.47], metric="val_err")[-1] == CONTINUE  # 0.05 worse: noise
+    assert feed(ours, [0.60], metric="val_err") == [STOP]
+    assert ours.decisions[-1]["reason"] == "stop" and ours.decisions[-1]["cutoff"] < 0.5
+
+
+def test_mode_from_tune_config_and_values_outside_0_1_are_refused():
+    ours = NoiseAwareASHA(n_val=600, max_t=10)
+    assert ours.set_search_properties("val_loss", "min")
+    with pytest.raises(ValueError, match=r"accuracy or error rate in \[0, 1\]"):
+        feed(ours, [1.9, 1.8, 1.7], metric="val_loss")
+    with pytest.raises(ValueError, match="n_val"):
+        NoiseRule(0)
+
+
+def test_completion_fills_the_rung_silently_and_state_pickles(tmp_path):
+    ours, _ = make()
+    trial = FakeTrial("done")
+    ours.on_trial_add(None, trial)
+    ours.on_trial_complete(None, trial, {"training_iteration": 1, "val_acc": 0.5})
+    assert ours.decisions == [] and list(ours._brackets[0]._rungs[-1][1].values()) == [0.5]
+    feed(ours, [0.6, 0.55])
+    ours.save(str(tmp_path / "s.pkl"))
+    again, _ = make()
+    again.restore(str(tmp_path / "s.pkl"))
+    assert again.decisions == ours.decisions
+    assert again._brackets[0].decisions is again.decisions  # still one shared log after a restore
+    assert pickle.loads(pickle.dumps(again.rule)).n_val == 600
+
+
+def test_max_t_still_stops_and_nan_is_kept():
+    ours, _ = make()
+    assert feed(ours, [0.5], iteration=10) == [STOP]
+    assert feed(ours, [float("nan")], iteration=1) == [CONTINUE]
+    assert ours.decisions[-1]["reason"] == "no value"
