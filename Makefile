@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TRIALS ?= 8
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-search clean
 
 install: $(VENV)/.installed
 
@@ -28,8 +28,12 @@ test: install  ## the whole test suite (unit + slow end-to-end)
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+bench: install  ## the benchmarks that take minutes (bench_search in its --quick form)
+	@for b in bench_data bench_train bench_state bench_tune; do echo "== $$b"; $(BIN)/python benchmarks/$$b.py; done
+	@echo "== bench_search --quick"; $(BIN)/python benchmarks/bench_search.py --quick
+
+bench-search: install  ## issue 10's full comparison: 2 data sets x 3 seeds (hours on 2 CPU cores)
+	$(BIN)/python benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from .errors import FersearchError
+from .search.guard import full_disk_error
 from .search.options import cli_signature, from_cli
 
 
@@ -26,6 +27,12 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except FersearchError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as e:  # a full disk is no bug of fersearch's: say so in one line
+            full = full_disk_error(e)
+            if full is None:
+                raise
+            typer.echo(f"error: {full}", err=True)
             raise typer.Exit(1) from None
 
 
@@ -169,6 +176,12 @@ def tune_cmd(**settings) -> None:
     result = tune(from_cli(settings))
     for line in result.summary():
         typer.echo(line)
+    if result.best and not result.interrupted:  # the rules live in report/ (search/ cannot import it)
+        from .report.best import best
+        from .report.console import diagnosis_lines
+
+        for line in diagnosis_lines(best(result.path).analysis.diagnoses):
+            typer.echo(line)
     if result.interrupted:
         raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
 

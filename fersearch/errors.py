@@ -28,3 +28,7 @@ class ModelFileError(FersearchError):
 
 class ResourceError(FersearchError):
     """Requested CPUs/GPUs/cluster are not available."""
+
+
+class ResultsError(FersearchError):
+    """The results location cannot take a search: missing, not writable, full, or in use by another search."""

@@ -1,8 +1,10 @@
 """Files and provenance: the one atomic writer, JSON, hashes, versions, the command line.
 
-Every result file goes through `atomic_write` (temp file beside the target, then
-rename), so a reader never sees half a file and a crash mid-write never destroys
-the previous version. Every result directory records what made it (`versions`,
+Every result file goes through `atomic_write` (temp file beside the target, synced,
+then renamed over it), so a reader never sees half a file and a crash mid-write, a
+full disk or a power cut never destroys the previous version. Files that only grow
+(history.csv, the Optuna journal) are appended a line at a time; `cut_torn_tail`
+removes a torn last line before more is appended. Every result directory records what made it (`versions`,
 `command_line`, `file_sha256`).
 """
 
@@ -37,10 +39,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give results the usual permissions
+        _fsync(tmp)  # the data on disk before the name: a power cut cannot leave an empty file behind it
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except OSError:
+        if directory:  # some filesystems cannot open a directory for syncing; the rename still holds
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def cut_torn_tail(path: str | os.PathLike) -> None:
+    """Cut a torn last line (a crash or full disk in the middle of an append) from a file that is
+    appended a line at a time, so the next append starts a line of its own. No file: nothing."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)  # no newline at all: even the first line is torn
+    except FileNotFoundError:
+        pass
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[IO], Any]) -> Path:

@@ -119,3 +119,18 @@ def evaluated_experiment(tmp_path_factory, tuned_experiment):
     assert res.exit_code == 0, res.output
     (project / "best_evaluate.out").write_text(res.stdout)
     return exp
+
+
+# ---- bad input / reliability fixtures (issue 11) ----------------------------
+@pytest.fixture
+def ray_never_started(monkeypatch):
+    """ray.init fails the test if called: for mistakes that must be answered before Ray starts."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(a) or (_ for _ in ()).throw(
+        AssertionError("ray.init called for a mistake seen without Ray")))
+    yield started
+    assert not started

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from fersearch.search.scheduler import NoiseAwareASHA, NoiseRule, accuracy_se, majority_rate
+from fersearch.search.scheduler import (
+    NoiseAwareASHA,
+    NoiseRule,
+    accuracy_se,
+    majority_rate,
+)
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 _IDS = itertools.count()
@@ -155,3 +160,111 @@ def test_max_t_still_stops_and_nan_is_kept():
     assert feed(ours, [0.5], iteration=10) == [STOP]
     assert feed(ours, [float("nan")], iteration=1) == [CONTINUE]
     assert ours.decisions[-1]["reason"] == "no value"
+
+
+def test_decisions_go_to_the_log_file_and_a_resumed_scheduler_reads_them_back(tmp_path):
+    """Ray does not save a scheduler's state: a resumed search gets it as built, so it rebuilds
+    its rungs (and its log) from scheduler.jsonl before the first decision."""
+    from fersearch.search.scheduler import DECISIONS_FILE, read_decisions
+
+    log = tmp_path / DECISIONS_FILE
+    first = NoiseAwareASHA(n_val=600, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
+                           grace_period=1, reduction_factor=3)
+    fresh = pickle.dumps(first)  # what tuner.pkl holds: the scheduler before any trial
+    assert feed(first, [0.50, 0.56, 0.62]) == [CONTINUE] * 3
+    assert read_decisions(tmp_path) == first.decisions and len(first.decisions) == 3
+    resumed = pickle.loads(fresh)
+    assert feed(resumed, [0.46]) == [STOP]  # judged against the three values logged before
+    assert resumed.decisions[-1]["compared"] == 3 and len(resumed.decisions) == 4
+    assert read_decisions(log) == resumed.decisions  # appended, nothing written twice
+    with open(log, "a") as f:
+        f.write('{"trial_id": "torn", "ru')  # a crash in the middle of an append
+    assert len(read_decisions(log)) == 4
+    assert read_decisions(tmp_path / "nothing") == []
+
+
+# ------------------------------------------------------------------ the loss decides where val_acc cannot
+def feed_pairs(scheduler, pairs, iteration=1):
+    """Report (val_acc, val_loss) once per new trial at `iteration`; the actions, in order."""
+    actions = []
+    for value, loss in pairs:
+        trial = FakeTrial(f"t{next(_IDS)}")
+        scheduler.on_trial_add(None, trial)
+        actions.append(scheduler.on_trial_result(None, trial, {"training_iteration": iteration, "val_acc": value,
+                                                               "val_loss": loss}))
+    return actions
+
+
+LEARNERS = [(0.25, 1.60), (0.25, 1.62), (0.25, 1.64), (0.25, 1.66)]  # hard data, epoch 2: accuracy says nothing yet
+
+
+def test_loss_stops_a_clearly_worse_trial_where_accuracies_tie_at_the_majority_rate():
+    ours, asha = make(n_val=400)
+    assert feed(asha, [v for v, _ in LEARNERS] + [0.25])[-1] == CONTINUE  # a tie: plain ASHA keeps it too
+    margin = 2 * 0.6 * (2 / 400) ** 0.5  # z * loss_sd * sqrt(2 / n_val): 0.085 nats
+    assert ours.rule.loss_margin() == pytest.approx(margin)
+    assert feed_pairs(ours, LEARNERS + [(0.25, 1.85)]) == [CONTINUE] * 4 + [STOP]
+    stop = ours.decisions[-1]
+    assert (stop["reason"], stop["metric"], stop["action"]) == ("loss", "val_loss", STOP)
+    assert stop["loss_cutoff"] == pytest.approx(np.percentile([1.60, 1.62, 1.64, 1.66], 100 / 3))
+    assert stop["loss"] - stop["loss_cutoff"] > stop["loss_margin"] == pytest.approx(margin)
+    assert not stop["asha_would_stop"]  # on val_acc it is a tie
+    assert all(d["metric"] == "val_acc" for d in ours.decisions[:-1])  # the keeps were decided on val_acc
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.04, 0.08])
+def test_loss_within_noise_of_the_cutoff_never_stops(gap):
+    ours, _ = make(n_val=400)
+    cut = float(np.percentile([1.60, 1.62, 1.64, 1.66], 100 / 3))
+    assert feed_pairs(ours, LEARNERS + [(0.25, cut + gap)])[-1] == CONTINUE
+    keep = ours.decisions[-1]
+    assert keep["metric"] == "val_acc" and keep["reason"] in ("above", "flat", "majority", "close")
+    assert keep["loss"] - keep["loss_cutoff"] <= keep["loss_margin"]
+
+
+def test_loss_never_overrules_a_clearly_better_accuracy_and_can_be_turned_off():
+    ours, _ = make(n_val=400)  # 0.40 is clearly above the cutoff (0.25): its poor loss does not count
+    assert feed_pairs(ours, LEARNERS + [(0.40, 2.10)])[-1] == CONTINUE
+    assert ours.decisions[-1]["reason"] == "above" and ours.decisions[-1]["loss_margin"] is None  # not asked
+    accuracy_only = NoiseAwareASHA(n_val=400, majority=0.25, loss_sd=None, metric="val_acc", mode="max", max_t=10,
+                                   reduction_factor=3)
+    assert feed_pairs(accuracy_only, LEARNERS + [(0.25, 1.85)])[-1] == CONTINUE
+    assert accuracy_only.decisions[-1]["reason"] == "above"
+    no_loss, _ = make(n_val=400)  # a trainable that reports no loss: accuracy only
+    assert feed(no_loss, [0.25] * 5) == [CONTINUE] * 5
+    with pytest.raises(ValueError, match="loss_sd"):
+        NoiseRule(400, loss_sd=0)
+
+
+def test_every_stop_is_clear_on_the_metric_that_decided():
+    """Random rungs of (accuracy, loss) pairs: a stop is beyond the noise of the metric the log names,
+    and a rung whose accuracies and losses all lie within noise stops nobody."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ours, _ = make(n_val=400, reduction_factor=float(rng.choice([2, 3, 4])))
+        k = int(rng.integers(3, 12))
+        accs = np.clip(0.25 + rng.choice([0, 0.15], k) * rng.random(k), 0, 1)
+        losses = 1.85 - 0.4 * rng.random(k) * (accs > 0.26) + 0.05 * rng.random(k)
+        feed_pairs(ours, zip(accs, losses))
+        for d in ours.decisions:
+            if d["action"] == STOP and d["metric"] == "val_acc":
+                assert d["reason"] == "stop" and d["cutoff"] - d["value"] > d["margin"]
+            elif d["action"] == STOP:
+                assert d["reason"] == "loss" and d["loss"] - d["loss_cutoff"] > d["loss_margin"]
+                assert d["value"] - d["cutoff"] <= d["margin"]  # accuracy could not tell it apart
+    tight, _ = make(n_val=400)
+    pairs = [(0.25, 1.80 + 0.08 * x) for x in rng.random(12)]  # losses within 0.08 < 0.085 of one another
+    assert feed_pairs(tight, pairs) == [CONTINUE] * 12
+
+
+def test_a_resumed_scheduler_reads_the_losses_back(tmp_path):
+    from fersearch.search.scheduler import DECISIONS_FILE
+
+    kw = {"n_val": 400, "majority": 0.25, "log_path": tmp_path / DECISIONS_FILE, "metric": "val_acc", "mode": "max",
+          "max_t": 10, "grace_period": 1, "reduction_factor": 3}
+    first = NoiseAwareASHA(**kw)
+    fresh = pickle.dumps(first)
+    assert feed_pairs(first, LEARNERS) == [CONTINUE] * 4
+    resumed = pickle.loads(fresh)
+    assert feed_pairs(resumed, [(0.25, 1.85)]) == [STOP]
+    assert resumed.decisions[-1]["reason"] == "loss" and resumed.decisions[-1]["compared"] == 4

@@ -87,7 +87,7 @@ def test_statuses_retries_files_and_reload(tmp_path):
         state.add(tid, CFG, {"lr": 0.01})
     state.add("a", "other", {"lr": 9})  # Tune shows a known trial again: left as it is
     assert state.rows["a"]["config_json"] == CFG and state.counts() == {
-        "pending": 3, "running": 0, "completed": 0, "stopped": 0, "failed": 0, "not_started": 1}
+        "pending": 3, "running": 0, "completed": 0, "stopped": 0, "failed": 0, "diverged": 0, "not_started": 1}
     for tid, m, done in (("a", metrics(1, 0.3), False), ("a", metrics(2, 0.5), False),
                          ("a", metrics(3, 0.4), True),  # ASHA says stop at max_t: ran to the end
                          ("b", metrics(1, 0.2), True),  # stopped at the first rung
@@ -264,7 +264,8 @@ def test_status_summarises_a_handwritten_running_experiment(in_tmp):
                            planned=6)
     s = experiment_status(exp)
     assert s["state"] == "running"  # unfinished trials, files just written
-    assert s["counts"] == {"pending": 0, "running": 1, "completed": 1, "stopped": 1, "failed": 1, "not_started": 2}
+    assert s["counts"] == {"pending": 0, "running": 1, "completed": 1, "stopped": 1, "failed": 1, "diverged": 0,
+                           "not_started": 2}
     assert s["best"]["trial_id"] == "t3" and s["best"]["params"] == {"filters_1": 32, "filters_2": 16, "lr": 0.004}
     assert [t["trial_id"] for t in s["trials"]] == ["t3", "t2", "t1", "t0"]  # best first
     assert s["epochs_run"] == 3 + 1 + 2 + 2

@@ -26,6 +26,7 @@ import pandas as pd
 from ..config import TrainConfig
 from ..fmt import first_line, missing, num, plain
 from ..search.experiment import PARAM_PREFIX, param_columns, trial_config
+from .diagnose import diagnose
 
 METRIC = "best_val_acc"
 # Fields that say how a run is executed, not which model/training it is: a trial with the
@@ -70,6 +71,8 @@ class SearchAnalysis:
     rungs: list[int]  # ASHA milestones (epochs) when the scheduler was ASHA
     distributions: dict[str, Any] = field(default_factory=dict)  # declared by the space (from the study)
     study: Any = None  # the search's optuna.Study, None for a search that saved none
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
+    diagnoses: list[Any] = field(default_factory=list)  # diagnose.Diagnosis: what to change, flag named
 
     def top(self, n: int = 5) -> pd.DataFrame:
         return top_table(self.trials, self.params, n)
@@ -84,13 +87,15 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     if len(history):
         per = history.groupby("trial_id")["val_acc"]
-        best_epoch = history.loc[per.idxmax().dropna()].set_index("trial_id")["epoch"]
+        measured = history[history["val_acc"].notna()]  # a diverged trial's last epoch has no val_acc
+        best_epoch = history.loc[measured.groupby("trial_id")["val_acc"].idxmax()].set_index("trial_id")["epoch"]
         ids = df["trial_id"]
         df[METRIC] = df[METRIC].fillna(ids.map(per.max()).astype(float))
         df["best_epoch"] = df["best_epoch"].fillna(ids.map(best_epoch).astype(float))
         df["epochs"] = df["epochs"].where(df["epochs"] > 0, ids.map(per.count()).astype(float))
     df[METRIC] = pd.to_numeric(df[METRIC], errors="coerce")
     df = df.sort_values(METRIC, ascending=False, na_position="last", kind="stable")
+    df = df.sort_values("status", key=lambda s: s == "diverged", kind="stable")  # never first: never the best
     return df.reset_index(drop=True)
 
 
@@ -112,25 +117,28 @@ def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFra
 
 # ---------------------------------------------------------------- analysis
 def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], study: Any = None,
-            importance: bool = True) -> SearchAnalysis:
+            importance: bool = True, decisions: list[dict[str, Any]] | None = None) -> SearchAnalysis:
     """Everything the report says about the search. `study`: the search's optuna.Study (its
     declared distributions and trial values), None when the search saved none.
     `importance=False` skips Optuna's importance estimates (the slow part), e.g. for a quick
-    `fersearch best`."""
+    `fersearch best`. `decisions`: the scheduler's log (noise.read_decisions), for the diagnoses."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
-    scored = ranked[ranked[METRIC].notna()]
+    scored = ranked[ranked[METRIC].notna() & (ranked["status"] != "diverged")]
     best_id = str(scored.iloc[0]["trial_id"]) if len(scored) else None
     counts = {s: int((ranked["status"] == s).sum()) for s in ranked["status"].unique()}
     dists = declared_distributions(study)
     boundaries = find_boundaries(scored, params, dists) if best_id else []
     importance, note = param_importance(study) if importance else ({}, "importance not computed")
+    seed_trial = find_seed_trial(ranked)
+    decisions = list(decisions or [])
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
         diverged=diverged_trials(history), boundaries=boundaries,
         boundary_basis="declared" if dists else "tried", importance=importance, importance_note=note,
-        seed_trial=find_seed_trial(ranked), rungs=asha_rungs(meta), distributions=dists, study=study,
+        seed_trial=seed_trial, rungs=asha_rungs(meta), distributions=dists, study=study, decisions=decisions,
+        diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial),
     )
 
 

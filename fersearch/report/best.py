@@ -59,6 +59,7 @@ class BestTrial:
             "params": self.params, "config": self.config.to_dict(), "counts": self.analysis.counts,
             "in_progress": self.in_progress, "unfinished": self.unfinished,
             "top": [{k: json_value(v) for k, v in r.items()} for r in top.to_dict("records")],
+            "diagnoses": [{"kind": d.kind, "message": d.message, "flag": d.flag} for d in self.analysis.diagnoses],
         }
 
 
@@ -68,12 +69,17 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
     best validation accuracy over its epochs. Works while the search runs: it uses every
     trial that has reported at least one epoch. `importance=True` adds Optuna's
     hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does)."""
+    from ..search.noise import read_decisions
     from ..search.study import load_study
 
     exp = resolve_experiment(experiment, results)
     meta = read_meta(exp)
     trials = read_trials(exp)
-    analysis = an.analyze(trials, read_history(exp), meta, load_study(exp), importance=importance)
+    analysis = an.analyze(trials, read_history(exp), meta, load_study(exp), importance=importance,
+                          decisions=read_decisions(exp))
+    if analysis.best_trial is None and analysis.counts.get("diverged"):
+        raise ExperimentError(f"{exp}: every trial that reported diverged ({analysis.counts['diverged']}, non-finite "
+                              "training loss); narrow the space's learning-rate range and search again")
     if analysis.best_trial is None:
         raise ExperimentError(f"{exp}: no trial has reported a validation accuracy yet ({len(trials)} trials listed); "
                               "wait for the first epochs (`fersearch status`) and try again")

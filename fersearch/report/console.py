@@ -35,7 +35,13 @@ def format_best(bt: Any, n: int = 5) -> str:
     changes = ", ".join(f"{k} {num(old, 4)} -> {num(new, 4)}" for k, (old, new) in config_diff(bt.config).items())
     lines.append("differs from the seed CNN: " + (changes or "nothing (it is the seed configuration)"))
     lines += ["", f"top {min(n, len(a.trials))} trials by best val_acc:", format_table(bt.top(n))]
+    lines += diagnosis_lines(a.diagnoses)
     return "\n".join(lines)
+
+
+def diagnosis_lines(diagnoses: Sequence[Any]) -> list[str]:
+    """The search's diagnoses (report.diagnose), one bullet each, after a blank line and a title."""
+    return ["", "what the search saw:", *(f"  - {d.message}" for d in diagnoses)] if diagnoses else []
 
 
 def _figures(m: dict[str, Any]) -> str:

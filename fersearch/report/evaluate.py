@@ -52,7 +52,7 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
     a = bt.analysis
     if not a.importance:
-        bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study)
+        bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study, decisions=a.decisions)
     fer, images, labels = prepare_data(bt.meta, data, split, log, experiment=bt.experiment)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()

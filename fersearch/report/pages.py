@@ -122,8 +122,14 @@ def search_summary(ctx: ReportContext) -> list[str]:
     else:
         out.append(f"Boundary check against {basis}: no best value sits on a boundary.")
     if a.rungs:
-        out.append(f"ASHA rungs at epochs {', '.join(map(str, a.rungs))}: trials below the top share there were stopped.")
+        out.append(f"ASHA rungs at epochs {', '.join(map(str, a.rungs))}: trials clearly below the top share there "
+                   "(beyond the noise of the validation split) were stopped.")
     return out
+
+
+def diagnosis_table(a: Any) -> pd.DataFrame:
+    """The search's diagnoses (report.diagnose): what it saw and the flag to change."""
+    return pd.DataFrame([{"diagnosis": d.message, "flag": d.flag or ""} for d in a.diagnoses])
 
 
 # ---------------------------------------------------------------- tables (pandas frames)
@@ -258,6 +264,8 @@ def _html_search(ctx: ReportContext) -> list[str]:
     out = ["<h2>Search analysis</h2>"]
     out += [f"<p{' class=warn' if s.startswith('Boundary check') and a.boundaries else ''}>{e(s)}</p>"
             for s in search_summary(ctx)]
+    if a.diagnoses:
+        out.append("<h3>What the search saw</h3>" + html_table(diagnosis_table(a), "diagnoses", css="text"))
     out.append("<h3>Top trials</h3>" + html_table(a.top(10), "top", highlight_first=True))
     out.append(_img(ctx, "Validation accuracy against each hyperparameter"))
     out.append(_img(ctx, "Validation accuracy per epoch, every trial"))
@@ -290,6 +298,8 @@ def render_markdown(ctx: ReportContext) -> str:
     a = ctx.analysis
     if a is not None:
         lines += ["## Search analysis", ""] + [f"- {s}" for s in search_summary(ctx)]
+        if a.diagnoses:
+            lines += ["", "### What the search saw", "", md_table(diagnosis_table(a))]
         lines += ["", "### Top trials", "", md_table(a.top(10)), ""]
         for title in ("Validation accuracy against each hyperparameter", "Validation accuracy per epoch, every trial",
                       "Hyperparameter importance"):

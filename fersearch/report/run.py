@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import TrainConfig
-from ..errors import ExperimentError
+from ..errors import ConfigError, ExperimentError
 from ..fmt import acc, plural
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ def format_summary(summary: dict) -> str:
     stop = f", stopped early after {epochs}" if summary["stopped_early"] else f" of {epochs}"
     return (f"best val_acc {acc(summary['val_acc'])} at epoch {summary['best_epoch']}{stop} "
             f"({summary['train_time_s']:.0f}s, {summary['images_per_s']:,.0f} img/s on {summary['device']}, "
-            f"{summary['precision']})\nwrote {summary['out']}/: {' '.join(RUN_FILES)}")
+            f"{summary['precision']})\n" + (f"diverged: {summary['diverged']}\n" if summary.get("diverged") else "")
+            + f"wrote {summary['out']}/: {' '.join(RUN_FILES)}")
 
 
 def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None, *, command: str = "",
@@ -81,12 +82,15 @@ def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None,
         atomic_write(out / "history.csv", history_csv(history))
 
     result = fit(cfg, data, on_epoch=on_epoch, threads=threads, progress=progress)
+    if result.diverged and not result.best_epoch:  # no epoch with finite weights: no model to save
+        raise ConfigError(f"training diverged: {result.diverged} (e.g. --set lr={cfg.lr / 10:g}); "
+                          f"its history is in {out}/history.csv")
     last = result.history[-1]
     summary = {
         "val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs": result.epochs,
         "last_val_acc": last["val_acc"], "val_loss": result.history[result.best_epoch - 1]["val_loss"],
         "stopped_early": result.stopped_early, "images_per_s": result.images_per_s,
-        "device": result.device, "precision": result.precision,
+        "device": result.device, "precision": result.precision, "diverged": result.diverged,
         "train_time_s": sum(h["epoch_time_s"] for h in result.history), "out": str(out),
     }
     save_model(out / "model.pt", result.model, cfg,

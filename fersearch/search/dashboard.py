@@ -104,7 +104,10 @@ def dashboard_lines(address: str | None = None) -> list[str]:
 def format_dashboard_lines(url: str | None, address: str | None, auth_on: bool) -> list[str]:
     """dashboard_lines from its facts (the URL, what was joined, whether the token is needed)."""
     where = f"Ray cluster {address}" if address else "local Ray"
-    if not url:
+    if not url and address:  # the cluster's head was started without one: fersearch cannot add it
+        return [f"{where}: the cluster runs no dashboard; to get one, start its head with "
+                f"`ray start --head --include-dashboard=true`"]
+    if not url:  # a local Ray asked for one: only missing packages stop it
         return [f"{where}: no dashboard (install ray[default] to get one)"]
     lines = [f"Ray dashboard ({where}): {url}"]
     head = _address_host(address)

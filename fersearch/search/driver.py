@@ -28,8 +28,10 @@ from . import experiment as ex
 from ..config import TrainConfig
 from ..errors import ExperimentError
 from ..fmt import num, plural, sig
-from ..io import command_line, timestamp, versions
-from .options import SearchOptions, api_signature
+from ..io import command_line, cut_torn_tail, timestamp, versions
+from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
+                    full_disk_error)
+from .options import SearchOptions, api_signature, safe_name
 from .resources import Resources, check_shared_storage, local_gpu_count, plan_resources, storage_location
 from .session import cluster_info, ray_env, ray_running, ray_session
 from .spaces import Space, load_space, quiet_optuna, space_from_function
@@ -71,12 +73,13 @@ class SearchResult:
         lines = [f"results: {self.path}",
                  f"trials: {len(self.trials)} of {self.meta.get('trials', '?')}: {c['completed']} completed, "
                  f"{c['stopped']} stopped early by ASHA, {c['failed']} failed"
+                 + (f", {c['diverged']} diverged (non-finite loss; never the best)" if c["diverged"] else "")
                  + (f", {unfinished} unfinished" if unfinished else "")]
         if self.best:
             params = ", ".join(f"{k[len(ex.PARAM_PREFIX):]}={sig(v)}" for k, v in self.best.items()
                                if k.startswith(ex.PARAM_PREFIX) and v is not None)
             lines.append(f"best: trial {self.best['trial_id']} val_acc {float(self.best['best_val_acc']):.4f} "
-                         f"(epoch {self.best['best_epoch']}) {params}")
+                         f"(epoch {int(self.best['best_epoch'])}) {params}")  # a float column when a row has none yet
         if unfinished:
             lines.append(f"interrupted: continue with `fersearch tune --name {name} --resume{results_flag}`")
         lines.append(f"next: fersearch best {name} --evaluate{results_flag}   "
@@ -102,6 +105,16 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
     local_root, storage = storage_location(opts.results)
     base = TrainConfig().replace(seed=opts.seed)
     exp_dir, meta, space = _open_experiment(opts, local_root, storage, base)
+    check_writable(local_root)  # missing, read-only or full: one line now, not a traceback once Ray runs
+    with experiment_lock(local_root, exp_dir.name):  # a second search of this name stops here, before Ray
+        return _search(opts, log, exp_dir, meta, space, local_root, storage, base)
+
+
+def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta: dict[str, Any] | None,
+            space: Space | None, local_root: Path, storage: str, base: TrainConfig) -> SearchResult:
+    """tune() once its experiment folder is checked and locked: data, Ray, the Tuner, the result."""
+    if not opts.resume:
+        _refuse_existing(exp_dir)  # made by a search that ended between the first check and the lock
     name = exp_dir.name
     if opts.gpus and opts.address is None and not ray_running():
         found = local_gpu_count()
@@ -122,6 +135,7 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
         for line in dashboard_lines(opts.address):
             log(line)
         if opts.resume:
+            reopen_study_journal(exp_dir)
             meta.setdefault("resumed", []).append({"at": timestamp(), "command": command_line(),
                                                    "options": opts.to_dict(), "resources": plan.as_dict()})
             ex.write_meta(exp_dir, meta)
@@ -139,9 +153,21 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
         with ray_env(), quiet_optuna():
             if opts.resume:  # the callbacks, searcher (with its study) and scheduler come back from Ray's state
                 tuner = _restore_tuner(fer, plan, trial_settings, meta, storage, name)
+                from . import recorder
+
+                recorder.LIVE = opts.verbose  # this run's -q, not the first run's
             else:
                 tuner = _new_tuner(space, fer, plan, trial_settings, meta, exp_dir, storage, opts.verbose)
-            tuner.fit()
+            try:
+                tuner.fit()
+            except Exception as e:  # a result file that could not be written: the disk filled up mid-search
+                full = full_disk_error(e, f"continue with `fersearch tune --name {name} --resume`")
+                if full is None:
+                    raise
+                raise full from None
+            finally:
+                if opts.resume:
+                    recorder.LIVE = None
         mark_unfinished(exp_dir)
         _record_end(exp_dir, time.time() - t0, opts.resume)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
@@ -175,6 +201,7 @@ def _open_experiment(opts: SearchOptions, local_root: Path, storage: str,
     """(experiment dir, its fersearch.json when resuming, the checked space when starting)."""
     if opts.resume:
         exp_dir = local_root / opts.name
+        check_inside(local_root, exp_dir)
         meta = _resumable_meta(exp_dir, storage, opts.name)
         given = _space(opts.space, base) if opts.space is not None else None
         if given is not None and given.sha256 != meta["space"]["sha256"]:
@@ -183,14 +210,19 @@ def _open_experiment(opts: SearchOptions, local_root: Path, storage: str,
         return exp_dir, meta, None  # the searcher, with its space, comes back from Ray's saved state
     space = _space(opts.space, base)
     exp_dir = local_root / (opts.name or _default_name(space.name, local_root))
-    if exp_dir.exists():
-        raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "
-                              f"or choose another --name (never overwritten)")
+    check_inside(local_root, exp_dir)
+    _refuse_existing(exp_dir)
     return exp_dir, None, space
 
 
+def _refuse_existing(exp_dir: Path) -> None:
+    if exp_dir.exists():
+        raise ExperimentError(f"{exp_dir} already exists; pass --resume to continue that search, "
+                              f"or choose another --name (never overwritten)")
+
+
 def _default_name(space_name: str, root: Path) -> str:
-    stem = f"{space_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{safe_name(space_name)}-{datetime.now():%Y%m%d-%H%M%S}"
     name, i = stem, 2
     while (root / name).exists():  # two searches started within the same second
         name, i = f"{stem}-{i}", i + 1
@@ -208,7 +240,19 @@ def _resumable_meta(exp_dir: Path, storage: str, name: str) -> dict[str, Any]:
     if not Tuner.can_restore(ray_dir):
         raise ExperimentError(f"--resume: {ray_dir} has no Ray experiment state to restore "
                               f"(the search stopped before Ray saved any); start a new search with another --name")
+    if "://" not in ray_dir:
+        check_ray_state(Path(ray_dir), name)
+        bridge_checkpoints(Path(ray_dir))
     return meta
+
+
+def reopen_study_journal(exp_dir: Path) -> None:
+    """Before a resumed search appends to study.journal again: cut a torn last line (a full disk
+    mid-append; Optuna would append after it and then fail to read the study), and remove the
+    journal lock of a search killed while it held it (Optuna would wait 30 s for it). Safe because
+    this search holds the experiment's own lock: no other search writes the journal."""
+    cut_torn_tail(exp_dir / STUDY_FILE)
+    (exp_dir / f"{STUDY_FILE}.lock").unlink(missing_ok=True)
 
 
 def _load_data(data: Any, meta: dict | None, log: Callable[[str], None]) -> Any:
@@ -248,13 +292,21 @@ def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
 
 
 # ------------------------------------------------------------------ the Tuner
-def _scheduler(meta: dict[str, Any]) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def _scheduler(meta: dict[str, Any], fer: Any, exp_dir: Path) -> Any:
+    """FIFO, or ASHA that never stops a trial on a gap within the validation split's noise
+    (scheduler.py), logging its decisions to <exp_dir>/scheduler.jsonl."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from .scheduler import DECISIONS_FILE, NoiseAwareASHA, majority_rate
 
     if meta["scheduler"] == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=meta["max_epochs"],
-                         grace_period=meta["grace_period"], reduction_factor=meta["reduction_factor"])
+    val = fer.labels[fer.split == 1]
+    # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
+    return NoiseAwareASHA(n_val=max(1, int((val >= 0).sum())), majority=majority_rate(val),
+                          log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
+                          metric=METRIC, mode=MODE, max_t=meta["max_epochs"], grace_period=meta["grace_period"],
+                          reduction_factor=meta["reduction_factor"])
 
 
 def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings, meta: dict[str, Any],
@@ -270,7 +322,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
         tune_config=tune.TuneConfig(
             search_alg=searcher(space, sampler=meta["sampler"], seed=meta["seed"], trials=meta["trials"],
                                 exp_dir=exp_dir, name=meta["name"]),
-            scheduler=_scheduler(meta),
+            scheduler=_scheduler(meta, fer, exp_dir),
             num_samples=meta["trials"],
             max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=trial_dirname,

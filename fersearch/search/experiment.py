@@ -32,7 +32,8 @@ TRIALS_FILE = "trials.csv"
 HISTORY_FILE = "history.csv"
 DEFAULT_RESULTS = "results"
 
-STATUSES = ("pending", "running", "completed", "stopped", "failed")
+# diverged: the trainer ended it at a non-finite training loss (the reason in `error`); never the best
+STATUSES = ("pending", "running", "completed", "stopped", "failed", "diverged")
 TRIAL_COLUMNS = (
     "trial_id", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc",
     "node", "gpu_ids", "error", "config_json",
@@ -162,8 +163,10 @@ def write_meta(exp: str | os.PathLike, meta: Mapping[str, Any]) -> None:
 
 
 def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
-    """The trial with the highest best_val_acc (the playbook judges a trial by its best value), or None."""
-    scored = trials[pd.to_numeric(trials["best_val_acc"], errors="coerce").notna()] if len(trials) else trials
+    """The trial with the highest best_val_acc (the playbook judges a trial by its best value), or None.
+    A diverged trial is never the best, whatever its epochs before the loss went non-finite."""
+    ok = pd.to_numeric(trials["best_val_acc"], errors="coerce").notna() & (trials["status"] != "diverged")
+    scored = trials[ok] if len(trials) else trials
     if not len(scored):
         return None
     return {k: json_value(v) for k, v in scored.loc[scored["best_val_acc"].astype(float).idxmax()].items()}

@@ -19,17 +19,19 @@ from typing import Any, TextIO
 
 from ..fmt import acc, clock
 
-LABELS = (("completed", "completed"), ("stopped", "stopped by ASHA"), ("failed", "FAILED"))
+LABELS = (("completed", "completed"), ("stopped", "stopped by ASHA"), ("failed", "FAILED"), ("diverged", "diverged"))
 
 
 # ------------------------------------------------------------------ the lines
 def status_line(state: Any, elapsed: float, width: int | None = None, final: bool = False) -> str:
     """Counts of the search's trials and its best so far, in one line."""
     c = state.counts()
-    ended = c["completed"] + c["stopped"] + c["failed"]
+    ended = c["completed"] + c["stopped"] + c["failed"] + c["diverged"]
     how = ", ".join(f"{c[k]} {label}" for k, label in LABELS if c[k])
     how = f" ({how})" if how else ""
-    if final:
+    if final and c["running"] + c["pending"]:  # Ctrl+C stopped it with trials unfinished: not "finished"
+        line = f"[{clock(elapsed)}] search interrupted: {ended}/{state.total} trials ended{how}"
+    elif final:
         line = f"[{clock(elapsed)}] search finished: {ended} trials{how}"
     else:
         waiting = max(0, state.total - ended - c["running"])
@@ -49,7 +51,8 @@ def end_line(state: Any, trial_id: str, elapsed: float) -> str:
     epochs = row["epochs"] or 0
     of = f"/{max_epochs}" if max_epochs else ""
     how = {"stopped": f"stopped by ASHA at epoch {epochs}{of}",
-           "failed": f"FAILED at epoch {epochs}{of}: {row['error']}"}.get(row["status"])
+           "failed": f"FAILED at epoch {epochs}{of}: {row['error']}",
+           "diverged": f"DIVERGED at epoch {epochs}{of}: {row['error']}"}.get(row["status"])
     if how is None:
         early = max_epochs and epochs < max_epochs
         how = f"completed {epochs}{of} epochs" + (" (early stopping)" if early else "")

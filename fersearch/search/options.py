@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -70,13 +71,22 @@ def _gpus_per_trial_check(v: float | None, o: SearchOptions) -> str | None:
     return None
 
 
+# Experiment names: a plain folder name in any shell and on any filesystem (no separators, no
+# "..", not hidden, not read as a flag), short enough to leave room for the files inside it.
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(text: str) -> str:
+    """`text` made a valid experiment name (a space's file name in a default name)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80].lstrip(".-")
+    return name or "search"
+
+
 def _name_check(v: str | None, o: SearchOptions) -> str | None:
-    if v is None:
+    if v is None or NAME_RE.fullmatch(v):
         return None
-    if not v or v in (".", "..") or "/" in v or "\\" in v or os.sep in v or v.startswith("."):
-        return (f"--name {v!r}: must be a plain directory name (no path separators, not hidden); "
-                f"put the parent directory in --results instead")
-    return None
+    return (f"--name {v!r}: must be a plain directory name: up to 100 letters, digits, '.', '_' and '-', "
+            f"not starting with '.' or '-' (no path separators; put any parent directory in --results)")
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,9 @@ class SearchOptions:
         check=lambda v, o: (f"--reduction-factor {v}: must be > 1 (ASHA keeps 1/R of trials per rung; 3 is usual)"
                             if not v > 1 else None))
     scheduler: str = setting(
-        "asha", "asha (stop weak trials early) or fifo (run all to the end).", cli=str,
+        "asha", "asha (stop trials clearly below the others at a rung, beyond the noise of the validation "
+        "split, on val_acc or, where val_acc ties, on val_loss; decisions in scheduler.jsonl) or fifo (run all to "
+        "the end).", cli=str,
         check=lambda v, o: (f"--scheduler {v!r}: choose one of {', '.join(SCHEDULERS)}"
                             if v not in SCHEDULERS else None))
     sampler: str = setting(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -20,15 +21,28 @@ from .live import LiveView, end_line, recover_line
 from .trial_files import HistoryFile, TrialsFile
 
 SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at most this stale
+# Ray restores a resumed search's callbacks as the first run pickled them; the driver sets this to
+# the resuming run's own choice (`-q` or not), which setup() then applies. None: keep the view as made.
+LIVE: bool | None = None
 
 
 def trial_error(trial: Any) -> str:
-    """The exception line of a failed trial (Ray keeps the whole traceback in the trial dir)."""
-    try:
-        err = trial.get_error()
-    except Exception:
-        err = None
-    return cut(first_line(str(err or "")) if err else "trial failed", 300)
+    """The exception line of a trial's latest failure (Ray keeps the whole traceback in the trial dir)."""
+    err = ""
+    try:  # Ray writes error.txt to the driver's staging dir at once, to the trial dir only later
+        local = trial.error_file
+        err = Path(local).read_text() if local and Path(local).is_file() else (trial.get_error() or "")
+    except (AttributeError, OSError, ValueError):  # no storage (a stub) or unreadable: just "failed"
+        pass
+    # error.txt appends one "Failure # N (occurred at ...)" block per failure: the last one
+    err = re.split(r"^Failure # \d+ \(occurred at [^)]*\)$", str(err), flags=re.MULTILINE)[-1].strip()
+    if not err:
+        return "trial failed"
+    if "its node has died" in err:  # Ray's ActorDiedError texts carry no exception line to show
+        return "its node went away (removed, or lost contact with the cluster)"
+    if err.startswith("The actor died"):
+        return "its worker process died (killed, or out of memory)"
+    return cut(first_line(err), 300)
 
 
 def _recorder_class() -> type:
@@ -65,6 +79,8 @@ def _recorder_class() -> type:
 
         # ---- keeping up with Tune
         def setup(self, **info: Any) -> None:
+            if LIVE is not None:
+                self.view = LiveView() if LIVE else None
             self.state = type(self.state).load(self.exp_dir, self.state.total, self.state.max_epochs)
             self.history.repair()  # a torn last line from a crash must not swallow the next row
             self._seen, self._reconciled, self._t0 = 0, False, time.monotonic()

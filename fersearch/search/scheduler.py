@@ -18,73 +18,62 @@ told apart from the values it is compared with? At a rung it keeps a trial when
              majority-class rate (by z * SE): nobody has learned anything yet;
   close      it is below the cutoff by z * SE of the difference or less;
 
-and stops it only when it is clearly below (`stop`). SE of the difference of
+and stops it when it is clearly below (`stop`). Where val_acc holds it (flat,
+majority, close) the val_loss each trial reports (`loss_metric`) decides: a trial
+whose loss is above the rung's cutoff loss (the 1/rf percentile of the losses
+recorded there) by more than z * SE of the difference of two mean cross-entropies
+is stopped (`loss`; noise.NoiseRule.decide gives the SE). On hard data every trial
+sits at the majority rate for its first epochs while the loss already separates
+the learners from the stuck; within noise on the loss too, the trial runs on. SE of the difference of
 two accuracies a, b: sqrt(a(1-a)/n + b(1-b)/n). Values are accuracies in
 [0, 1] (mode "max"), or error rates (mode "min", the same SE).
 
 Every decision is kept in `scheduler.decisions` (one dict per rung decision:
-trial, rung, value, cutoff, margin, action, reason and whether plain ASHA would
-have stopped it) so the search can explain itself afterwards. Not wired into
-the driver here; construct it as ASHAScheduler plus n_val and majority.
+trial, rung, value, cutoff, margin, action, reason, the metric that decided,
+the loss, cutoff loss and loss margin, and whether plain ASHA would have stopped it) so the search can explain itself afterwards. With `log_path`
+(the driver passes results/<name>/scheduler.jsonl) each decision is also
+appended there as one JSON line as it is made: `read_decisions` gives them to
+the report. Ray does not save a scheduler's state (a resumed search gets the
+scheduler as it was built), so a resumed NoiseAwareASHA reads that file back
+before its first decision: its rungs hold the values recorded before the
+interruption and its log continues.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+import os
+from typing import Any
 
-import numpy as np
 from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler, _Bracket
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
-REASONS = {
-    "few": "the rung holds too few values to compare with",
-    "above": "at or above the rung's cutoff",
-    "flat": "the rung's values are within noise of one another",
-    "majority": "neither the trial nor the cutoff is clearly above the majority-class rate",
-    "close": "below the cutoff, but within noise of it",
-    "stop": "clearly below the rung's cutoff",
-    "no value": "no value reported",
-}
+from .noise import (
+    DECISIONS_FILE,
+    LOSS_SD,
+    REASONS,
+    DecisionLog,
+    NoiseRule,
+    accuracy_se,
+    loss_cutoff,
+    majority_rate,
+    read_decisions,
+)
 
+__all__ = [
+    "DECISIONS_FILE",
+    "REASONS",
+    "DecisionLog",
+    "NoiseAwareASHA",
+    "NoiseRule",
+    "accuracy_se",
+    "majority_rate",
+    "read_decisions",
+]
 
-def accuracy_se(p: float, n: int) -> float:
-    """Standard error of an accuracy p measured on n images (binomial)."""
-    p = min(max(float(p), 0.0), 1.0)
-    return math.sqrt(p * (1 - p) / n)
-
-
-class NoiseRule:
-    """The test behind each stop: is a gap bigger than z standard errors on n_val images?"""
-
-    def __init__(self, n_val: int, majority: float | None = None, z: float = 2.0, min_compared: int = 2):
-        if n_val < 1:
-            raise ValueError(f"n_val must be >= 1 (the validation set's size), got {n_val}")
-        if majority is not None and not 0 <= majority <= 1:
-            raise ValueError(f"majority must be a rate in [0, 1], got {majority}")
-        self.n_val, self.majority, self.z, self.min_compared = int(n_val), majority, float(z), int(min_compared)
-
-    def margin(self, a: float, b: float) -> float:
-        """z * SE of the difference of two accuracies a and b on n_val images."""
-        return self.z * math.hypot(accuracy_se(a, self.n_val), accuracy_se(b, self.n_val))
-
-    def judge(self, value: float, others: list[float], cutoff: float) -> tuple[str, float]:
-        """(reason, margin) for an accuracy `value` at a rung whose other accuracies are `others`."""
-        margin = self.margin(value, cutoff)
-        if len(others) < self.min_compared:
-            return "few", margin
-        if value >= cutoff:
-            return "above", margin
-        low, high = min(others), max(others)
-        if high - low <= self.margin(low, high):
-            return "flat", margin
-        if self.majority is not None:
-            clearly_above = self.majority + self.z * accuracy_se(self.majority, self.n_val)
-            if value <= clearly_above and cutoff <= clearly_above:
-                return "majority", margin
-        if cutoff - value <= margin:
-            return "close", margin
-        return "stop", margin
+def _json_number(v: float) -> float | None:
+    """NaN as None: the log is JSON, and a decision read back must equal the one made."""
+    return None if v is None or math.isnan(v) else float(v)
 
 
 class _NoiseAwareBracket(_Bracket):
@@ -93,22 +82,29 @@ class _NoiseAwareBracket(_Bracket):
     def __init__(self, rule: NoiseRule, decisions: list[dict], sign: float, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.rule, self.decisions, self.sign = rule, decisions, sign
+        self.losses: dict[int, dict[str, float]] = {milestone: {} for milestone, _ in self._rungs}
 
-    def on_result(self, trial, cur_iter: int, cur_rew: Optional[float], log: bool = True) -> str:
+    def on_result(self, trial, cur_iter: int, cur_rew: float | None, log: bool = True,
+                  loss: float | None = None) -> str:
         for milestone, recorded in self._rungs:  # highest milestone first, as in _Bracket.on_result
             if cur_iter >= milestone and trial.trial_id in recorded and not self._stop_last_trials:
                 break
             if cur_iter < milestone or trial.trial_id in recorded:
                 continue
-            action = self._decide(trial, milestone, cur_iter, cur_rew, recorded, log)
+            action = self._decide(trial, milestone, cur_iter, cur_rew, recorded, log, loss)
             if cur_rew is not None and not math.isnan(cur_rew):
                 recorded[trial.trial_id] = cur_rew
+                if loss is not None and not math.isnan(loss):
+                    self.losses[milestone][trial.trial_id] = float(loss)
             return action
         return TrialScheduler.CONTINUE
 
-    def _decide(self, trial, milestone, cur_iter, cur_rew, recorded: dict, log: bool) -> str:
+    def _decide(self, trial, milestone, cur_iter, cur_rew, recorded: dict, log: bool, loss: float | None) -> str:
         cutoff = self.cutoff(recorded)
         entry = {"trial_id": trial.trial_id, "rung": milestone, "iteration": cur_iter, "compared": len(recorded)}
+        losses = list(self.losses[milestone].values())
+        cut_loss = loss_cutoff(losses, self.rf) if losses else None
+        said: dict = {"metric": "val_acc"}
         if cur_rew is None or math.isnan(cur_rew):
             reason, margin, value = "no value", float("nan"), float("nan")
         else:
@@ -119,12 +115,17 @@ class _NoiseAwareBracket(_Bracket):
             if cutoff is None or math.isnan(cutoff):
                 reason, margin = "few", float("nan")
             else:
-                reason, margin = self.rule.judge(acc(value), [acc(o) for o in others], acc(self.sign * cutoff))
-        action = TrialScheduler.STOP if reason == "stop" else TrialScheduler.CONTINUE
+                said = self.rule.decide(acc(value), [acc(o) for o in others], acc(self.sign * cutoff),
+                                        loss, losses, cut_loss)
+                reason, margin = said["reason"], said["margin"]
+        action = TrialScheduler.STOP if reason in ("stop", "loss") else TrialScheduler.CONTINUE
         if log:
             self.decisions.append({
-                **entry, "value": value, "cutoff": None if cutoff is None else float(self.sign * cutoff),
-                "margin": margin, "action": action, "reason": reason,
+                **entry, "value": _json_number(value), "cutoff": None if cutoff is None else
+                _json_number(self.sign * cutoff), "margin": _json_number(margin), "action": action, "reason": reason,
+                "metric": said["metric"], "loss": None if loss is None else _json_number(loss),
+                "loss_cutoff": None if cut_loss is None else _json_number(cut_loss),
+                "loss_margin": said.get("loss_margin"),
                 "asha_would_stop": bool(cutoff is not None and cur_rew is not None and cur_rew < cutoff),
             })
         return action
@@ -141,17 +142,24 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
 
     Same arguments as ASHAScheduler, plus `n_val` (validation images), `majority` (the
     majority-class rate of the validation set, or None), `z` (standard errors a gap must
-    exceed) and `min_compared` (other values a rung needs before it may stop anyone).
+    exceed), `min_compared` (other values a rung needs before it may stop anyone),
+    `loss_metric` and `loss_sd` (the reported loss that decides where val_acc holds, and
+    the SD in nats of one image's cross-entropy; loss_sd None: accuracy only) and
+    `log_path` (a scheduler.jsonl to append each decision to, and to read back on resume).
     """
 
     def __init__(self, *, n_val: int, majority: float | None = None, z: float = 2.0, min_compared: int = 2,
-                 time_attr: str = "training_iteration", metric: Optional[str] = None, mode: Optional[str] = None,
+                 loss_metric: str = "val_loss", loss_sd: float | None = LOSS_SD,
+                 log_path: str | os.PathLike | None = None, time_attr: str = "training_iteration",
+                 metric: str | None = None, mode: str | None = None,
                  max_t: int = 100, grace_period: int = 1, reduction_factor: float = 4, brackets: int = 1,
                  stop_last_trials: bool = True):
         super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=brackets, stop_last_trials=stop_last_trials)
-        self.rule = NoiseRule(n_val, majority, z, min_compared)
-        self.decisions: list[dict] = []
+        self.rule = NoiseRule(n_val, majority, z, min_compared, loss_sd)
+        self.loss_metric = loss_metric
+        self.decisions = DecisionLog(log_path)
+        self._replayed = False  # the log's earlier decisions are read back once (a resumed search)
         self._grace_period, self._brackets_n = grace_period, brackets
         self._brackets = self._make_brackets()
 
@@ -161,19 +169,54 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
                                    self._reduction_factor, s, stop_last_trials=self._stop_last_trials)
                 for s in range(self._brackets_n)]
 
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if not self._replayed:
+            self._replay()
+        super().on_trial_add(tune_controller, trial)
+
+    def _replay(self) -> None:
+        """Before the first trial: the rung values and decisions an interrupted search logged."""
+        self._replayed = True
+        if not self.decisions.path or self.decisions or len(self._brackets) != 1:
+            return
+        earlier = read_decisions(self.decisions.path)
+        rungs = dict(self._brackets[0]._rungs)
+        sign = self._brackets[0].sign
+        for d in earlier:
+            value, loss = d.get("value"), d.get("loss")
+            if d.get("rung") in rungs and isinstance(value, (int, float)) and not math.isnan(value):
+                rungs[d["rung"]][d["trial_id"]] = sign * value
+                if isinstance(loss, (int, float)) and not math.isnan(loss):
+                    self._brackets[0].losses[d["rung"]][d["trial_id"]] = float(loss)
+        list.extend(self.decisions, earlier)  # already in the file
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         if not super().set_search_properties(metric, mode, **spec):
             return False
         for bracket in self._brackets:  # the mode may arrive only now (from TuneConfig)
             bracket.sign = -1.0 if self._mode == "min" else 1.0
         return True
 
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        # AsyncHyperBandScheduler.on_trial_result, passing the trial's loss on to the bracket.
+        if self._time_attr not in result or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        if result[self._time_attr] >= self._max_t and self._stop_last_trials:
+            action = TrialScheduler.STOP
+        else:
+            action = self._trial_info[trial.trial_id].on_result(
+                trial, result[self._time_attr], self._metric_op * result[self._metric],
+                loss=result.get(self.loss_metric))
+        self._num_stopped += action == TrialScheduler.STOP
+        return action
+
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         # The final value still fills an unrecorded rung, as in ASHA; nothing is decided, so nothing is logged.
         if self._time_attr not in result or self._metric not in result:
             return
         bracket = self._trial_info.pop(trial.trial_id)
-        bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric], log=False)
+        bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric], log=False,
+                          loss=result.get(self.loss_metric))
 
     def summary(self) -> dict[str, int]:
         """Decisions per reason, plus `held`: keeps where plain ASHA would have stopped the trial."""
@@ -186,10 +229,3 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
     def debug_string(self) -> str:
         held = self.summary()["held"]
         return f"{super().debug_string()}\nkept on noise where ASHA would stop: {held}"
-
-
-def majority_rate(labels: np.ndarray) -> float:
-    """Share of the most common label: the accuracy of always answering it."""
-    labels = np.asarray(labels)
-    labels = labels[labels >= 0]
-    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0

@@ -32,6 +32,12 @@ def _not_auth_enabled_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
+def _not_tuner_restore_hint(record: logging.LogRecord) -> bool:
+    """After Ctrl+C fersearch says how to resume (`--resume`); Ray's "Resume experiment with:
+    Tuner.restore(...)" would tell a CLI user something else."""
+    return "Tuner.restore(" not in record.getMessage()
+
+
 @contextmanager
 def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | None) -> Iterator[bool]:
     """Start a fresh local Ray (or join `address`) and shut it down after; reuse one already
@@ -48,6 +54,7 @@ def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | 
         kwargs.update(ray_init_kwargs(dashboard_host, dashboard_port))
     # One filter object: addFilter ignores it when a later search in this process adds it again.
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_auth_enabled_notice)
+    logging.getLogger("ray.tune.tune").addFilter(_not_tuner_restore_hint)
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as e:

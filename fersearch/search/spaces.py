@@ -100,21 +100,34 @@ class SpaceFunction:
 
 class _TidyTrial:
     """The trial a space function sees: Optuna's, except that a float on a step grid comes
-    back as written (0.35, not Optuna's 0.35000000000000003) and is remembered."""
+    back as written (0.35, not Optuna's 0.35000000000000003) and is remembered, and a range
+    Optuna rejects (low > high, log with low <= 0) names the suggest call it came from."""
 
     def __init__(self, trial: Any):
         self._trial = trial
         self.tidied: dict[str, float] = {}
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._trial, name)
+        attr = getattr(self._trial, name)
+        return _naming_call(name, attr) if name.startswith("suggest_") else attr
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
                       log: bool = False) -> float:
-        value = self._trial.suggest_float(name, low, high, step=step, log=log)
+        value = _naming_call("suggest_float", self._trial.suggest_float)(name, low, high, step=step, log=log)
         if step is not None:
             value = self.tidied[name] = float(f"{value:.12g}")
         return value
+
+
+def _naming_call(method: str, suggest: Callable) -> Callable:
+    """`suggest`, with Optuna's ValueError for a bad range led by the call that made it."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return suggest(*args, **kwargs)
+        except ValueError as e:
+            shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, False))])
+            raise ValueError(f"trial.{method}({shown}): {first_line(e)}") from None
+    return call
 
 
 def call_space(fn: Callable, trial: Any) -> Any:

@@ -24,7 +24,7 @@ from ..fmt import short_params
 from .experiment import HISTORY_COLUMNS, PARAM_PREFIX, read_history, read_trials
 from .trial_files import frame_rows, write_trials
 
-ENDED = ("completed", "stopped", "failed")
+ENDED = ("completed", "stopped", "failed", "diverged")  # diverged: a non-finite training loss ended it
 
 
 def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
@@ -121,22 +121,29 @@ class TrialState:
 
     def result(self, trial_id: str, metrics: Mapping[str, Any], stop_decided: bool = False) -> dict[str, Any]:
         """One epoch's metrics; returns its history.csv row. `stop_decided`: the scheduler
-        ends the trial after this result."""
+        ends the trial after this result; `diverged` in the metrics (the trainer's reason):
+        the trial diverged, and ends."""
         epoch = int(metrics.get("epoch", metrics.get("training_iteration", 0)))
         acc = metrics.get("val_acc")
         self.accs.setdefault(trial_id, {})[epoch] = _finite(acc)
         row = self.rows[trial_id]
         row.update(status="running", epochs=epoch, last_val_acc=acc,
                    node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]))
+        if metrics.get("diverged"):  # the trainer's last report: the trial ends here, never the best
+            row.update(status="diverged", error=str(metrics["diverged"]))
+            if trial_id == self.best_id:
+                self._rank_all()
         self._score(trial_id)
         self._stop_decided[trial_id] = stop_decided
         self.changed.add(trial_id)
         return {**{c: metrics.get(c) for c in HISTORY_COLUMNS}, "trial_id": trial_id, "epoch": epoch}
 
     def end(self, trial_id: str) -> str:
-        """Finished without error: ASHA stopped it before max_epochs, or it ran out (or early-stopped)."""
+        """Finished without error: ASHA stopped it before max_epochs, or it ran out (or early-stopped);
+        a trial that diverged stays diverged."""
         row = self.rows[trial_id]
-        row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
+        if row["status"] != "diverged":
+            row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
         self.changed.add(trial_id)
         return row["status"]
 
@@ -178,7 +185,7 @@ class TrialState:
 
     def _beats(self, a: str, b: str | None) -> bool:
         acc = self.rows[a]["best_val_acc"]
-        if acc is None:
+        if acc is None or self.rows[a]["status"] == "diverged":
             return False
         if b is None or b not in self.rows:
             return True

@@ -108,7 +108,8 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
         f"sampler, space {st['space']}, seed {st['seed']}",
         "trials      " + ", ".join(f"{n} {label}" for label, n in (
             ("completed", c["completed"]), ("stopped by ASHA", c["stopped"]), ("failed", c["failed"]),
-            ("running", c["running"]), ("pending", c["pending"] + c["not_started"])) if n or label != "failed")
+            ("diverged", c["diverged"]), ("running", c["running"]), ("pending", c["pending"] + c["not_started"]))
+            if n or label not in ("failed", "diverged"))
         + f"; {st['epochs_run']} epochs trained"
         + (f" of {st['trials_planned'] * st['max_epochs']} possible" if st["max_epochs"] else ""),
     ]
@@ -122,7 +123,7 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
     if st["trials"]:
         lines += ["", *_trial_table(st["trials"], width)]
     for t in st["trials"]:
-        if t["status"] == "failed" or (t["error"] and t["status"] == "running"):
+        if t["status"] in ("failed", "diverged") or (t["error"] and t["status"] == "running"):
             lines.append(f"{t['trial_id']}: {t['error']}")
     return "\n".join(lines)
 

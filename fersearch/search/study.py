@@ -68,16 +68,27 @@ def close_study(exp_dir: str | os.PathLike) -> int:
     return len(lost)
 
 
-def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str) -> Any:
-    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal."""
+def startup_trials(trials: int) -> int:
+    """TPE's random start-up trials for a search of `trials`: a third, 2 to 10.
+
+    TPE's default of 10 would make a short search purely random."""
+    return min(10, max(2, trials // 3))
+
+
+def make_sampler(sampler: str, seed: int, trials: int, **tpe: Any) -> Any:
+    """The search's Optuna sampler: "random", or "tpe" (Optuna 5's TPE: multivariate, constant
+    liar) with startup_trials(trials) start-up trials; `tpe` overrides TPESampler's arguments."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     if sampler == "random":
-        ot_sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        # TPE's default of 10 random start-up trials would make a short search purely random.
-        ot_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3)))
-    return OptunaSearch(space=space.fn, metric=SEARCH_METRIC, mode=MODE, sampler=ot_sampler,
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(**{"seed": seed, "n_startup_trials": startup_trials(trials), **tpe})
+
+
+def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str) -> Any:
+    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(space=space.fn, metric=SEARCH_METRIC, mode=MODE, sampler=make_sampler(sampler, seed, trials),
                    points_to_evaluate=[dict(p) for p in space.points] or None,
                    storage=storage(exp_dir), study_name=study_name(name))

@@ -58,6 +58,10 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
 
     def on_epoch(metrics: dict[str, Any], state: Callable[[], dict]) -> None:
         # metrics carry best_val_acc (the running best): the Optuna study's value for the trial
+        if metrics.get("diverged"):  # the last report: no checkpoint of broken weights (the last one stays)
+            # A diverged trial is worth nothing to the study: it scores worst, so TPE avoids its region.
+            tune.report({**metrics, **where, "best_val_acc": 0.0})
+            return
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), Path(d) / "state.pt")
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))

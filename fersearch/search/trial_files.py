@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..fmt import int_or_none, json_value, missing
-from ..io import atomic_write
+from ..io import atomic_write, cut_torn_tail
 from .experiment import HISTORY_COLUMNS, HISTORY_FILE, PARAM_PREFIX, TRIAL_COLUMNS, TRIALS_FILE
 
 _INT_COLUMNS = ("epochs", "best_epoch", "epoch")  # never "4.0" for 4
@@ -94,13 +94,7 @@ class HistoryFile:
 
     def repair(self) -> None:
         """Cut a torn last line (a crash in the middle of an append) before appending after it."""
-        try:
-            with open(self.path, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)  # no newline at all: even the header is torn
-        except FileNotFoundError:
-            pass
+        cut_torn_tail(self.path)
 
     def append(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:  # opened at its end: tell() is its size

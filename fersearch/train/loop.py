@@ -7,6 +7,11 @@ index slice of a seeded permutation, and augmentation runs on the whole batch at
 (train/augment.py). Convolutions run channels-last, under bf16 autocast where the
 hardware has native bf16 (train/device.py).
 
+Divergence: a run whose training loss turns NaN or infinite stops there (checked every
+DIVERGENCE_CHECK_EVERY batches, which costs one host sync each, and at the end of every epoch)
+instead of training on broken weights; that epoch is reported with `diverged` (the reason)
+and no validation figures, and `FitResult.diverged` says why.
+
 Reproducible: for a given seed, fp32 on the CPU gives bit-identical weights, and
 `fit(resume=state)` continues a run exactly where `state()` was taken (model,
 optimiser, scheduler, early stopping, history and every RNG).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -46,6 +52,7 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", 
 # Keys a resumed run may change: training longer or with more patience continues the same run.
 RESUMABLE_CHANGES = ("epochs", "patience")
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 2  # halve the lr after 2 epochs without a val_acc gain
+DIVERGENCE_CHECK_EVERY = 16  # batches between checks for a non-finite loss (each check syncs with the device)
 
 
 # ---------------------------------------------------------------- data on the device
@@ -100,6 +107,7 @@ class FitResult:
     device: str
     images_per_s: float  # training images per second over all epochs of this call
     precision: str = "fp32"
+    diverged: str | None = None  # why training stopped at a non-finite loss; None when it did not
 
     @property
     def epochs(self) -> int:
@@ -144,6 +152,7 @@ class _Run:
         self.early = _Early(cfg.patience)
         self.history: list[dict] = []
         self.epoch = 0
+        self.diverged: str | None = None
         self.trained_images, self.trained_s = 0, 0.0  # throughput of this call (not part of the state)
 
     # -- one epoch of training
@@ -164,7 +173,7 @@ class _Run:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         start = time.perf_counter()
-        for idx in self.batches():
+        for i, idx in enumerate(self.batches(), 1):
             xb = augment_batch(as_input(self.train_x[idx]), self.cfg, self.aug_gen)
             yb = self.train_y[idx]
             with autocast(self.device, self.precision):
@@ -179,6 +188,8 @@ class _Run:
             seen += yb.numel()
             if progress:
                 progress.batch(seen, self.train_y.numel(), lambda: (float(loss_sum) / seen, float(correct) / seen))
+            if i % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                break  # diverged: more steps on NaN/inf weights only waste time
         elapsed = time.perf_counter() - start
         self.trained_images += seen
         self.trained_s += elapsed
@@ -189,6 +200,9 @@ class _Run:
         self.epoch += 1
         lr = self.optimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_n, train_s = self.train_epoch(progress)
+        images_per_s = train_n / train_s if train_s > 0 else float("nan")
+        if not math.isfinite(train_loss):
+            return self._diverge(lr, train_loss, train_acc, images_per_s, epoch_start)
         val_loss, val_acc = loss_acc(log_probs(self.model, self.val_x, EVAL_BATCH), self.val_y)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_acc)
@@ -198,14 +212,29 @@ class _Run:
         metrics = {
             "epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-            "images_per_s": train_n / train_s if train_s > 0 else float("nan"),
+            "images_per_s": images_per_s,
             "epoch_time_s": time.perf_counter() - epoch_start, "best_val_acc": self.early.best_val_acc,
         }
         self.history.append(metrics)
         return metrics
 
+    def _diverge(self, lr: float, train_loss: float, train_acc: float, images_per_s: float,
+                 epoch_start: float) -> dict:
+        """The epoch whose training loss went non-finite: no validation (the weights are broken),
+        no schedule or early-stopping step; the run ends here."""
+        self.diverged = (f"training loss became {train_loss} in epoch {self.epoch} at lr {lr:g}; "
+                         f"lower the learning rate")
+        nan = float("nan")
+        metrics = {
+            "epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": nan, "val_acc": nan,
+            "lr": lr, "images_per_s": images_per_s, "epoch_time_s": time.perf_counter() - epoch_start,
+            "best_val_acc": self.early.best_val_acc if self.early.best_epoch else nan, "diverged": self.diverged,
+        }
+        self.history.append(metrics)
+        return metrics
+
     def done(self) -> bool:
-        return self.early.stopped or self.epoch >= self.cfg.epochs
+        return self.diverged is not None or self.early.stopped or self.epoch >= self.cfg.epochs
 
     # -- exact save/restore
     def state(self) -> dict:
@@ -319,4 +348,5 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
         model=run.finish(), history=list(run.history), best_epoch=run.early.best_epoch,
         best_val_acc=run.early.best_val_acc, stopped_early=run.early.stopped, device=str(dev),
         images_per_s=run.trained_images / run.trained_s if run.trained_s > 0 else float("nan"), precision=precision,
+        diverged=run.diverged,
     )

@@ -1,0 +1,166 @@
+"""What a search saw, in sentences that each name the flag to change: the rules, in one place.
+
+    diagnose(ranked, history, meta, decisions=read_decisions(exp), boundaries=..., seed_trial=...)
+
+Shown at the end of `fersearch tune`, by `fersearch best` and in the report pages. Each
+Diagnosis has a kind, a sentence and the flag it points at:
+
+  still-improving  the winner's best epoch was its last one and it trained the whole
+                   budget: more epochs would likely help (--max-epochs).
+  noise-stop       trials stopped at a rung where their val_acc could not be told apart
+                   from the rung's other values, or from the majority-class rate, on
+                   this many validation images (noise.NoiseRule on history.csv): the
+                   rung came before the trials had learned (--grace-period).
+  held             the scheduler's log (scheduler.jsonl) shows a rung where plain ASHA
+                   would have stopped trials but every value sat within noise: the rung
+                   decided nothing and cost a decision point (--grace-period).
+  boundary         the winner's value of a parameter sits at an end of its range
+                   (analysis.find_boundaries): widen the space (--space).
+  seed             the seed configuration's result next to the winner's (no flag; when
+                   the seed won: more --trials or a wider --space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..fmt import acc, plural
+from ..search.noise import NoiseRule, loss_cutoff
+
+HELD_REASONS = ("flat", "majority", "close")  # kept only because the gap was within noise
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str
+    message: str
+    flag: str | None = None
+
+    def line(self) -> str:
+        return self.message
+
+
+def validation_noise(meta: dict[str, Any]) -> tuple[int, float | None]:
+    """(validation images, majority-class rate) from fersearch.json's data counts; (0, None) if unknown."""
+    counts = (meta.get("data") or {}).get("counts", {}).get("val") or {}
+    labelled = [int(v) for k, v in counts.items() if k != "unlabeled"]
+    n = sum(labelled)
+    return n, (max(labelled) / n if n else None)
+
+
+def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int | None) -> Diagnosis | None:
+    """The winner peaked at its last epoch after training the full budget."""
+    if not len(ranked) or not len(history) or not max_epochs:
+        return None
+    best = ranked.iloc[0]
+    h = history[history["trial_id"].astype(str) == str(best["trial_id"])].sort_values("epoch")
+    if len(h) < 2 or int(h["epoch"].iloc[-1]) < max_epochs:
+        return None
+    accs = h["val_acc"].to_numpy(dtype=float)
+    if np.nanargmax(accs) != len(accs) - 1:
+        return None
+    back = max(0, len(accs) - 1 - max(1, len(accs) // 3))
+    return Diagnosis("still-improving",
+                     f"The winner (trial {best['trial_id']}) was still improving at its last epoch: val_acc "
+                     f"{acc(accs[back])} at epoch {back + 1}, {acc(accs[-1])} at epoch {len(accs)} of {max_epochs}: "
+                     f"raise --max-epochs.", "--max-epochs")
+
+
+def _rung_cutoff(values: list[float], reduction_factor: float) -> float:
+    return float(np.percentile(values, (1 - 1 / reduction_factor) * 100))
+
+
+def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], z: float = 2.0) -> Diagnosis | None:
+    """Trials stopped early whose last val_acc was within noise of the rest of their rung or of the
+    majority-class rate (judged again with NoiseRule on every trial's value at that epoch)."""
+    n_val, majority = validation_noise(meta)
+    max_epochs = meta.get("max_epochs")
+    if not n_val or not len(history) or "status" not in ranked:
+        return None
+    rule = NoiseRule(n_val, majority, z)
+    rf = float(meta.get("reduction_factor") or 3)
+    at = history.pivot_table(index="trial_id", columns="epoch", values="val_acc", aggfunc="last")
+    at.index = at.index.astype(str)
+    losses = history.pivot_table(index="trial_id", columns="epoch", values="val_loss", aggfunc="last")
+    losses.index = losses.index.astype(str)
+    found: dict[int, list[str]] = {}
+    for _, row in ranked[ranked["status"] == "stopped"].iterrows():
+        tid = str(row["trial_id"])
+        if tid not in at.index or not at.loc[tid].notna().any():
+            continue
+        epoch = int(at.loc[tid].last_valid_index())
+        if max_epochs and epoch >= int(max_epochs):
+            continue
+        value = float(at.loc[tid, epoch])
+        others = [float(v) for v in at[epoch].drop(tid).dropna()]
+        if not others:
+            continue
+        other_losses = [float(v) for v in losses[epoch].drop(tid).dropna()] if epoch in losses else []
+        loss = float(losses.loc[tid, epoch]) if epoch in losses and tid in losses.index else None
+        reason = rule.decide(value, others, _rung_cutoff(others, rf), loss, other_losses,
+                             loss_cutoff(other_losses, rf) if other_losses else None)["reason"]
+        if reason not in ("stop", "loss"):  # few, above, flat, majority or close: not clearly worse
+            found.setdefault(epoch, []).append(tid)
+    if not found:
+        return None
+    count = sum(len(v) for v in found.values())
+    where = ", ".join(f"{len(v)} at epoch {e}" for e, v in sorted(found.items()))
+    return Diagnosis("noise-stop",
+                     f"{plural(count, 'trial')} ({where}) were stopped at a rung where their val_acc could not be "
+                     f"told apart from the others or from the majority-class rate ({acc(majority)}) on {n_val} "
+                     f"validation images: raise --grace-period.", "--grace-period")
+
+
+def held_rungs(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
+    """Rungs where plain ASHA would have stopped trials but the scheduler held them as noise."""
+    held: dict[int, set[str]] = {}
+    for d in decisions:
+        if d.get("asha_would_stop") and d.get("reason") in HELD_REASONS:
+            held.setdefault(int(d["rung"]), set()).add(str(d["trial_id"]))
+    if not held:
+        return None
+    first = min(held)
+    where = ", ".join(f"{len(v)} at epoch {r}" for r, v in sorted(held.items()))
+    count = sum(len(v) for v in held.values())
+    return Diagnosis("held",
+                     f"{plural(count, 'trial')} ({where}) were kept at a rung where plain ASHA would have stopped "
+                     f"them, because their val_acc was within noise of the rung's others or of the majority-class "
+                     f"rate: the rung at epoch {first} came before the trials could be ranked; raise --grace-period "
+                     f"above {first}.", "--grace-period")
+
+
+def boundary_notes(boundaries: Iterable[Any]) -> list[Diagnosis]:
+    return [Diagnosis("boundary", f"{b.message()} (--space: a copy of the space with a wider range).", "--space")
+            for b in boundaries]
+
+
+def seed_comparison(ranked: pd.DataFrame, seed_trial: str | None) -> Diagnosis | None:
+    if not len(ranked):
+        return None
+    best = ranked.iloc[0]
+    if seed_trial is None:
+        return Diagnosis("seed", "The seed configuration was not among the trials: no seed baseline from this search.")
+    srow = ranked[ranked["trial_id"].astype(str) == str(seed_trial)].iloc[0]
+    if str(seed_trial) == str(best["trial_id"]):
+        return Diagnosis("seed", f"The seed configuration (trial {seed_trial}) won with val_acc "
+                                 f"{acc(srow['best_val_acc'])}: no proposal beat it; try more --trials or a wider "
+                                 f"--space.", "--trials")
+    gain = float(best["best_val_acc"]) - float(srow["best_val_acc"])
+    return Diagnosis("seed", f"The seed configuration (trial {seed_trial}) reached val_acc {acc(srow['best_val_acc'])} "
+                             f"({srow['status']}); the winner (trial {best['trial_id']}) {acc(best['best_val_acc'])}: "
+                             f"{100 * gain:+.1f} points.")
+
+
+def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
+             decisions: Iterable[dict[str, Any]] = (), boundaries: Iterable[Any] = (),
+             seed_trial: str | None = None) -> list[Diagnosis]:
+    """Every diagnosis that applies, in the order they are shown. `ranked`: trials sorted best first
+    (analysis.rank_trials); `decisions`: the scheduler's log (noise.read_decisions)."""
+    ranked = ranked[pd.to_numeric(ranked["best_val_acc"], errors="coerce").notna()] if len(ranked) else ranked
+    found = [still_improving(ranked, history, meta.get("max_epochs")), noise_stops(ranked, history, meta),
+             held_rungs(decisions), *boundary_notes(boundaries), seed_comparison(ranked, seed_trial)]
+    return [d for d in found if d is not None]

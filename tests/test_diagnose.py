@@ -1,0 +1,82 @@
+"""Each diagnosis of report/diagnose.py on hand-made trials, history and scheduler decisions (no training)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fersearch.report.analysis import Boundary, rank_trials
+from fersearch.report.diagnose import diagnose, held_rungs, noise_stops, seed_comparison, still_improving
+
+VAL = {"Angry": 100, "Disgust": 20, "Fear": 100, "Happy": 150, "Sad": 100, "Surprise": 80, "Neutral": 50}  # 600
+META = {"max_epochs": 10, "reduction_factor": 3, "grace_period": 1, "data": {"counts": {"val": VAL}}}
+MAJORITY = 150 / 600
+
+
+def frames(curves: dict[str, list[float]], status: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """trials.csv / history.csv for trials with these val_acc curves (ranked as the analysis does)."""
+    history = pd.DataFrame([{"trial_id": t, "epoch": e + 1, "val_acc": v, "train_loss": 1.0, "val_loss": 1.0}
+                            for t, accs in curves.items() for e, v in enumerate(accs)])
+    trials = pd.DataFrame([{"trial_id": t, "status": (status or {}).get(t, "completed"), "epochs": len(a),
+                            "best_val_acc": max(a), "best_epoch": a.index(max(a)) + 1} for t, a in curves.items()])
+    return rank_trials(trials, history), history
+
+
+def kinds(found) -> list[str]:
+    return [d.kind for d in found]
+
+
+def test_winner_still_improving_names_max_epochs():
+    ranked, history = frames({"a": [0.3, 0.4, 0.5, 0.55, 0.6, 0.62, 0.64, 0.66, 0.68, 0.70], "b": [0.3] * 10})
+    d = still_improving(ranked, history, 10)
+    assert d and d.flag == "--max-epochs" and "raise --max-epochs" in d.message and "trial a" in d.message
+    ranked, history = frames({"a": [0.3, 0.5, 0.7, 0.69] + [0.68] * 6})  # peaked at epoch 3
+    assert still_improving(ranked, history, 10) is None
+    ranked, history = frames({"a": [0.3, 0.4, 0.5]})  # stopped early by the trainer: not the budget's fault
+    assert still_improving(ranked, history, 10) is None
+
+
+def test_stops_within_noise_of_the_majority_rate_name_grace_period():
+    """Issue 10's run: trials stopped at epoch 1 while everyone sat at 0.208-0.217."""
+    curves = {f"s{i}": [MAJORITY + 0.003 * (i % 3 - 1)] for i in range(6)}
+    curves.update({f"k{i}": [MAJORITY + 0.004 * (i - 1)] + [0.5] * 9 for i in range(3)})
+    ranked, history = frames(curves, {f"s{i}": "stopped" for i in range(6)})
+    d = noise_stops(ranked, history, META)
+    assert d and d.flag == "--grace-period"
+    assert d.message.startswith("6 trials (6 at epoch 1) were stopped") and "600 validation images" in d.message
+
+
+def test_a_clearly_worse_stop_is_not_a_noise_stop():
+    curves = {"low": [0.25, 0.26, 0.25], **{f"k{i}": [0.4, 0.5, 0.45 + 0.05 * i] + [0.6] * 7 for i in range(4)}}
+    ranked, history = frames(curves, {"low": "stopped"})
+    assert noise_stops(ranked, history, META) is None  # 0.25 at epoch 3 against 0.45-0.60: clearly below
+    assert noise_stops(ranked, history, {"max_epochs": 10}) is None  # no validation counts: no judgement
+
+
+def test_decisions_held_on_noise_name_grace_period_and_the_rung():
+    decisions = [
+        {"trial_id": "a", "rung": 1, "reason": "majority", "asha_would_stop": True, "action": "CONTINUE"},
+        {"trial_id": "b", "rung": 1, "reason": "flat", "asha_would_stop": True, "action": "CONTINUE"},
+        {"trial_id": "c", "rung": 1, "reason": "above", "asha_would_stop": False, "action": "CONTINUE"},
+        {"trial_id": "d", "rung": 3, "reason": "stop", "asha_would_stop": True, "action": "STOP"},
+    ]
+    d = held_rungs(decisions)
+    assert d and d.flag == "--grace-period"
+    assert "2 trials (2 at epoch 1)" in d.message and "raise --grace-period above 1" in d.message
+    assert held_rungs(decisions[2:]) is None
+
+
+def test_boundary_and_seed_comparison():
+    ranked, history = frames({"win": [0.5, 0.6, 0.58], "seed": [0.3, 0.4, 0.42]})
+    edge = Boundary("lr", 0.01, 1e-4, 0.01, "declared", "high")
+    found = diagnose(ranked, history, META, boundaries=[edge], seed_trial="seed")
+    assert kinds(found) == ["boundary", "seed"]
+    assert found[0].flag == "--space" and "lr = 0.01 sits at the high end" in found[0].message
+    assert "reached val_acc 0.4200" in found[1].message and "winner (trial win) 0.6000" in found[1].message
+    assert "+18.0 points" in found[1].message
+    assert "won" in seed_comparison(ranked, "win").message and seed_comparison(ranked, "win").flag == "--trials"
+    assert "not among the trials" in seed_comparison(ranked, None).message
+
+
+def test_a_clean_search_says_only_the_seed_line():
+    ranked, history = frames({"a": [0.3, 0.6, 0.7, 0.68] + [0.66] * 6, "b": [0.3, 0.5, 0.52, 0.5] + [0.5] * 6})
+    assert kinds(diagnose(ranked, history, META, decisions=[], seed_trial=None)) == ["seed"]

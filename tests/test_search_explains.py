@@ -1,0 +1,104 @@
+"""The search explains itself: the scheduler's log, the diagnoses in `best`, and bench_search --quick (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fersearch.cli import app
+from fersearch.search.noise import REASONS, read_decisions
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search.py"
+LEARNS, STUCK = 5e-3, 1e-6  # learning rates of the fast CNN: learns within 2 epochs / stays at chance
+
+
+def stuck_or_learning(trial):
+    """The fast test CNN at a learning rate that learns or one that cannot (warm-start points fix the order)."""
+    trial.suggest_categorical("lr", (LEARNS, STUCK))
+    return {"blocks": 2, "filters_1": 16, "filters_2": 32, "dropout": [0.0, 0.0], "dense": 64, "dense_dropout": 0.0,
+            "batch_norm": True, "batch_size": 16, "normalize": "standardize"}
+
+
+stuck_or_learning.points = [{"lr": lr} for lr in (LEARNS, LEARNS, STUCK, LEARNS, STUCK, STUCK)]
+
+
+@pytest.mark.slow
+def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_experiment):
+    decisions = read_decisions(tuned_experiment)
+    assert decisions, "an ASHA search logs a decision at each rung it reaches"
+    assert {d["reason"] for d in decisions} <= set(REASONS)
+    assert all(d["rung"] in (1, 2) and d["action"] in ("CONTINUE", "STOP") for d in decisions)  # grace 1, rf 2, max 3
+    meta = json.loads((tuned_experiment / "fersearch.json").read_text())
+    val = meta["data"]["counts"]["val"]
+    first = next(d for d in decisions if d["reason"] not in ("few", "no value"))
+    n_val = sum(val.values())  # the margin is computed on the validation split's size
+    assert first["margin"] == pytest.approx(2 * ((first["value"] * (1 - first["value"]) + first["cutoff"]
+                                                  * (1 - first["cutoff"])) / n_val) ** 0.5)
+    result = CliRunner().invoke(app, ["best", str(tuned_experiment)])
+    assert result.exit_code == 0, result.output
+    assert "what the search saw:" in result.output
+    assert "seed configuration was not among the trials" in result.output  # the fast space has no seed point
+
+
+@pytest.mark.slow
+def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--out", str(out)], check=False,
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == report
+    lines = report["results"]["hard"]
+    assert set(lines) == {"default", "random_asha", "random_fifo", "seed", "seed+standardize", "seed+batch_norm",
+                          "seed+sgd", "seed+augment"}
+    for line in lines.values():
+        assert 0 <= line["best_val_acc"]["mean"] <= 1 and 0 <= line["test_acc"]["mean"] <= 1
+    assert lines["random_fifo"]["epochs"]["mean"] == 4 * 2  # FIFO: every trial to --max-epochs
+    assert lines["seed"]["epochs"]["mean"] == 2
+    assert set(report["targets"]["hard"]) == {"default_test_vs_best_lever", "asha_keeps_fifo_winner",
+                                             "tpe_vs_random_best_val_acc"}
+
+
+@pytest.mark.slow
+def test_report_pages_show_the_diagnoses(evaluated_experiment):
+    md = (evaluated_experiment / "best" / "report.md").read_text()
+    html = (evaluated_experiment / "best" / "report.html").read_text()
+    assert "### What the search saw" in md and "What the search saw</h3>" in html
+    assert "seed configuration was not among the trials" in md
+
+
+@pytest.mark.slow
+def test_tune_ends_with_the_diagnoses(tuned_experiment, monkeypatch):
+    from fersearch.search import driver
+
+    monkeypatch.setattr(driver, "tune", lambda options: driver.load_result(tuned_experiment))
+    result = CliRunner().invoke(app, ["tune", "--trials", "6", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("next: fersearch best") < out.index("what the search saw:")
+    assert "  - The seed configuration was not among the trials" in out
+
+
+@pytest.mark.slow
+def test_a_real_search_stops_trials_clearly_below_the_rung_and_only_those(tmp_path):
+    """Through Ray: 1,000 faces (100 validation images), trials that learn fill the rung at epoch 2,
+    the ones stuck at chance are clearly below it and stopped there; the log says why."""
+    from fersearch.data.synth import synthetic_data
+    from fersearch.search.driver import tune
+
+    result = tune(space=stuck_or_learning, data=synthetic_data(1000, 0), trials=6, max_epochs=4, grace_period=2,
+                  reduction_factor=2, cpus_per_trial=1, gpus=0, seed=0, results=tmp_path, name="stops", verbose=False)
+    trials = result.trials.set_index("trial_id")
+    stuck = trials["config/lr"] == STUCK
+    assert (trials.loc[~stuck, "status"] == "completed").all()
+    stops = [d for d in read_decisions(result.path) if d["action"] == "STOP"]
+    assert stops and all(d["reason"] in ("stop", "loss") and d["rung"] == 2 for d in stops)
+    assert all(d["cutoff"] - d["value"] > d["margin"] if d["metric"] == "val_acc"  # clearly below: beyond the noise
+               else d["loss"] - d["loss_cutoff"] > d["loss_margin"] for d in stops)
+    assert set(trials.index[trials["status"] == "stopped"]) == {d["trial_id"] for d in stops}
+    assert set(trials.index[trials["status"] == "stopped"]) <= set(trials.index[stuck])
