@@ -28,14 +28,14 @@ from . import experiment as ex
 from ..config import TrainConfig
 from ..errors import ExperimentError
 from ..fmt import num, plural, sig
-from ..io import command_line, cut_torn_tail, timestamp, versions
+from ..io import command_line, timestamp, versions
 from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
                     full_disk_error)
 from .options import SearchOptions, api_signature, safe_name
 from .resources import Resources, check_shared_storage, local_gpu_count, plan_resources, storage_location
 from .session import cluster_info, ray_env, ray_running, ray_session
 from .spaces import Space, load_space, quiet_optuna, space_from_function
-from .study import SEARCH_METRIC, STUDY_FILE, close_study, searcher
+from .study import SEARCH_METRIC, STUDY_FILE, close_study, reopen_study_journal, searcher
 from .trainable import TrialSettings, trainable, trial_dirname
 
 if TYPE_CHECKING:
@@ -246,15 +246,6 @@ def _resumable_meta(exp_dir: Path, storage: str, name: str) -> dict[str, Any]:
     return meta
 
 
-def reopen_study_journal(exp_dir: Path) -> None:
-    """Before a resumed search appends to study.journal again: cut a torn last line (a full disk
-    mid-append; Optuna would append after it and then fail to read the study), and remove the
-    journal lock of a search killed while it held it (Optuna would wait 30 s for it). Safe because
-    this search holds the experiment's own lock: no other search writes the journal."""
-    cut_torn_tail(exp_dir / STUDY_FILE)
-    (exp_dir / f"{STUDY_FILE}.lock").unlink(missing_ok=True)
-
-
 def _load_data(data: Any, meta: dict | None, log: Callable[[str], None]) -> Any:
     from ..data.loader import FerData, load
 
@@ -292,27 +283,11 @@ def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
 
 
 # ------------------------------------------------------------------ the Tuner
-def _scheduler(meta: dict[str, Any], fer: Any, exp_dir: Path) -> Any:
-    """FIFO, or ASHA that never stops a trial on a gap within the validation split's noise
-    (scheduler.py), logging its decisions to <exp_dir>/scheduler.jsonl."""
-    from ray.tune.schedulers import FIFOScheduler
-
-    from .scheduler import DECISIONS_FILE, NoiseAwareASHA, majority_rate
-
-    if meta["scheduler"] == "fifo":
-        return FIFOScheduler()
-    val = fer.labels[fer.split == 1]
-    # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
-    return NoiseAwareASHA(n_val=max(1, int((val >= 0).sum())), majority=majority_rate(val),
-                          log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
-                          metric=METRIC, mode=MODE, max_t=meta["max_epochs"], grace_period=meta["grace_period"],
-                          reduction_factor=meta["reduction_factor"])
-
-
 def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings, meta: dict[str, Any],
                exp_dir: Path, storage: str, verbose: bool) -> Any:
     from ray import tune
 
+    from .scheduler import make_scheduler
     from .state import make_recorder
 
     recorder = make_recorder(exp_dir, total_trials=meta["trials"], max_epochs=meta["max_epochs"],
@@ -322,7 +297,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
         tune_config=tune.TuneConfig(
             search_alg=searcher(space, sampler=meta["sampler"], seed=meta["seed"], trials=meta["trials"],
                                 exp_dir=exp_dir, name=meta["name"]),
-            scheduler=_scheduler(meta, fer, exp_dir),
+            scheduler=make_scheduler(meta, fer, exp_dir, metric=METRIC, mode=MODE),
             num_samples=meta["trials"],
             max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=trial_dirname,

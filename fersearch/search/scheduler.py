@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler, _Bracket
@@ -229,3 +230,18 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
     def debug_string(self) -> str:
         held = self.summary()["held"]
         return f"{super().debug_string()}\nkept on noise where ASHA would stop: {held}"
+
+
+def make_scheduler(meta: dict[str, Any], fer: Any, exp_dir: Path, *, metric: str, mode: str) -> TrialScheduler:
+    """The search's scheduler from its fersearch.json settings: FIFO, or this ASHA on the data's
+    validation split (its size and majority-class rate), logging to <exp_dir>/scheduler.jsonl."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    if meta["scheduler"] == "fifo":
+        return FIFOScheduler()
+    val = fer.labels[fer.split == 1]
+    # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
+    return NoiseAwareASHA(n_val=max(1, int((val >= 0).sum())), majority=majority_rate(val),
+                          log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
+                          metric=metric, mode=mode, max_t=meta["max_epochs"], grace_period=meta["grace_period"],
+                          reduction_factor=meta["reduction_factor"])

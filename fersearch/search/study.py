@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..io import cut_torn_tail
 from .experiment import read_meta
 
 if TYPE_CHECKING:
@@ -92,3 +93,12 @@ def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Pat
     return OptunaSearch(space=space.fn, metric=SEARCH_METRIC, mode=MODE, sampler=make_sampler(sampler, seed, trials),
                    points_to_evaluate=[dict(p) for p in space.points] or None,
                    storage=storage(exp_dir), study_name=study_name(name))
+
+
+def reopen_study_journal(exp_dir: Path) -> None:
+    """Before a resumed search appends to study.journal again: cut a torn last line (a full disk
+    mid-append; Optuna would append after it and then fail to read the study), and remove the
+    journal lock of a search killed while it held it (Optuna would wait 30 s for it). Safe because
+    this search holds the experiment's own lock: no other search writes the journal."""
+    cut_torn_tail(exp_dir / STUDY_FILE)
+    (exp_dir / f"{STUDY_FILE}.lock").unlink(missing_ok=True)
