@@ -80,3 +80,19 @@ def test_boundary_and_seed_comparison():
 def test_a_clean_search_says_only_the_seed_line():
     ranked, history = frames({"a": [0.3, 0.6, 0.7, 0.68] + [0.66] * 6, "b": [0.3, 0.5, 0.52, 0.5] + [0.5] * 6})
     assert kinds(diagnose(ranked, history, META, decisions=[], seed_trial=None)) == ["seed"]
+
+
+def test_the_warm_start_seed_point_counts_as_the_seed_configuration():
+    """wide.py's first point is the seed CNN with weight_decay at the log range's floor (1e-6, as 0 cannot
+    be drawn): the report must still show it as the seed baseline, and a real difference must not be."""
+    import pandas as pd
+
+    from fersearch.config import TrainConfig
+    from fersearch.report.analysis import find_seed_trial
+
+    def rows(**changes):
+        return pd.DataFrame([{"trial_id": "t1", "config_json": TrainConfig(lr=3e-3).to_json()},
+                             {"trial_id": "t2", "config_json": TrainConfig(**changes).to_json()}])
+
+    assert find_seed_trial(rows(weight_decay=1e-6)) == "t2"
+    assert find_seed_trial(rows(weight_decay=1e-4)) is None

@@ -168,6 +168,9 @@ def asha_rungs(meta: dict[str, Any]) -> list[int]:
     return rungs
 
 
+NEGLIGIBLE_WEIGHT_DECAY = 1e-6
+
+
 def find_seed_trial(trials: pd.DataFrame) -> str | None:
     """The trial that trained the seed configuration (TrainConfig() up to RUN_FIELDS), if any."""
     seed = _model_fields(TrainConfig())
@@ -181,7 +184,12 @@ def find_seed_trial(trials: pd.DataFrame) -> str | None:
 
 
 def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+    # A log-scale weight-decay range cannot hold 0; its floor (the wide space's warm-start seed point
+    # uses 1e-6) changes nothing measurable, so it counts as the seed's none.
+    if fields.get("weight_decay", 0) <= NEGLIGIBLE_WEIGHT_DECAY:
+        fields["weight_decay"] = 0.0
+    return fields
 
 
 def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, tuple[Any, Any]]:
