@@ -22,7 +22,7 @@ from fersearch.report.run import resolve_config
 from fersearch.train import fit, predict_proba, score
 from fersearch.train.augment import augment_batch
 from fersearch.train.device import autocast, native_bf16, resolve_precision
-from fersearch.train.loop import class_weights, make_optimizer, make_scheduler
+from fersearch.train.recipe import class_weights, make_optimizer, make_scheduler
 
 # A small CNN that learns the structured set below in a few epochs, in a fraction of a second.
 SMALL = TrainConfig(blocks=2, filters=(8, 16), dropout=(0.25, 0.25), dense=32, lr=3e-3, epochs=1, patience=0,

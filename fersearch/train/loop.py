@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.schema import NUM_CLASSES
 from ..errors import ConfigError, DataError
 from ..model import build_model
 from .augment import augment_batch
 from .device import autocast, resolve_device, resolve_precision, seed_everything
 from .predict import EVAL_BATCH, as_input, log_probs, loss_acc
 from .progress import EpochProgress
+from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,49 +51,7 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", 
                "best_val_acc")
 # Keys a resumed run may change: training longer or with more patience continues the same run.
 RESUMABLE_CHANGES = ("epochs", "patience")
-PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 2  # halve the lr after 2 epochs without a val_acc gain
 DIVERGENCE_CHECK_EVERY = 16  # batches between checks for a non-finite loss (each check syncs with the device)
-
-
-# ---------------------------------------------------------------- data on the device
-def split_tensors(data: FerData, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labelled images of one split as (uint8 (N,1,48,48), int64 (N,)) on the device."""
-    images, labels = data.subset(name)
-    keep = labels >= 0
-    x = torch.from_numpy(np.ascontiguousarray(images[keep])).unsqueeze(1).to(device)
-    y = torch.from_numpy(np.ascontiguousarray(labels[keep]).astype(np.int64)).to(device)
-    return x, y
-
-
-def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
-    """'balanced' as in scikit-learn: n / (classes * count), so rare Disgust counts as much as Happy."""
-    if mode == "none":
-        return None
-    counts = torch.bincount(labels, minlength=NUM_CLASSES).float()
-    present = counts > 0
-    weights = torch.zeros(NUM_CLASSES, device=labels.device)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
-
-
-# ---------------------------------------------------------------- optimiser / schedule
-def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                           weight_decay=cfg.weight_decay)
-
-
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    """Stepped once per epoch ('plateau' with that epoch's val_acc); None for 'none'."""
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR,
-                                                          patience=PLATEAU_PATIENCE)
-    return None
 
 
 # ---------------------------------------------------------------- fit
