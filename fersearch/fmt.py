@@ -65,11 +65,6 @@ def num(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
-def sig(v: Any, digits: int = 3) -> str:
-    """A float to `digits` significant figures (0.00123, 64.5); anything else as str."""
-    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
-
-
 def acc(v: Any) -> str:
     """An accuracy or loss: 4 decimals; '-' when missing."""
     return "-" if missing(v) else f"{float(v):.4f}"

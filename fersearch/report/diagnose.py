@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..fmt import acc, plural
-from ..search.noise import NoiseRule, loss_cutoff
+from ..search.noise import NoiseRule, acc_cutoff, loss_cutoff
 
 HELD_REASONS = ("flat", "majority", "close")  # kept only because the gap was within noise
 
@@ -70,10 +70,6 @@ def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int
                      f"raise --max-epochs.", "--max-epochs")
 
 
-def _rung_cutoff(values: list[float], reduction_factor: float) -> float:
-    return float(np.percentile(values, (1 - 1 / reduction_factor) * 100))
-
-
 def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], z: float = 2.0) -> Diagnosis | None:
     """Trials stopped early whose last val_acc was within noise of the rest of their rung or of the
     majority-class rate (judged again with NoiseRule on every trial's value at that epoch)."""
@@ -101,7 +97,7 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
             continue
         other_losses = [float(v) for v in losses[epoch].drop(tid).dropna()] if epoch in losses else []
         loss = float(losses.loc[tid, epoch]) if epoch in losses and tid in losses.index else None
-        reason = rule.decide(value, others, _rung_cutoff(others, rf), loss, other_losses,
+        reason = rule.decide(value, others, acc_cutoff(others, rf), loss, other_losses,
                              loss_cutoff(other_losses, rf) if other_losses else None)["reason"]
         if reason not in ("stop", "loss"):  # few, above, flat, majority or close: not clearly worse
             found.setdefault(epoch, []).append(tid)

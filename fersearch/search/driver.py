@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import experiment as ex
 from ..config import TrainConfig
 from ..errors import ExperimentError
-from ..fmt import num, plural, sig
+from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
                     full_disk_error)
@@ -76,7 +76,7 @@ class SearchResult:
                  + (f", {c['diverged']} diverged (non-finite loss; never the best)" if c["diverged"] else "")
                  + (f", {unfinished} unfinished" if unfinished else "")]
         if self.best:
-            params = ", ".join(f"{k[len(ex.PARAM_PREFIX):]}={sig(v)}" for k, v in self.best.items()
+            params = ", ".join(f"{k[len(ex.PARAM_PREFIX):]}={num(v, 3)}" for k, v in self.best.items()
                                if k.startswith(ex.PARAM_PREFIX) and v is not None)
             lines.append(f"best: trial {self.best['trial_id']} val_acc {float(self.best['best_val_acc']):.4f} "
                          f"(epoch {int(self.best['best_epoch'])}) {params}")  # a float column when a row has none yet

@@ -83,6 +83,11 @@ LOSS_SD = 0.6  # nats: the SD of one image's cross-entropy assumed by the loss m
 ACC_HOLDS = ("flat", "majority", "close")  # val_acc could not tell the trial apart: the loss may decide
 
 
+def acc_cutoff(values: list[float], reduction_factor: float) -> float:
+    """The rung's cutoff accuracy: the 1 - 1/rf percentile of its values (ASHA's own cutoff)."""
+    return float(np.nanpercentile(values, (1 - 1 / reduction_factor) * 100))
+
+
 def loss_cutoff(losses: list[float], reduction_factor: float) -> float:
     """The rung's cutoff loss: the 1/rf percentile of its losses (ASHA's cutoff, lower is better)."""
     return float(np.nanpercentile(losses, 100 / reduction_factor))
