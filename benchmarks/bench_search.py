@@ -17,8 +17,11 @@ restored), epochs trained and wall time; then issue 10's targets, checked.
     python benchmarks/bench_search.py                          # 2 data sets x 3 seeds: hours on 2 cores
     python benchmarks/bench_search.py --presets hard --seeds 0 # one seed of one data set
     python benchmarks/bench_search.py --quick                  # tiny data, 4 trials x 2 epochs, 1 seed: < 1 min
+    python benchmarks/bench_search.py --log runs.jsonl         # cut short? run it again: finished runs are kept
 
-Searches run in one local Ray (every CPU); single configurations train with one thread.
+Searches run one after another in one local Ray (every CPU), so their wall times compare;
+then the single configurations and the winners' retrains (one thread each) run as Ray
+tasks, as many at once as there are CPUs.
 """
 
 from __future__ import annotations
@@ -40,18 +43,21 @@ SINGLES = {"seed": {}, "seed+standardize": {"normalize": "standardize"}, "seed+b
 QUICK = {"presets": ["hard"], "seeds": [0], "trials": 4, "max_epochs": 2, "n": 300}
 
 
-def fit_and_test(cfg: Any, fer: Any) -> tuple[Any, float]:
-    """Train `cfg` (one thread), the best epoch restored; (fit result, test accuracy)."""
+def fit_and_test(cfg: Any, fer: Any) -> dict[str, Any]:
+    """Train `cfg` (one thread), the best epoch restored: its best val_acc, test accuracy, epochs, wall time."""
     from fersearch.report.evaluate import split_with_labels
     from fersearch.train import fit
     from fersearch.train.predict import score
 
+    t0 = time.time()
     result = fit(cfg, fer, threads=1)
     images, labels = split_with_labels(fer, "test")
-    return result, float(score(result.model, images, labels)["acc"])
+    return {"best_val_acc": float(result.best_val_acc), "test_acc": float(score(result.model, images, labels)["acc"]),
+            "epochs": len(result.history), "wall_s": round(time.time() - t0, 1)}
 
 
 def run_search(line: str, fer: Any, seed: int, trials: int, max_epochs: int, root: Path) -> dict[str, Any]:
+    """One search, alone on the machine (its wall time is the line's); the winner's retrain is left to `trainings`."""
     from fersearch.report.best import best
     from fersearch.search.driver import tune
 
@@ -60,20 +66,38 @@ def run_search(line: str, fer: Any, seed: int, trials: int, max_epochs: int, roo
                   name=f"{line}-{seed}", verbose=False, **SEARCHES[line])
     wall = time.time() - t0
     winner = best(result.path)
-    _, test = fit_and_test(winner.config.replace(epochs=max_epochs, seed=seed), fer)
     t = result.trials
-    return {"best_val_acc": float(winner.best_val_acc), "test_acc": test, "epochs": int(t["epochs"].sum()),
-            "wall_s": round(wall, 1), "stopped": int((t["status"] == "stopped").sum()), "winner": winner.trial_id}
+    return {"best_val_acc": float(winner.best_val_acc), "epochs": int(t["epochs"].sum()), "wall_s": round(wall, 1),
+            "stopped": int((t["status"] == "stopped").sum()), "winner": winner.trial_id,
+            "retrain": winner.config.replace(epochs=max_epochs, seed=seed)}
 
 
-def run_single(line: str, fer: Any, seed: int, max_epochs: int) -> dict[str, Any]:
+def trainings(jobs: dict[str, Any], fer: Any) -> dict[str, dict[str, Any]]:
+    """Train every (name -> TrainConfig) job as a one-CPU Ray task, as many at once as there are CPUs."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(fit_and_test)
+    ref = ray.put(fer)
+    futures = {name: task.remote(cfg, ref) for name, cfg in jobs.items()}
+    return {name: ray.get(f) for name, f in futures.items()}
+
+
+def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root: Path,
+             done: dict[str, dict[str, Any]], record: Any) -> None:
+    """Every line of one (data set, seed) not already in `done`: searches one after another, then the
+    single configurations and the search winners' retrains, in parallel."""
     from fersearch.config import TrainConfig
 
-    t0 = time.time()
-    cfg = TrainConfig.from_dict({**SINGLES[line], "epochs": max_epochs, "seed": seed})
-    result, test = fit_and_test(cfg, fer)
-    return {"best_val_acc": float(result.best_val_acc), "test_acc": test, "epochs": len(result.history),
-            "wall_s": round(time.time() - t0, 1)}
+    pending: dict[str, dict[str, Any]] = {}
+    for line in (x for x in lines if x in SEARCHES and x not in done):
+        pending[line] = run_search(line, fer, seed, args.trials, args.max_epochs, root)
+    jobs = {line: run.pop("retrain") for line, run in pending.items()}
+    jobs.update({line: TrainConfig.from_dict({**SINGLES[line], "epochs": args.max_epochs, "seed": seed})
+                 for line in lines if line in SINGLES and line not in done})
+    for line, trained in trainings(jobs, fer).items():
+        run = pending[line] | {"test_acc": trained["test_acc"], "retrain_s": trained["wall_s"]} \
+            if line in pending else trained
+        record({"preset": preset, "line": line, "seed": seed, **run})
 
 
 def stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,6 +137,21 @@ def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
     return out
 
 
+def read_log(path: Path | None, args: Any) -> list[dict[str, Any]]:
+    """Runs already in the --log file at these settings (a torn last line is ignored)."""
+    if path is None or not path.exists():
+        return []
+    runs = []
+    for text in path.read_text().splitlines():
+        try:
+            run = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if (run.get("trials"), run.get("max_epochs"), run.get("n")) == (args.trials, args.max_epochs, args.n):
+            runs.append(run)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import ray
 
@@ -126,30 +165,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=4000, help="synthetic faces per data set")
     ap.add_argument("--lines", nargs="+", default=[*SEARCHES, *SINGLES], choices=[*SEARCHES, *SINGLES])
     ap.add_argument("--quick", action="store_true", help="tiny data, 4 trials x 2 epochs, 1 seed, hard preset")
+    ap.add_argument("--log", type=Path, help="append each finished run here (JSON lines); runs already there "
+                                             "at the same --trials/--max-epochs/--n are kept, not rerun")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
-    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    runs = read_log(args.log, args)
+
+    def record(run: dict[str, Any]) -> None:
+        run = {**run, "trials": args.trials, "max_epochs": args.max_epochs, "n": args.n}
+        runs.append(run)
+        print(json.dumps(run), file=sys.stderr)
+        if args.log:
+            with args.log.open("a") as f:
+                f.write(json.dumps(run) + "\n")
+
     t0 = time.time()
-    started = not ray.is_initialized()  # one Ray for every search (tune() reuses it)
+    started = not ray.is_initialized()  # one Ray for every search (tune() reuses it) and training
     if started:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     try:
         with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
-            for preset in args.presets:
-                fer = synthetic_data(args.n, 0, preset)
-                for line in args.lines:
-                    for seed in args.seeds:
-                        run = (run_search(line, fer, seed, args.trials, args.max_epochs, Path(tmp) / preset)
-                               if line in SEARCHES else run_single(line, fer, seed, args.max_epochs))
-                        per_seed.setdefault(preset, {}).setdefault(line, []).append({"seed": seed, **run})
-                        print(f"{preset} {line} seed {seed}: {json.dumps(run)}", file=sys.stderr)
+            data = {p: synthetic_data(args.n, 0, p) for p in args.presets}
+            for seed in args.seeds:  # seed outermost: a run cut short still has whole seeds of both data sets
+                for preset, fer in data.items():
+                    done = {r["line"]: r for r in runs if (r["preset"], r["seed"]) == (preset, seed)}
+                    run_seed(preset, fer, seed, args.lines, args, Path(tmp) / preset, done, record)
     finally:
         if started:
             ray.shutdown()
+    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in runs:
+        if r["preset"] in args.presets and r["seed"] in args.seeds and r["line"] in args.lines:
+            per_seed.setdefault(r["preset"], {}).setdefault(r["line"], []).append(r)
     out = {"machine": {"host": platform.node(), "cpus": os.cpu_count(), "processor": platform.processor()},
-           "args": vars(args), "total_s": round(time.time() - t0, 1),
+           "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+           "total_s": round(time.time() - t0, 1),
            "results": {p: {k: stats(v) for k, v in lines.items()} for p, lines in per_seed.items()},
            "targets": targets(per_seed), "runs": per_seed}
     text = json.dumps(out, indent=2)
