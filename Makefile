@@ -32,8 +32,8 @@ bench: install  ## the benchmarks that take minutes (bench_search in its --quick
 	@for b in bench_data bench_train bench_state bench_tune; do echo "== $$b"; $(BIN)/python benchmarks/$$b.py; done
 	@echo "== bench_search --quick"; $(BIN)/python benchmarks/bench_search.py --quick
 
-bench-search: install  ## issue 10's full comparison: 2 data sets x 3 seeds (hours on 2 CPU cores)
-	$(BIN)/python benchmarks/bench_search.py
+bench-search: install  ## issue 10's full comparison: 2 data sets x 3 seeds (~2 h on 2 CPU cores); cut short, run it again
+	$(BIN)/python benchmarks/bench_search.py --log results/bench_search.jsonl --out results/bench_search.json
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -47,12 +47,20 @@ def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_exper
 
 @pytest.mark.slow
 def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--out", str(out)], check=False,
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert json.loads(proc.stdout) == report
+    out, log = tmp_path / "bench.json", tmp_path / "runs.jsonl"
+
+    def bench():
+        proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--log", str(log), "--out", str(out)],
+                              check=False, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(out.read_text())
+        assert json.loads(proc.stdout) == report
+        return report
+
+    report = bench()
+    assert len(log.read_text().splitlines()) == 8  # one line per finished run
+    assert bench()["results"] == report["results"]  # run again: every run read back from the log,
+    assert len(log.read_text().splitlines()) == 8  # none trained again
     lines = report["results"]["hard"]
     assert set(lines) == {"default", "random_asha", "random_fifo", "seed", "seed+standardize", "seed+batch_norm",
                           "seed+sgd", "seed+augment"}
