@@ -95,9 +95,9 @@ def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root
     jobs.update({line: TrainConfig.from_dict({**SINGLES[line], "epochs": args.max_epochs, "seed": seed})
                  for line in lines if line in SINGLES and line not in done})
     for line, trained in trainings(jobs, fer).items():
-        run = pending[line] | {"test_acc": trained["test_acc"], "retrain_s": trained["wall_s"]} \
-            if line in pending else trained
-        record({"preset": preset, "line": line, "seed": seed, **run})
+        if line in pending:  # a search: its own figures, plus its winner's retrained test accuracy
+            trained = {**pending[line], "test_acc": trained["test_acc"], "retrain_s": trained["wall_s"]}
+        record({"preset": preset, "line": line, "seed": seed, **trained})
 
 
 def stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,18 +138,15 @@ def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
 
 
 def read_log(path: Path | None, args: Any) -> list[dict[str, Any]]:
-    """Runs already in the --log file at these settings (a torn last line is ignored)."""
+    """Runs already in the --log file at these settings; a torn last line (a run killed mid-append)
+    is cut off first (fersearch.io.cut_torn_tail), so the next append starts a line of its own."""
+    from fersearch.io import cut_torn_tail
+
     if path is None or not path.exists():
         return []
-    runs = []
-    for text in path.read_text().splitlines():
-        try:
-            run = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if (run.get("trials"), run.get("max_epochs"), run.get("n")) == (args.trials, args.max_epochs, args.n):
-            runs.append(run)
-    return runs
+    cut_torn_tail(path)
+    runs = [json.loads(text) for text in path.read_text().splitlines()]
+    return [r for r in runs if (r["trials"], r["max_epochs"], r["n"]) == (args.trials, args.max_epochs, args.n)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
