@@ -37,14 +37,16 @@ _LAZY = {
 __all__ = ["TrainConfig", "FersearchError", "__version__", "predict", *_LAZY]
 
 
-def predict(images: Any, model: Any = None, *, results: Any = None, tta: bool = False) -> list:
-    """Emotion probabilities per image file (or uint8 (N, 48, 48) array), as `fersearch predict`:
-    `model` is a model.pt path or a loaded module; None takes the newest experiment's
-    best/model.pt under `results` (default results/)."""
+def predict(images: Any, model: Any = None, *, results: Any = None, tta: bool = False, detect: bool = True) -> list:
+    """Emotion probabilities of every face in image files (or of a uint8 (N, 48, 48) array), as
+    `fersearch predict`: `model` is a model.pt or model.onnx path or a loaded module; None takes the
+    newest experiment's best/model.pt under `results` (default results/). detect=False: each image
+    is one face already cropped. A photo with no face gives one Prediction with emotion None."""
     from .search.experiment import newest_best_model
     from .train.predict import predict as predict_images
 
-    return predict_images(images, model if model is not None else newest_best_model(results), tta=tta)
+    chosen = model if model is not None else newest_best_model(results)
+    return predict_images(images, chosen, tta=tta, detect=detect)
 
 
 def __getattr__(name: str) -> Any:

@@ -299,30 +299,59 @@ def best_cmd(
     typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
 
 
+NO_FACE_EXIT = 3  # some image had no face: not an error of fersearch's, not a full success either
+
+
 @app.command("predict")
 def predict_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, ...; any size or colour).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, ...; any size or colour): photos "
+                                                 "(every face is found and classified) or cropped faces.")],
     model: Annotated[
-        Optional[Path], typer.Option("--model", help="A model.pt written by fersearch (default: the newest "
-                                     "experiment's best/model.pt).")
+        Optional[Path], typer.Option("--model", help="A model.pt or model.onnx written by fersearch (default: the "
+                                     "newest experiment's best/model.pt). A .onnx runs in ONNX Runtime.")
     ] = None,
+    no_detect: Annotated[bool, typer.Option(
+        "--no-detect", help="Take each image as one face already cropped (centre square, resized to 48x48) "
+        "instead of finding faces. A 48x48 image is always taken as a crop.")] = False,
+    annotate: Annotated[Optional[Path], typer.Option(
+        "--annotate", help="Write the image with each face's box and emotion drawn on it (.png or .jpg; one "
+        "image only).", show_default=False)] = None,
     results: _ExperimentsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Predict the emotion of each image (turned into 48x48 grayscale: centre square crop, resize)."""
+    """Predict the emotion of every face in each image (found with OpenCV's Haar cascade, cropped as
+    FER2013's faces were, 48x48 grayscale). Exit code 3 when some image has no face."""
     import json
 
+    from .errors import DataError
     from .report import console as report
     from .search.experiment import newest_best_model
     from .train.predict import predict
 
+    if annotate is not None and (len(images) != 1 or annotate.suffix.lower() not in (".png", ".jpg", ".jpeg")):
+        raise DataError(f"--annotate {annotate}: pass exactly one image and a .png or .jpg file to write")
     path = model if model is not None else newest_best_model(results)
-    preds = predict(images, path)
+    preds = predict(images, path, detect=not no_detect)
+    if annotate is not None:
+        from .train.faces import annotate as draw
+
+        found = [p for p in preds if p.box]
+        draw(images[0], [p.box for p in found], [f"{p.emotion} {p.confidence:.2f}" for p in found], annotate)
+    faceless = [p.image for p in preds if p.emotion is None]
     if json_out:
-        typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds]}, indent=2))
+        typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds if p.emotion],
+                               "no_face": faceless}, indent=2))
     else:
         typer.echo(f"model: {path}", err=True)
-        typer.echo(report.format_predictions(preds))
+        table = report.format_predictions(preds)
+        if table:
+            typer.echo(table)
+        if annotate is not None:
+            typer.echo(f"wrote {annotate}", err=True)
+    for image in faceless:
+        typer.echo(f"{image}: no face found; pass --no-detect if it is a face already cropped", err=True)
+    if faceless:
+        raise typer.Exit(NO_FACE_EXIT)
 
 
 def main() -> None:

@@ -12,18 +12,17 @@ on the default data that leaves the majority-class plateau about an epoch sooner
 PyTorch's default initialisation.
 
 The model takes raw pixels (float 0..255, shape (N, 1, 48, 48)) and normalises them
-itself, so training, evaluation, `predict` and a TorchScript export can never disagree
-about preprocessing. It returns logits; softmax lives in the loss and in predict.
+itself, so training, evaluation, `predict` and the ONNX export (fersearch.deploy) can never
+disagree about preprocessing. It returns logits; softmax lives in the loss and in predict.
 
 Model files (`model.pt`) hold only tensors and plain data, so they load with
-`torch.load(weights_only=True)`; `load_model` refuses anything else. `export_torchscript`
-writes the deployable TorchScript file (`model_scripted.pt`) beside it.
+`torch.load(weights_only=True)`; `load_model` refuses anything else. The deployable file is
+best/model.onnx (fersearch.deploy); TorchScript is gone (deprecated, and loading it runs code).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data.schema import NUM_CLASSES, SIZE as IMAGE_SIZE
+from .data.schema import NUM_CLASSES
+from .data.schema import SIZE as IMAGE_SIZE
 from .errors import ConfigError, ModelFileError
 from .fmt import first_line
 from .io import atomic_path
@@ -189,25 +189,3 @@ def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, 
         raise ModelFileError(f"{path}: weights do not match its config ({first_line(e)[:200]})") from None
     model.eval()
     return model, cfg, dict(payload.get("meta") or {})
-
-
-def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save a TorchScript version of `model` (eval mode) for deployment without Python
-    fersearch (C++ libtorch, `torch.jit.load`). It takes raw pixels (N, 1, 48, 48) float
-    0..255 and returns logits, exactly like the eager model."""
-    model = model.eval()
-    with warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.export, but it is still what libtorch
-        # and most serving stacks load; the warning would only confuse users.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.script(model)
-        with atomic_path(path) as tmp:
-            scripted.save(str(tmp))
-    return Path(path)
-
-
-def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
-    """A file written by `export_torchscript`, on the CPU."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")

@@ -25,7 +25,7 @@ from fersearch.search.trial_files import write_trials
 
 runner = CliRunner()
 BEST_FILES = {"config.json", "metrics.json", "classification_report.txt", "confusion_matrix.png",
-              "confusion_matrix_normalized.png", "learning_curves.png", "model.pt", "model_scripted.pt",
+              "confusion_matrix_normalized.png", "learning_curves.png", "model.pt", "model.onnx",
               "fersearch.json", "report.html", "report.md", "predictions.csv", "history.csv"}
 
 

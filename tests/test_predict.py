@@ -1,7 +1,8 @@
 """`fersearch predict` and fersearch.train.predict: any image becomes a 48x48 grayscale face the
-way the training data looked; predictions agree with `best --evaluate`; TorchScript equals eager;
-the default model is the newest evaluated experiment's; bad images and bad model files are
-one-line errors through the real CLI."""
+way the training data looked, through the one image path a training folder takes too;
+predictions agree with `best --evaluate`; the default model is the newest evaluated
+experiment's; bad images and bad model files are one-line errors through the real CLI.
+(Photos with faces: test_photo.py; ONNX: test_onnx.py.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.data.schema import LABELS
 from fersearch.errors import DataError
-from fersearch.model import load_torchscript
 from fersearch.train.predict import load_image, predict
 
 runner = CliRunner()
@@ -50,12 +50,64 @@ def test_any_size_or_colour_becomes_a_centre_cropped_48x48_gray(tmp_path):
     assert load_image(tmp_path / "tall.png").max() == 0
 
     deep = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
-    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit: stretched, not clipped to white
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit: scaled by the full range, not clipped to white
     img16 = load_image(tmp_path / "deep.png")
     assert img16.min() < 20 and img16.max() > 235
+    Image.fromarray(deep // 16).save(tmp_path / "dark16.png")  # a dark 16-bit photo stays dark (not stretched)
+    assert load_image(tmp_path / "dark16.png").max() <= 17
 
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.gif")
     assert load_image(tmp_path / "pal.gif").shape == (48, 48)
+
+
+def _odd_images(rng):
+    """Files that take every branch of the image path: EXIF-rotated colour jpeg, transparent png,
+    16-bit png, palette gif-like png, a non-square colour png, a plain 48x48 png."""
+    from PIL import Image
+
+    def noise(h, w, c=None):
+        return rng.integers(0, 256, (h, w) if c is None else (h, w, c), dtype=np.uint8)
+
+    rotated = Image.fromarray(noise(60, 90, 3))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to show upright
+    rgba = noise(70, 70, 4)
+    rgba[:20, :, 3] = 0  # a transparent band: white, whatever colour it stores
+    return {"rotated.jpg": (rotated, {"exif": exif, "quality": 95}),
+            "alpha.png": (Image.fromarray(rgba, mode="RGBA"), {}),
+            "deep.png": (Image.fromarray(noise(64, 64).astype(np.uint16) * 257), {}),
+            "palette.png": (Image.fromarray(noise(50, 50, 3)).convert("P"), {}),
+            "wide.png": (Image.fromarray(noise(60, 100, 3)), {}),
+            "plain.png": (Image.fromarray(noise(48, 48)), {})}
+
+
+def test_a_folder_image_and_the_same_file_in_predict_give_identical_model_inputs(tmp_path):
+    """The one image path: the image-folder reader (with --resize) and predict (a cropped face,
+    --no-detect, or a 48x48 file) turn each file into exactly the same 48x48 pixels."""
+    from fersearch.data import load
+    from fersearch.train.predict import face_crops
+
+    rng = np.random.default_rng(5)
+    files = []
+    for i, (name, (img, kw)) in enumerate(_odd_images(rng).items()):
+        for split in ("train", "test"):
+            folder = tmp_path / split / LABELS[i % 7].lower()
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / name, **kw)
+            files.append(folder / name)
+    fer = load(tmp_path, resize=True, log=lambda m: None)
+    assert len(fer.images) == len(files)
+    rows = {fer.images[i].tobytes() for i in range(len(fer.images))}
+    for f in files:
+        crops, _ = face_crops(f, detect=False)
+        assert np.array_equal(crops[0], load_image(f)) and load_image(f).tobytes() in rows, f
+    rotated = load_image(files[0])  # EXIF orientation 6: the 90-wide, 60-high photo comes out upright
+    from PIL import Image, ImageOps
+    with Image.open(files[0]) as im:
+        assert ImageOps.exif_transpose(im).size == (60, 90)
+    assert rotated.shape == (48, 48)
+    alpha = next(f for f in files if f.name == "alpha.png")
+    assert (load_image(alpha)[:12] == 255).all()  # the transparent top band is white
 
 
 def test_a_tiny_image_is_enlarged(tmp_path):
@@ -82,17 +134,17 @@ def test_predict_cli_prints_probabilities_per_emotion(saved_model, tmp_path):
     for i, f in enumerate(faces):
         paths.append(tmp_path / f"f{i}.png")
         Image.fromarray(f).resize((96, 96)).convert("RGB").save(paths[-1])
-    res = runner.invoke(app, ["predict", *map(str, paths), "--model", str(saved_model), "--json"])
+    res = runner.invoke(app, ["predict", *map(str, paths), "--model", str(saved_model), "--json", "--no-detect"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["model"] == str(saved_model) and len(out["predictions"]) == 3
-    api = predict(paths, saved_model)
+    assert out["model"] == str(saved_model) and len(out["predictions"]) == 3 and out["no_face"] == []
+    api = predict(paths, saved_model, detect=False)
     for p, a in zip(out["predictions"], api):
         assert list(p["probabilities"]) == list(LABELS)
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert p["emotion"] == max(p["probabilities"], key=p["probabilities"].get) == a.emotion
         assert p["probabilities"] == pytest.approx(a.probabilities)
-    text = runner.invoke(app, ["predict", str(paths[0]), "--model", str(saved_model)])
+    text = runner.invoke(app, ["predict", str(paths[0]), "--model", str(saved_model), "--no-detect"])
     assert text.exit_code == 0 and api[0].emotion in text.stdout and "Neutral" in text.stdout
 
 
@@ -133,11 +185,11 @@ def test_default_model_is_the_newest_evaluated_experiments(saved_model, in_tmp):
 
 
 # ------------------------------------------------------------------ one-line errors through the CLI
-def test_not_an_image_is_aassert_one_line_error(saved_model, tmp_path):
+def test_not_an_image_is_a_one_line_error(saved_model, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not a png")
     assert_one_line_error(runner.invoke(app, ["predict", str(bad), "--model", str(saved_model)]),
-                    str(bad), "not a readable image")
+                    str(bad), "cannot read image")
     assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", str(saved_model)]),
                     "missing.jpg", "not found")
 
@@ -215,16 +267,3 @@ def test_predict_agrees_with_evaluate_on_the_same_images(evaluated_experiment, t
         assert p["emotion"] == preds.loc[i, "predicted"]
         assert [p["probabilities"][n] for n in LABELS] == pytest.approx(
             [preds.loc[i, f"p_{n}"] for n in LABELS], abs=1e-6)
-
-
-@pytest.mark.slow
-def test_exported_torchscript_of_the_best_model_equals_eager(evaluated_experiment):
-    from fersearch.model import load_model
-
-    best = evaluated_experiment / "best"
-    model, cfg, meta = load_model(best / "model.pt")
-    assert meta["trial_id"] and cfg == TrainConfig.from_dict(json.loads((best / "config.json").read_text()))
-    scripted = load_torchscript(best / "model_scripted.pt")
-    x = torch.rand(32, 1, 48, 48) * 255
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)  # float noise only

@@ -2,7 +2,8 @@
 
 The emotion comes from the folder NAME, never from its sorted index (sorted order
 puts neutral before sad and surprise). Colour images become grayscale; other
-sizes are an error unless `resize` is asked for.
+sizes are an error unless `resize` is asked for. Each file is decoded by data/image.py, the
+same path `fersearch predict` takes, so a face reaches the model in one form only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from .formats import FOLDER_SPLITS, FORMATS_HELP, IMAGE_EXTENSIONS, Parsed, Source
+from .image import crop_48, open_gray
 from .progress import Tick, no_progress
 from .schema import SIZE
 
@@ -21,8 +23,6 @@ FOLDER_LABELS = {"angry": 0, "anger": 0, "disgust": 1, "disgusted": 1, "fear": 2
 
 def read_folders(src: Source, resize: bool, tick: Tick = no_progress) -> Parsed:
     """train/<emotion>/*.png|jpg (and test/, val/): grayscale 48x48, emotion from the folder name."""
-    from PIL import Image, UnidentifiedImageError
-
     images, labels, usage, ignored, resized, converted = [], [], [], 0, 0, 0
     for i, f in enumerate(src.files):
         if i % 256 == 0:
@@ -38,20 +38,14 @@ def read_folders(src: Source, resize: bool, tick: Tick = no_progress) -> Parsed:
         if label is None:
             raise DataError(f"{f.parent}: folder name '{emotion_dir}' is not an emotion; expected one of "
                             f"angry, disgust, fear, happy, sad, surprise, neutral (rename or remove it)")
-        try:
-            with Image.open(f) as im:
-                im.load()
-                converted += im.mode != "L"
-                gray = im.convert("L")
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise DataError(f"{f}: cannot read image ({str(e).splitlines()[0][:80]}); delete or replace it") from None
+        gray, mode = open_gray(f, fix="delete or replace it")
+        converted += mode != "L"
         if gray.size != (SIZE, SIZE):
             if not resize:
                 raise DataError(f"{f}: image is {gray.size[0]}x{gray.size[1]}, fersearch needs 48x48; "
                                 f"pass --resize to scale every image to 48x48")
-            gray = gray.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
             resized += 1
-        images.append(np.asarray(gray, np.uint8))
+        images.append(crop_48(gray))
         labels.append(label)
         usage.append(FOLDER_SPLITS[split_dir.lower()])
     tick("image files read", len(src.files), len(src.files))
@@ -61,7 +55,7 @@ def read_folders(src: Source, resize: bool, tick: Tick = no_progress) -> Parsed:
     if ignored:
         notes.append(f"ignored {ignored} non-image file(s) under {src.main}")
     if resized:
-        notes.append(f"resized {resized} image(s) to 48x48 (--resize)")
+        notes.append(f"resized {resized} image(s) to 48x48 (--resize: centre square, area average)")
     if converted:
         notes.append(f"converted {converted} non-grayscale image(s) to 8-bit grayscale")
     return Parsed(np.stack(images), np.array(labels, np.int64), np.array(usage, np.int8), notes)

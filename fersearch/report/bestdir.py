@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import analysis as an
-from . import plots
-from .metrics import report_file_text
-from .pages import ReportContext, write_pages
 from ..io import atomic_write_text, versions, write_json
 from ..search.experiment import results_root
+from . import analysis as an
+from . import plots
 from .best import BestTrial
+from .metrics import report_file_text
+from .pages import ReportContext, write_pages
 
 BEST_DIR = "best"
 
@@ -62,8 +62,9 @@ class RetrainRun:
 
 
 def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: float) -> None:
-    from ..model import export_torchscript, save_model
-    from ..train.predict import MODEL_FILE, SCRIPTED_FILE
+    from ..deploy import ONNX_FILE, export_onnx
+    from ..model import save_model
+    from ..train.predict import MODEL_FILE
 
     bt, m = ev.best, ev.metrics
     write_json(out / "config.json", ev.config.to_dict())
@@ -75,7 +76,7 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
     save_model(out / MODEL_FILE, run.fit.model, ev.config,
                meta={"experiment": bt.name, "trial_id": bt.trial_id, "data_sha256": fer.sha256,
                      "split": m["split"], "accuracy": m["accuracy"], "val_acc": m["val_acc"]})
-    export_torchscript(copy.deepcopy(run.fit.model).to("cpu").eval(), out / SCRIPTED_FILE)
+    export_onnx(copy.deepcopy(run.fit.model).to("cpu").eval(), out / ONNX_FILE, ev.config)
     record = provenance(ev, fer, elapsed, run)
     write_json(out / "fersearch.json", record)
     write_pages(ReportContext(

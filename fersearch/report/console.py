@@ -67,6 +67,10 @@ def format_evaluation(ev: Any) -> str:
 
 
 def format_predictions(preds: Sequence[Any]) -> str:
-    """What `fersearch predict` prints: one row per image, confidence and probabilities (3 decimals)."""
-    rows = [{"image": p.image, "emotion": p.emotion, "confidence": p.confidence, **p.probabilities} for p in preds]
+    """What `fersearch predict` prints: one row per face (image, face, box x,y,w,h), confidence and
+    probabilities (3 decimals); images with no face found are left to the caller's line."""
+    rows = [{"image": p.image, "face": p.face, "box": ",".join(map(str, p.box)) if p.box else "-",
+             "emotion": p.emotion, "confidence": p.confidence, **p.probabilities} for p in preds if p.emotion]
+    if not rows:
+        return ""
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -1,8 +1,10 @@
 """Use a model: class probabilities and scores for pixel arrays, and `predict` on image files.
 
-Any image (png, jpg, ..., any size or colour) becomes what the training data looked
-like: 8-bit grayscale, centre square crop, 48x48. The model normalises pixels itself
-(see fersearch.model), so the raw 0..255 array is all it needs.
+`predict` finds the faces in each photo (train/faces.py), crops each one as FER2013's were
+and classifies it; with detect=False, or for a 48x48 image, the image is taken as one face
+already cropped. Every file is decoded by data/image.py, the one image path training folders
+use too. The model normalises pixels itself (see fersearch.model), so the raw 0..255 array is
+all it needs; a model.onnx runs in ONNX Runtime (fersearch.deploy) with no torch maths.
 """
 
 from __future__ import annotations
@@ -10,22 +12,24 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.schema import NUM_CLASSES, SIZE as IMAGE_SIZE
+from ..data.schema import NUM_CLASSES
+from ..data.schema import SIZE as IMAGE_SIZE
 from ..errors import DataError
 from .device import resolve_device
 
 MODEL_FILE = "model.pt"
-SCRIPTED_FILE = "model_scripted.pt"
 EVAL_BATCH = 512
+Box = tuple[int, int, int, int]  # x, y, width, height in the upright photo
 
 
 # ---------------------------------------------------------------- probabilities and scores
@@ -98,54 +102,10 @@ def score(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndarra
 
 # ---------------------------------------------------------------- images
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (48, 48) grayscale from any image file Pillow reads: EXIF orientation applied,
-    converted to 8-bit luminance, centre square crop, area-averaged resize."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """uint8 (48, 48) grayscale from an image file taken as one cropped face (data/image.py)."""
+    from ..data.image import load_face
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image {path} not found; pass existing image files (png, jpg, ...)")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            gray = _to_gray(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        # SyntaxError: Pillow raises it for some truncated/malformed headers.
-        reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e).splitlines()[0]
-        raise DataError(f"{path} is not a readable image ({reason}); pass a png or jpg file") from None
-    return square_48(gray)
-
-
-def _to_gray(img: Any) -> Any:
-    """8-bit grayscale; transparent areas become white (as on a page) rather than black."""
-    from PIL import Image
-
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit / float images: stretch their actual range to 0..255 instead of clipping.
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(arr.round().astype(np.uint8), mode="L")
-    return img.convert("L")
-
-
-def square_48(gray: Any) -> np.ndarray:
-    """Centre square crop of a grayscale PIL image, resized to 48x48 (BOX filter when
-    shrinking = area average, like a camera; bilinear when enlarging)."""
-    from PIL import Image
-
-    w, h = gray.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    crop = gray.crop((left, top, left + side, top + side))
-    if side != IMAGE_SIZE:
-        resample = Image.Resampling.BOX if side > IMAGE_SIZE else Image.Resampling.BILINEAR
-        crop = crop.resize((IMAGE_SIZE, IMAGE_SIZE), resample=resample)
-    return np.asarray(crop, dtype=np.uint8).copy()
+    return load_face(path)
 
 
 def load_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
@@ -155,42 +115,93 @@ def load_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     return np.stack([load_image(p) for p in paths])
 
 
+def face_crops(path: str | os.PathLike, detect: bool = True) -> tuple[list[np.ndarray], list[Box]]:
+    """(48x48 crops, boxes) of the faces in an image file: every face the detector finds, or, with
+    detect=False or a 48x48 image, the whole image (centre square) as one face."""
+    from ..data.image import centre_square, crop_48, open_gray
+    from .faces import detect_faces, fer_crop
+
+    gray = open_gray(path).image
+    if not detect or gray.size == (IMAGE_SIZE, IMAGE_SIZE):
+        left, top, right, bottom = centre_square(gray.size)
+        return [crop_48(gray)], [(left, top, right - left, bottom - top)]
+    boxes = detect_faces(gray)
+    return [crop_48(gray, fer_crop(b)) for b in boxes], boxes
+
+
 # ---------------------------------------------------------------- predict
 @dataclass
 class Prediction:
+    """One face (or one image taken as a face). A photo with no face found gets one Prediction
+    with face None and emotion None: nothing is classified silently."""
+
     image: str
-    emotion: str
-    confidence: float
+    emotion: str | None
+    confidence: float | None
     probabilities: dict[str, float]
+    face: int | None = 0
+    box: Box | None = None  # x, y, width, height in the upright photo
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.image, "emotion": self.emotion, "confidence": self.confidence,
-                "probabilities": self.probabilities}
+        return {"image": self.image, "face": self.face, "box": list(self.box) if self.box else None,
+                "emotion": self.emotion, "confidence": self.confidence, "probabilities": self.probabilities}
+
+
+def load_predictor(model: str | os.PathLike | nn.Module) -> Any:
+    """A model.pt (torch), a model.onnx (ONNX Runtime) or a module: something with predict_proba."""
+    from ..deploy import OnnxModel
+    from ..model import load_model
+
+    if isinstance(model, nn.Module):
+        return _TorchPredictor(model)
+    if Path(model).suffix.lower() == ".onnx":
+        return OnnxModel(model)
+    with warnings.catch_warnings():
+        # torch warns about the pickle protocol of a foreign file before refusing it; the
+        # refusal is the one line the user needs.
+        warnings.simplefilter("ignore", UserWarning)
+        return _TorchPredictor(load_model(model)[0])
+
+
+@dataclass
+class _TorchPredictor:
+    model: nn.Module
+
+    def predict_proba(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return predict_proba(self.model, images, tta=tta)
 
 
 def predict(images: Sequence[str | os.PathLike] | np.ndarray, model: str | os.PathLike | nn.Module, *,
-            tta: bool = False) -> list[Prediction]:
-    """Emotion probabilities for image files (or a uint8 (N, 48, 48) array).
+            tta: bool = False, detect: bool = True) -> list[Prediction]:
+    """Emotion probabilities of every face in image files (or of a uint8 (N, 48, 48) array of faces).
 
-    `model`: a model.pt path or a module already loaded (the CLI finds the newest
-    experiment's best/model.pt). Returns one Prediction per image, in order."""
+    `model`: a model.pt or model.onnx path, or a module already loaded. Returns one Prediction per
+    face, image by image (largest face first); a photo with no face gives one with emotion None."""
     from ..data.schema import LABELS
-    from ..model import load_model
 
+    predictor = load_predictor(model)
+    rows: list[tuple[str, int | None, Box | None]] = []
+    crops: list[np.ndarray] = []
     if isinstance(images, np.ndarray):
-        arrays, names = _check_array(images), [f"image[{i}]" for i in range(len(images))]
+        crops = list(_check_array(images))
+        rows = [(f"image[{i}]", 0, None) for i in range(len(crops))]
     else:
-        arrays, names = load_images(list(images)), [str(p) for p in images]
-    if isinstance(model, (str, os.PathLike)):
-        with warnings.catch_warnings():
-            # torch warns about the pickle protocol of a foreign file before refusing it; the
-            # refusal is the one line the user needs.
-            warnings.simplefilter("ignore", UserWarning)
-            model, _, _ = load_model(model)
-    probs = predict_proba(model, arrays, tta=tta)
-    return [Prediction(image=name, emotion=LABELS[int(p.argmax())], confidence=float(p.max()),
-                       probabilities={lab: float(v) for lab, v in zip(LABELS, p)})
-            for name, p in zip(names, probs)]
+        if not images:
+            raise DataError("no images given; pass one or more image files")
+        for path in images:
+            faces, boxes = face_crops(path, detect)
+            crops += faces
+            rows += [(str(path), i, b) for i, b in enumerate(boxes)] or [(str(path), None, None)]
+    probs = iter(predictor.predict_proba(np.stack(crops), tta=tta) if crops else [])
+    out = []
+    for name, face, box in rows:
+        if face is None:
+            out.append(Prediction(image=name, emotion=None, confidence=None, probabilities={}, face=None))
+            continue
+        p = next(probs)
+        out.append(Prediction(image=name, emotion=LABELS[int(p.argmax())], confidence=float(p.max()),
+                              probabilities={lab: float(v) for lab, v in zip(LABELS, p)}, face=face, box=box))
+    return out
 
 
 def _check_array(images: np.ndarray) -> np.ndarray:
