@@ -271,6 +271,11 @@ def best_cmd(
         str, typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when the data has "
                           "no test labels, e.g. Kaggle test.csv).")
     ] = "test",
+    max_latency_ms: Annotated[
+        Optional[float], typer.Option("--max-latency-ms", help="Pick the most accurate trial whose model runs "
+                                      "within this many ms (batch 1, 1 CPU thread, ONNX Runtime); --evaluate "
+                                      "retrains that one.", show_default=False)
+    ] = None,
     results: _ExperimentsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -279,17 +284,26 @@ def best_cmd(
     Best = highest best-epoch validation accuracy; --evaluate writes results/<name>/best/."""
     import json
 
+    from .report import pareto
     from .report.best import best
     from .report.console import format_best, format_evaluation
 
     if not evaluate:
-        bt = best(experiment, results=results)
-        typer.echo(json.dumps(bt.to_dict(), indent=2, default=str) if json_out else format_best(bt))
+        bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
+        trials = bt.analysis.trials
+        if json_out:
+            typer.echo(json.dumps({**bt.to_dict(), "pareto": pareto.front_dict(trials, bt.trial_id, max_latency_ms)},
+                                  indent=2, default=str))
+        else:
+            typer.echo(format_best(bt))
+            front = pareto.format_front(trials, bt.trial_id, max_latency_ms)
+            if front:
+                typer.echo("\n" + front)
         return
     from .report import evaluate as evaluation
 
     evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
-    bt = best(experiment, results=results)
+    bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
     log = (lambda msg: typer.echo(msg, err=True))
     data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
     if not json_out:

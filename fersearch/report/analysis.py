@@ -293,7 +293,9 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                imp = optuna.importance.get_param_importances(study, evaluator=make(), params=params)
+                # A val_acc,latency study has two values per trial: importance is for val_acc.
+                target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+                imp = optuna.importance.get_param_importances(study, evaluator=make(), params=params, target=target)
             out[name] = {k: float(v) for k, v in imp.items()}
         except (ValueError, RuntimeError) as e:
             problems.append(f"{name} failed: {first_line(e)}")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import analysis as an
 from ..config import TrainConfig
-from ..errors import ExperimentError
+from ..errors import ConfigError, ExperimentError
 from ..fmt import int_or_none, json_value
 from ..search.experiment import read_history, read_meta, read_trials, resolve_experiment, trial_config
 
@@ -39,6 +39,7 @@ class BestTrial:
     meta: dict[str, Any]
     analysis: an.SearchAnalysis
     in_progress: int  # trials still pending or running: the search is not over
+    max_latency_ms: float | None = None  # the latency budget the pick was made under (report/pareto.py)
 
     def top(self, n: int = TOP_N) -> pd.DataFrame:
         return self.analysis.top(n)
@@ -64,11 +65,12 @@ class BestTrial:
 
 
 def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike | None = None,
-         importance: bool = False) -> BestTrial:
+         importance: bool = False, max_latency_ms: float | None = None) -> BestTrial:
     """The winning trial of an experiment (default: the newest under results/), judged by its
     best validation accuracy over its epochs. Works while the search runs: it uses every
     trial that has reported at least one epoch. `importance=True` adds Optuna's
-    hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does)."""
+    hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does).
+    `max_latency_ms`: the most accurate trial whose model's latency is within the budget."""
     from ..search.noise import read_decisions
     from ..search.study import load_study
 
@@ -83,10 +85,27 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
     if analysis.best_trial is None:
         raise ExperimentError(f"{exp}: no trial has reported a validation accuracy yet ({len(trials)} trials listed); "
                               "wait for the first epochs (`fersearch status`) and try again")
-    row = analysis.trials.iloc[0]
+    row = analysis.trials.iloc[0] if max_latency_ms is None else _under_budget(exp, analysis.trials, max_latency_ms)
     return BestTrial(
         experiment=exp, name=str(meta.get("name", exp.name)), trial_id=str(row["trial_id"]), status=str(row["status"]),
         best_val_acc=float(row["best_val_acc"]), best_epoch=int_or_none(row["best_epoch"]),
         epochs=int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), meta=meta,
         analysis=analysis, in_progress=int(trials["status"].isin(["pending", "running"]).sum()),
+        max_latency_ms=max_latency_ms,
     )
+
+
+def _under_budget(exp: Path, ranked: pd.DataFrame, max_latency_ms: float) -> pd.Series:
+    from ..search.experiment import best_under_latency
+
+    if not max_latency_ms > 0:
+        raise ConfigError(f"--max-latency-ms {max_latency_ms}: give a budget above 0 ms")
+    lat = pd.to_numeric(ranked["latency_ms"], errors="coerce") if "latency_ms" in ranked.columns else None
+    if lat is None or lat.isna().all():
+        raise ExperimentError(f"{exp}: its trials recorded no latency (a search made before latency was measured); "
+                              "run a new search to pick under --max-latency-ms")
+    pick = best_under_latency(ranked, max_latency_ms)
+    if pick is None:
+        raise ExperimentError(f"no trial of {exp.name} is within --max-latency-ms {max_latency_ms:g}: the fastest "
+                              f"takes {lat.min():.3f} ms; raise the budget")
+    return ranked[ranked["trial_id"].astype(str) == str(pick["trial_id"])].iloc[0]

@@ -20,7 +20,7 @@ import pandas as pd
 from ..io import atomic_write_text, versions, write_json
 from ..search.experiment import results_root
 from . import analysis as an
-from . import plots
+from . import pareto, plots
 from .best import BestTrial
 from .metrics import report_file_text
 from .pages import ReportContext, write_pages
@@ -73,6 +73,8 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
     atomic_write_text(out / "predictions.csv", ev.predictions.to_csv(index_label="index"))
     atomic_write_text(out / "history.csv", pd.DataFrame(ev.history).to_csv(index=False))
     images = write_plots(out, ev)
+    if pareto.has_latency(bt.analysis.trials):
+        atomic_write_text(out / "pareto.csv", pareto.front_table(bt.analysis.trials, bt.trial_id).to_csv(index=False))
     save_model(out / MODEL_FILE, run.fit.model, ev.config,
                meta={"experiment": bt.name, "trial_id": bt.trial_id, "data_sha256": fer.sha256,
                      "split": m["split"], "accuracy": m["accuracy"], "val_acc": m["val_acc"]})
@@ -111,6 +113,10 @@ def write_plots(out: Path, ev: Evaluation) -> dict[str, str]:
     if a.importance:
         plots.plot_importance(a.importance, out / "importance.png")
         images["Hyperparameter importance"] = "importance.png"
+    if pareto.has_latency(a.trials):
+        pareto.plot_front(a.trials, out / "pareto.png", ev.best.trial_id, ev.best.max_latency_ms)
+        images["Accuracy against latency (Pareto front); picked: " + pareto.rule_text(ev.best.max_latency_ms)] = \
+            "pareto.png"
     return images
 
 
@@ -122,6 +128,7 @@ def evaluate_command(ev: Evaluation) -> str:
     flags += f" --seeds {m['seeds']['n']}" if m["seeds"]["n"] > 1 else ""
     flags += " --tta" if ev.tta_metrics else ""
     flags += " --split val" if m["split"] == "val" else ""
+    flags += f" --max-latency-ms {bt.max_latency_ms:g}" if bt.max_latency_ms is not None else ""
     return f"fersearch best {bt.name if under_default else bt.experiment} --evaluate{flags}"
 
 
@@ -141,6 +148,13 @@ def _notes(ev: Evaluation, fer: Any) -> list[str]:
     if getattr(fer, "synthetic", False):
         notes.append("These figures are on the synthetic stand-in data set, not on FER2013; put fer2013.csv in "
                      "data/ (or pass --data) to measure the real thing.")
+    trials = ev.best.analysis.trials
+    if pareto.has_latency(trials):
+        front = pareto.front_table(trials, ev.best.trial_id)
+        notes.append(f"Picked trial {ev.best.trial_id} by the rule: {pareto.rule_text(ev.best.max_latency_ms)}. "
+                     f"Pareto front of accuracy and latency: {len(front)} of {len(trials)} trials ("
+                     + ", ".join(f"{r['trial']} {r['best val_acc']:.4f} at {r['latency ms']:.3f} ms"
+                                 for r in front.to_dict("records")) + "); table in pareto.csv, plot below.")
     if ev.best.unfinished:
         notes.append(f"The search was still running or was interrupted: {ev.best.unfinished} trial(s) had not "
                      "finished when this report was made; the winner is the best of what had reported.")

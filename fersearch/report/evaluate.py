@@ -38,7 +38,7 @@ SPLITS = ("test", "val")
 def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs: int | None = None, seeds: int = 1,
              tta: bool = False, split: str = "test", results: str | os.PathLike | None = None,
              data: Any = None, threads: int | None = None, progress: bool = False,
-             log: Log | None = None) -> Evaluation:
+             log: Log | None = None, max_latency_ms: float | None = None) -> Evaluation:
     """Retrain the best trial's configuration from scratch and evaluate it on `split`.
 
     experiment: a name, a path, None (the newest) or a BestTrial from `best()`.
@@ -46,10 +46,11 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     seeds: retrain this many times with seeds cfg.seed, cfg.seed+1, ...; keep the best-validation
     model and report mean +- std. tta: add horizontal-flip test-time augmentation figures.
     data: the FerData the search used, if it was passed in memory (default: reload the
-    search's data file, checked against its recorded sha256)."""
+    search's data file, checked against its recorded sha256). max_latency_ms: retrain the most
+    accurate trial whose model is within this latency budget instead (report/pareto.py)."""
     log = log or log_stderr
     check_args(epochs, seeds, split)
-    bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results)
+    bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results, max_latency_ms=max_latency_ms)
     a = bt.analysis
     if not a.importance:
         bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study, decisions=a.decisions)

@@ -31,7 +31,7 @@ from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
                     full_disk_error)
-from .options import SearchOptions, api_signature, safe_name
+from .options import SearchOptions, api_signature, objective_list, safe_name
 from .resources import Resources, check_shared_storage, local_gpu_count, plan_resources, storage_location
 from .session import cluster_info, ray_env, ray_running, ray_session
 from .spaces import Space, load_space, quiet_optuna, space_from_function
@@ -268,7 +268,7 @@ def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resource
         "space_constants": list(space.constants),
         "seed": opts.seed, "trials": opts.trials, "max_epochs": opts.max_epochs, "grace_period": opts.grace,
         "reduction_factor": opts.reduction_factor, "scheduler": opts.scheduler, "sampler": opts.sampler,
-        "metric": METRIC, "mode": MODE, "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
+        "objectives": objective_list(opts.objectives), "metric": METRIC, "mode": MODE, "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
         "options": opts.to_dict(), "resources": plan.as_dict(), "storage": storage,
         "host": socket.gethostname(), "base_config": base.to_dict(), "versions": versions(),
     }
@@ -296,7 +296,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
         trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(
             search_alg=searcher(space, sampler=meta["sampler"], seed=meta["seed"], trials=meta["trials"],
-                                exp_dir=exp_dir, name=meta["name"]),
+                                exp_dir=exp_dir, name=meta["name"], objectives=meta.get("objectives", ["val_acc"])),
             scheduler=make_scheduler(meta, fer, exp_dir, metric=METRIC, mode=MODE),
             num_samples=meta["trials"],
             max_concurrent_trials=plan.concurrency,

@@ -42,6 +42,9 @@ HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
     "lr", "images_per_s", "epoch_time_s",
 )
+# Each trial's deployment figures (fersearch.deploy.measure), after TRIAL_COLUMNS; optional on
+# reading: searches made before they existed lack them.
+DEPLOY_COLUMNS = ("latency_ms", "params", "onnx_bytes")
 PARAM_PREFIX = "config/"
 # Read as text so ids like "0e1" or gpu lists like "0,1" are never turned into numbers.
 _TEXT_COLUMNS = {"trial_id": str, "status": str, "node": str, "gpu_ids": str, "error": str, "config_json": str}
@@ -170,6 +173,31 @@ def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
     if not len(scored):
         return None
     return {k: json_value(v) for k, v in scored.loc[scored["best_val_acc"].astype(float).idxmax()].items()}
+
+
+def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials no other trial beats on both best_val_acc (higher) and latency_ms (lower), fastest
+    first; diverged trials and trials without both figures never count."""
+    if "latency_ms" not in trials.columns or not len(trials):
+        return trials.iloc[0:0]
+    acc = pd.to_numeric(trials["best_val_acc"], errors="coerce")
+    lat = pd.to_numeric(trials["latency_ms"], errors="coerce")
+    ok = acc.notna() & lat.notna() & (trials["status"] != "diverged")
+    scored = trials[ok].assign(_acc=acc[ok], _lat=lat[ok]).sort_values(["_lat", "_acc"], ascending=[True, False])
+    keep, best_acc = [], -1.0
+    for i, row in scored.iterrows():  # fastest first: a point is on the front if it beats every faster one
+        if row["_acc"] > best_acc:
+            keep.append(i)
+            best_acc = row["_acc"]
+    return scored.loc[keep].drop(columns=["_acc", "_lat"])
+
+
+def best_under_latency(trials: pd.DataFrame, max_latency_ms: float) -> dict[str, Any] | None:
+    """The best_trial rule among the trials whose latency_ms is at most the budget (None: none is)."""
+    lat = pd.to_numeric(trials["latency_ms"], errors="coerce") if "latency_ms" in trials.columns else None
+    if lat is None:
+        return None
+    return best_trial(trials[lat <= max_latency_ms])
 
 
 def newest_best_model(results: str | os.PathLike | None = None) -> Path:

@@ -22,6 +22,7 @@ from ..errors import ExperimentError, FersearchError
 
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("tpe", "random")
+OBJECTIVES = ("val_acc", "latency")  # latency: batch-1, one-thread ONNX Runtime ms of the trial's model (minimised)
 DATA_HELP = ("FER2013 file or folder (fer2013.csv, icml_face_data.csv, train.csv+test.csv, "
              "train/ test/ image folders, fer2013new.csv beside fer2013.csv). "
              "Default: data/fer2013.csv if present, else the synthetic set in data/synthetic/.")
@@ -50,6 +51,19 @@ def default_grace_period(max_epochs: int) -> int:
     the rung at 27 that grace 3 adds saves only 3 of 30 epochs.
     """
     return max(1, max_epochs // 6)
+
+
+def objective_list(v: str) -> list[str]:
+    return [s.strip() for s in str(v).split(",") if s.strip()]
+
+
+def _objectives_check(v: str, o: SearchOptions) -> str | None:
+    got = objective_list(v)
+    unknown = [s for s in got if s not in OBJECTIVES]
+    if unknown or not got or got[0] != "val_acc" or len(set(got)) != len(got):
+        what = f"unknown objective {unknown[0]!r}" if unknown else "val_acc must come first, each once"
+        return f"--objectives {v!r}: {what}; use val_acc, or val_acc,latency for accuracy and latency together"
+    return None
 
 
 def _grace_check(v: int | None, o: SearchOptions) -> str | None:
@@ -130,6 +144,10 @@ class SearchOptions:
     sampler: str = setting(
         "tpe", "tpe (Optuna TPE, seeded) or random.", cli=str,
         check=lambda v, o: f"--sampler {v!r}: choose one of {', '.join(SAMPLERS)}" if v not in SAMPLERS else None)
+    objectives: str = setting(
+        "val_acc", "What the sampler optimises: val_acc, or val_acc,latency (accuracy up and batch-1 CPU latency "
+        "down together: Optuna keeps a Pareto front; ASHA still stops trials on val_acc).", cli=str,
+        check=_objectives_check)
     seed: int = setting(0, "Seed of the sampler and of every trial's training.", cli=int,
                         check=lambda v, o: f"--seed {v}: must be >= 0" if v < 0 else None)
     name: Optional[str] = setting(None, "Experiment name under --results (default: <space>-<timestamp>).",

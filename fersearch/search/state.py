@@ -21,7 +21,7 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 from ..fmt import short_params
-from .experiment import HISTORY_COLUMNS, PARAM_PREFIX, read_history, read_trials
+from .experiment import DEPLOY_COLUMNS, HISTORY_COLUMNS, PARAM_PREFIX, read_history, read_trials
 from .trial_files import frame_rows, write_trials
 
 ENDED = ("completed", "stopped", "failed", "diverged")  # diverged: a non-finite training loss ended it
@@ -128,7 +128,8 @@ class TrialState:
         self.accs.setdefault(trial_id, {})[epoch] = _finite(acc)
         row = self.rows[trial_id]
         row.update(status="running", epochs=epoch, last_val_acc=acc,
-                   node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]))
+                   node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]),
+                   **{c: metrics[c] for c in DEPLOY_COLUMNS if c in metrics})
         if metrics.get("diverged"):  # the trainer's last report: the trial ends here, never the best
             row.update(status="diverged", error=str(metrics["diverged"]))
             if trial_id == self.best_id:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..io import cut_torn_tail
 from .experiment import read_meta
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 STUDY_FILE = "study.journal"
 SEARCH_METRIC, MODE = "best_val_acc", "max"
+LATENCY_METRIC = "latency_ms"  # the second objective of --objectives val_acc,latency (minimised)
 
 
 def storage(exp_dir: str | os.PathLike) -> Any:
@@ -86,11 +87,18 @@ def make_sampler(sampler: str, seed: int, trials: int, **tpe: Any) -> Any:
     return optuna.samplers.TPESampler(**{"seed": seed, "n_startup_trials": startup_trials(trials), **tpe})
 
 
-def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str) -> Any:
-    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal."""
+def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str,
+             objectives: Sequence[str] = ("val_acc",)) -> Any:
+    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal.
+    objectives val_acc,latency: a two-objective study (best_val_acc max, latency_ms min), so
+    the journal (and optuna-dashboard) holds the Pareto front."""
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(space=space.fn, metric=SEARCH_METRIC, mode=MODE, sampler=make_sampler(sampler, seed, trials),
+    metric: Any = SEARCH_METRIC
+    mode: Any = MODE
+    if "latency" in objectives:
+        metric, mode = [SEARCH_METRIC, LATENCY_METRIC], [MODE, "min"]
+    return OptunaSearch(space=space.fn, metric=metric, mode=mode, sampler=make_sampler(sampler, seed, trials),
                    points_to_evaluate=[dict(p) for p in space.points] or None,
                    storage=storage(exp_dir), study_name=study_name(name))
 

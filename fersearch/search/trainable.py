@@ -37,6 +37,8 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     import torch
     from ray import tune
 
+    from ..deploy import measure
+    from ..model import build_model
     from ..train.loop import fit
     from .gauges import TrialGauges
 
@@ -53,8 +55,12 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     # CUDA only when Ray gave this trial a GPU and it is real (logical GPUs from
     # ray.init(num_gpus=N) on a GPU-less machine still train on the CPU).
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
-    where = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)), "device": device}
+    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)),
+                             "device": device}
     gauges = TrialGauges(settings.experiment, tune.get_context().get_trial_id())
+    # Latency depends on the architecture, not the weights: measured once, on an untrained copy,
+    # before training (fit seeds itself, so this build does not change the trial's result).
+    where.update(measure(build_model(cfg).eval()))
 
     def on_epoch(metrics: dict[str, Any], state: Callable[[], dict]) -> None:
         # metrics carry best_val_acc (the running best): the Optuna study's value for the trial
