@@ -155,3 +155,32 @@ def cells(df: Any) -> Any:
         return acc(v) if isinstance(v, (float, np.floating)) else str(plain(v))
 
     return df.map(text).astype(object)
+
+
+def text_table(header: Iterable[tuple[str, str]], rows: Iterable[Iterable[str]]) -> Any:
+    """A rich Table of text cells, the one table renderer of the live view and `fersearch status`.
+    header: (name, "left" | "right") per column. Every column but the last keeps its full width; the
+    last (the hyperparameters) is cut with an ellipsis on a narrow screen."""
+    from rich import box
+    from rich.table import Table
+
+    header, rows = list(header), [list(r) for r in rows]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for i, (name, justify) in enumerate(header[:-1]):
+        table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         min_width=max([len(name)] + [len(r[i]) for r in rows]))
+    table.add_column(header[-1][0], justify=header[-1][1], no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def render(renderable: Any, width: int | None = None) -> str:
+    """A rich renderable as plain text (no colour codes), `width` characters wide (None: as wide as it needs)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width or 10_000, color_system=None, highlight=False)
+    console.print(renderable, soft_wrap=width is None)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())  # type: ignore[attr-defined]

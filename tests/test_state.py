@@ -280,12 +280,14 @@ def test_status_summarises_a_handwritten_running_experiment(in_tmp):
 
     res = runner.invoke(app, ["status"])  # newest experiment under ./results
     assert res.exit_code == 0, res.output
-    assert "1 completed, 1 stopped by ASHA, 1 failed, 1 running, 2 pending" in res.output
+    assert "1 completed, 1 stopped by ASHA, 1 FAILED, 1 running, 2 pending" in res.output  # live's labels
     assert "val_acc 0.5600 at epoch 1 of trial t3" in res.output and "t3: RuntimeError: boom" in res.output
     assert "filters=32/16 lr=4e-3" in res.output
     table = res.output.splitlines()[res.output.splitlines().index("") + 1:]
     assert table[0].split() == ["trial", "status", "epochs", "best_acc", "@epoch", "last_acc", "hyperparameters"]
-    assert table[1].split() == ["t3", "failed", "2", "0.5600", "1", "0.5200", "filters=32/16", "lr=4e-3"]
+    assert set(table[1]) == {"─"}  # rich's rule under the header: the live view's table renderer
+    assert table[2].split() == ["t3", "failed", "2", "0.5600", "1", "0.5200", "filters=32/16", "lr=4e-3"]
+    assert table[2].index("0.5600") == table[3].index(table[3].split()[3])  # numbers line up on the right
 
 
 def test_status_reads_history_ahead_of_trials_csv(in_tmp):
@@ -318,7 +320,7 @@ def test_status_on_a_real_search(tuned_experiment):
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     trials = ex.read_trials(tuned_experiment)
-    assert s["state"] == "finished" and sum(s["counts"][k] for k in ex.STATUSES) == len(trials)
+    assert s["state"] == "finished" and sum(s["counts"][k] for k in ex.TrialStatus) == len(trials)
     assert s["best"]["trial_id"] == ex.best_trial(trials)["trial_id"]
     res = runner.invoke(app, ["status", str(tuned_experiment)])
     assert res.exit_code == 0

@@ -55,7 +55,7 @@ class SearchResult:
     meta: dict[str, Any]
 
     def counts(self) -> dict[str, int]:
-        return {s: int((self.trials["status"] == s).sum()) for s in ex.STATUSES}
+        return {s.value: int((self.trials["status"] == s).sum()) for s in ex.TrialStatus}
 
     @property
     def interrupted(self) -> bool:

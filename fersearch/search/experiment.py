@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -32,8 +34,29 @@ TRIALS_FILE = "trials.csv"
 HISTORY_FILE = "history.csv"
 DEFAULT_RESULTS = "results"
 
-# diverged: the trainer ended it at a non-finite training loss (the reason in `error`); never the best
-STATUSES = ("pending", "running", "completed", "stopped", "failed", "diverged")
+
+
+class TrialStatus(StrEnum):
+    """A trial's status in trials.csv: the one vocabulary every reader (state, live, status, report) uses.
+    A StrEnum, so a member equals its text as read from the CSV."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # ASHA stopped it before max_epochs
+    FAILED = "failed"
+    DIVERGED = "diverged"  # the trainer ended it at a non-finite training loss (the reason in `error`); never the best
+
+    @property
+    def ended(self) -> bool:
+        return self not in (TrialStatus.PENDING, TrialStatus.RUNNING)
+
+    @property
+    def label(self) -> str:
+        """How counts name it for people ("3 stopped by ASHA")."""
+        return {TrialStatus.STOPPED: "stopped by ASHA", TrialStatus.FAILED: "FAILED"}.get(self, self.value)
+
+
 TRIAL_COLUMNS = (
     "trial_id", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc",
     "node", "gpu_ids", "error", "config_json",
@@ -165,14 +188,28 @@ def write_meta(exp: str | os.PathLike, meta: Mapping[str, Any]) -> None:
     write_json(Path(exp) / META_FILE, dict(meta))
 
 
-def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
-    """The trial with the highest best_val_acc (the playbook judges a trial by its best value), or None.
-    A diverged trial is never the best, whatever its epochs before the loss went non-finite."""
-    ok = pd.to_numeric(trials["best_val_acc"], errors="coerce").notna() & (trials["status"] != "diverged")
-    scored = trials[ok] if len(trials) else trials
-    if not len(scored):
+# ---------------------------------------------------------------- the best trial
+def best_score(status: Any, best_val_acc: Any) -> float | None:
+    """What a trial is ranked by: its best val_acc over its epochs (the playbook judges a trial by its
+    best value); None when it cannot be the best (no finite value yet, or it diverged: whatever its
+    epochs before the loss went non-finite). Ties go to the earlier trial. TrialState (incremental)
+    and best_trial (a frame) both rank with this."""
+    try:
+        v = float(best_val_acc)
+    except (TypeError, ValueError):
         return None
-    return {k: json_value(v) for k, v in scored.loc[scored["best_val_acc"].astype(float).idxmax()].items()}
+    return v if math.isfinite(v) and status != TrialStatus.DIVERGED else None
+
+
+def best_trial(trials: pd.DataFrame) -> dict[str, Any] | None:
+    """A frame of trials in (trials.csv's columns), the best row out (plain JSON values), or None."""
+    if not len(trials):
+        return None
+    scores = pd.Series([best_score(s, v) for s, v in zip(trials["status"], trials["best_val_acc"])],
+                       index=trials.index, dtype="float64")
+    if scores.isna().all():
+        return None
+    return {k: json_value(v) for k, v in trials.loc[scores.idxmax()].items()}  # idxmax: the first of a tie
 
 
 def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:

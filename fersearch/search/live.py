@@ -17,17 +17,19 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..fmt import acc, clock
-
-LABELS = (("completed", "completed"), ("stopped", "stopped by ASHA"), ("failed", "FAILED"), ("diverged", "diverged"))
+from ..fmt import acc, clock, text_table
+from .experiment import TrialStatus
 
 
 # ------------------------------------------------------------------ the lines
-def status_line(state: Any, elapsed: float, width: int | None = None, final: bool = False) -> str:
-    """Counts of the search's trials and its best so far, in one line."""
+def status_line(state: Any, elapsed: float, width: int | None = None, final: bool = False,
+                params: bool = True) -> str:
+    """Counts of the search's trials and its best so far, in one line. `params`: the best trial's
+    hyperparameters too (the terminal's line); a log file gets its id and value only, every line."""
     c = state.counts()
-    ended = c["completed"] + c["stopped"] + c["failed"] + c["diverged"]
-    how = ", ".join(f"{c[k]} {label}" for k, label in LABELS if c[k])
+    ended_states = [s for s in TrialStatus if s.ended]
+    ended = sum(c[s] for s in ended_states)
+    how = ", ".join(f"{c[s]} {s.label}" for s in ended_states if c[s])
     how = f" ({how})" if how else ""
     if final and c["running"] + c["pending"]:  # Ctrl+C stopped it with trials unfinished: not "finished"
         line = f"[{clock(elapsed)}] search interrupted: {ended}/{state.total} trials ended{how}"
@@ -40,8 +42,8 @@ def status_line(state: Any, elapsed: float, width: int | None = None, final: boo
     if best:
         line += f" | best val_acc {acc(best['best_val_acc'])} (trial {best['trial_id']} epoch {best['best_epoch']}"
         room = None if width is None else width - len(line) - 3
-        params = state.short_params(best["trial_id"], room) if room is None or room > 8 else ""
-        line += f": {params})" if params else ")"
+        shown = state.short_params(best["trial_id"], room) if params and (room is None or room > 8) else ""
+        line += f": {shown})" if shown else ")"
     return line if width is None else line[:width]
 
 
@@ -67,23 +69,17 @@ def recover_line(trial_id: str, error: str, elapsed: float) -> str:
 
 def trial_table(state: Any, max_rows: int = 20) -> Any:
     """A rich Table: the best trial so far, then the running ones (best first)."""
-    from rich import box
-    from rich.table import Table
-
     best = state.best()
     running = sorted((r for r in state.running() if r is not best), key=lambda r: -(r["best_val_acc"] or 0.0))
     of = f"/{state.max_epochs}" if state.max_epochs else ""
     cells = [["best" if row is best else "", row["trial_id"], row["status"], f"{row['epochs'] or 0}{of}",
               acc(row["last_val_acc"]), acc(row["best_val_acc"]), str(row["best_epoch"] or "-"),
               state.short_params(row["trial_id"])] for row in ([best] if best else []) + running[:max_rows]]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for i, (name, justify) in enumerate((("", "left"), ("trial", "left"), ("status", "left"), ("epoch", "right"),
-                                         ("val_acc", "right"), ("best", "right"), ("@epoch", "right"))):
-        # these never shrink: on a narrow terminal only the hyperparameters are cut
-        table.add_column(name, justify=justify, no_wrap=True, min_width=max([len(name)] + [len(r[i]) for r in cells]))
-    table.add_column("hyperparameters", no_wrap=True, overflow="ellipsis")
-    for i, row in enumerate(cells):
-        table.add_row(*row, style="bold" if i == 0 and best else None)
+    table = text_table([("", "left"), ("trial", "left"), ("status", "left"), ("epoch", "right"),
+                        ("val_acc", "right"), ("best", "right"), ("@epoch", "right"), ("hyperparameters", "left")],
+                       cells)
+    if best:
+        table.rows[0].style = "bold"
     if len(running) > max_rows:
         table.caption = f"... and {len(running) - max_rows} more running"
     return table
@@ -140,7 +136,7 @@ class LiveView:
         if self.tty:
             self._draw(state, elapsed)
         else:
-            self._write(status_line(state, elapsed) + "\n")
+            self._write(status_line(state, elapsed, params=False) + "\n")
         self._last_print = now
         self._dirty = False
 

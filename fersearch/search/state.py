@@ -21,10 +21,16 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 from ..fmt import short_params
-from .experiment import DEPLOY_COLUMNS, HISTORY_COLUMNS, PARAM_PREFIX, read_history, read_trials
+from .experiment import (
+    DEPLOY_COLUMNS,
+    HISTORY_COLUMNS,
+    PARAM_PREFIX,
+    TrialStatus,
+    best_score,
+    read_history,
+    read_trials,
+)
 from .trial_files import frame_rows, write_trials
-
-ENDED = ("completed", "stopped", "failed", "diverged")  # diverged: a non-finite training loss ended it
 
 
 def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
@@ -32,8 +38,8 @@ def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
     stopped it before max_epochs (its last result came with done=True), else 'completed'
     (ran out, or the trainer's own early stopping). ASHA also says stop at max_t: completed."""
     if not stop_decided:
-        return "completed"
-    return "stopped" if max_epochs is None or epochs < max_epochs else "completed"
+        return TrialStatus.COMPLETED
+    return TrialStatus.STOPPED if max_epochs is None or epochs < max_epochs else TrialStatus.COMPLETED
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,8 +106,8 @@ class TrialState:
             return
         last = max(accs)
         self.changed.add(trial_id)
-        row.update(epochs=last, last_val_acc=accs[last], status="running" if row["status"] == "pending"
-                   else row["status"])
+        row.update(epochs=last, last_val_acc=accs[last],
+                   status=TrialStatus.RUNNING if row["status"] == TrialStatus.PENDING else row["status"])
         self._score(trial_id)
 
     # ---- Tune's events
@@ -109,14 +115,14 @@ class TrialState:
         """A trial Tune created (not started yet); known trials are left as they are."""
         if trial_id in self.rows:
             return
-        self._put({"trial_id": trial_id, "status": "pending", "epochs": 0, "best_val_acc": None, "best_epoch": None,
-                   "last_val_acc": None, "node": "", "gpu_ids": "", "error": "", "config_json": config_json,
+        self._put({"trial_id": trial_id, "status": TrialStatus.PENDING, "epochs": 0, "best_val_acc": None,
+                   "best_epoch": None, "last_val_acc": None, "node": "", "gpu_ids": "", "error": "", "config_json": config_json,
                    **{PARAM_PREFIX + k: v for k, v in params.items()}})
         if trial_id in self.accs:  # reported before a crash, before trials.csv was saved
             self._catch_up(trial_id)
 
     def start(self, trial_id: str) -> None:
-        self.rows[trial_id]["status"] = "running"
+        self.rows[trial_id]["status"] = TrialStatus.RUNNING
         self.changed.add(trial_id)
 
     def result(self, trial_id: str, metrics: Mapping[str, Any], stop_decided: bool = False) -> dict[str, Any]:
@@ -127,11 +133,11 @@ class TrialState:
         acc = metrics.get("val_acc")
         self.accs.setdefault(trial_id, {})[epoch] = _finite(acc)
         row = self.rows[trial_id]
-        row.update(status="running", epochs=epoch, last_val_acc=acc,
+        row.update(status=TrialStatus.RUNNING, epochs=epoch, last_val_acc=acc,
                    node=metrics.get("node", row["node"]), gpu_ids=metrics.get("gpu_ids", row["gpu_ids"]),
                    **{c: metrics[c] for c in DEPLOY_COLUMNS if c in metrics})
         if metrics.get("diverged"):  # the trainer's last report: the trial ends here, never the best
-            row.update(status="diverged", error=str(metrics["diverged"]))
+            row.update(status=TrialStatus.DIVERGED, error=str(metrics["diverged"]))
             if trial_id == self.best_id:
                 self._rank_all()
         self._score(trial_id)
@@ -143,17 +149,17 @@ class TrialState:
         """Finished without error: ASHA stopped it before max_epochs, or it ran out (or early-stopped);
         a trial that diverged stays diverged."""
         row = self.rows[trial_id]
-        if row["status"] != "diverged":
+        if row["status"] != TrialStatus.DIVERGED:
             row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
         self.changed.add(trial_id)
         return row["status"]
 
     def retry(self, trial_id: str, error: str) -> None:
-        self.rows[trial_id].update(status="running", error=f"retried after: {error}")
+        self.rows[trial_id].update(status=TrialStatus.RUNNING, error=f"retried after: {error}")
         self.changed.add(trial_id)
 
     def fail(self, trial_id: str, error: str) -> None:
-        self.rows[trial_id].update(status="failed", error=error)
+        self.rows[trial_id].update(status=TrialStatus.FAILED, error=error)
         self.changed.add(trial_id)
 
     def reconcile(self, known: Iterable[str]) -> None:
@@ -161,12 +167,12 @@ class TrialState:
         last snapshot is gone from the search (Ray samples a new one in its place)."""
         known = set(known)
         for trial_id, row in list(self.rows.items()):
-            if trial_id in known or row["status"] in ENDED:
+            if trial_id in known or row["status"] in [s for s in TrialStatus if s.ended]:
                 continue
             if not row["epochs"]:
                 del self.rows[trial_id]  # never trained: nothing lost
             else:
-                row.update(status="failed", error="lost in a crash before Ray saved it; not resumed")
+                row.update(status=TrialStatus.FAILED, error="lost in a crash before Ray saved it; not resumed")
                 self.changed.add(trial_id)
         self._rank_all()
 
@@ -185,12 +191,13 @@ class TrialState:
             self.best_id = trial_id
 
     def _beats(self, a: str, b: str | None) -> bool:
-        acc = self.rows[a]["best_val_acc"]
-        if acc is None or self.rows[a]["status"] == "diverged":
+        """experiment.best_score's rule, one pair at a time: each event costs the same however many trials."""
+        acc = best_score(self.rows[a]["status"], self.rows[a]["best_val_acc"])
+        if acc is None:
             return False
         if b is None or b not in self.rows:
             return True
-        other = self.rows[b]["best_val_acc"]
+        other = best_score(self.rows[b]["status"], self.rows[b]["best_val_acc"])
         return other is None or acc > other or (acc == other and self._order[a] < self._order[b])
 
     def _rank_all(self) -> None:
@@ -210,7 +217,7 @@ class TrialState:
     # ---- what the views draw
     def counts(self) -> dict[str, int]:
         """Trials by status; not_started: planned trials Tune has not created yet."""
-        c = {s: 0 for s in ("pending", "running", *ENDED)}
+        c = {s.value: 0 for s in TrialStatus}
         for row in self.rows.values():
             if row["status"] in c:
                 c[row["status"]] += 1
@@ -234,14 +241,14 @@ class TrialState:
         return short_params(self.params(trial_id), width, order=config_order())
 
     def running(self) -> list[dict[str, Any]]:
-        return [row for row in self.rows.values() if row["status"] == "running"]
+        return [row for row in self.rows.values() if row["status"] == TrialStatus.RUNNING]
 
 
 def mark_unfinished(exp_dir: str | os.PathLike) -> None:
     """After a search stops (finished or interrupted), no trial is running: those that were are pending."""
     state = TrialState.load(exp_dir)
     for row in state.running():
-        row["status"] = "pending"
+        row["status"] = TrialStatus.PENDING
     if state.rows:
         write_trials(exp_dir, state.rows.values())
 

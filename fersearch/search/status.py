@@ -15,9 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..fmt import acc, clock, cut, short_params, short_value
+from ..fmt import acc, clock, render, short_params, short_value, text_table
 from . import experiment as ex
+from .experiment import TrialStatus
 from .state import TrialState, config_order
+
+_QUIET_WHEN_NONE = (TrialStatus.FAILED, TrialStatus.DIVERGED)  # the counts line names these only when some are
 
 # While a search runs, Tune rewrites its experiment_state-<time>.json every few seconds
 # (the driver sets TUNE_GLOBAL_CHECKPOINT_S=2), epochs or not: a heartbeat of the driver.
@@ -106,10 +109,9 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
         f"state       {state}" + (f"; resumed {st['resumed']}x" if st["resumed"] else ""),
         f"search      {st['trials_planned']} trials x <= {st['max_epochs']} epochs, {sched}, {st['sampler']} "
         f"sampler, space {st['space']}, seed {st['seed']}",
-        "trials      " + ", ".join(f"{n} {label}" for label, n in (
-            ("completed", c["completed"]), ("stopped by ASHA", c["stopped"]), ("failed", c["failed"]),
-            ("diverged", c["diverged"]), ("running", c["running"]), ("pending", c["pending"] + c["not_started"]))
-            if n or label not in ("failed", "diverged"))
+        "trials      " + ", ".join(f"{n} {s.label}" for s, n in (
+            *((s, c[s]) for s in TrialStatus if s.ended), (TrialStatus.RUNNING, c["running"]),
+            (TrialStatus.PENDING, c["pending"] + c["not_started"])) if n or s not in _QUIET_WHEN_NONE)
         + f"; {st['epochs_run']} epochs trained"
         + (f" of {st['trials_planned'] * st['max_epochs']} possible" if st["max_epochs"] else ""),
     ]
@@ -123,7 +125,7 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
     if st["trials"]:
         lines += ["", *_trial_table(st["trials"], width)]
     for t in st["trials"]:
-        if t["status"] in ("failed", "diverged") or (t["error"] and t["status"] == "running"):
+        if t["status"] in _QUIET_WHEN_NONE or (t["error"] and t["status"] == TrialStatus.RUNNING):
             lines.append(f"{t['trial_id']}: {t['error']}")
     return "\n".join(lines)
 
@@ -135,16 +137,11 @@ def _params(params: Mapping[str, Any]) -> str:
 def _trial_table(rows: list[Mapping[str, Any]], width: int | None) -> list[str]:
     multi_node = len({r["node"] for r in rows if r["node"]}) > 1
     gpus = any(r["gpu_ids"] for r in rows)
-    header = ["trial", "status", "epochs", "best_acc", "@epoch", "last_acc"] + (["node"] if multi_node else []) \
-        + (["gpu"] if gpus else []) + ["hyperparameters"]
+    header = [("trial", "left"), ("status", "left"), ("epochs", "right"), ("best_acc", "right"), ("@epoch", "right"),
+              ("last_acc", "right")] + ([("node", "left")] if multi_node else []) \
+        + ([("gpu", "left")] if gpus else []) + [("hyperparameters", "left")]
     table = [[r["trial_id"], r["status"], str(r["epochs"] if r["epochs"] is not None else "-"),
               acc(r["best_val_acc"]), str(r["best_epoch"] or "-"), acc(r["last_val_acc"])]
              + ([r["node"][:8]] if multi_node else []) + ([r["gpu_ids"] or "-"] if gpus else [])
              + [_params(r["params"])] for r in rows]
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header) - 1)]
-    right = {2, 3, 4, 5}  # numbers line up on the right
-    out = []
-    for row in [header, *table]:
-        cells = [(f"{v:>{w}}" if i in right else f"{v:<{w}}") for i, (v, w) in enumerate(zip(row, widths))]
-        out.append(cut("  ".join(cells + [row[-1]]), width))
-    return out
+    return render(text_table(header, table), width).splitlines()
