@@ -57,6 +57,17 @@ FILTER_BOUNDS = (1, 2048)
 DROPOUT_BOUNDS = (0.0, 0.95)
 
 
+def hard_bounds(param: str) -> tuple[float, float] | None:
+    """The config's own limits for a search-space parameter (BOUNDS; `filters_<i>` and `dropout_<i>`
+    per block), None for one without. A best value there cannot lie beyond: nothing to widen."""
+    if param in BOUNDS:
+        return BOUNDS[param]
+    stem, _, idx = param.rpartition("_")
+    if idx.isdigit():
+        return {"filters": FILTER_BOUNDS, "dropout": DROPOUT_BOUNDS}.get(stem)
+    return None
+
+
 def default_filters(blocks: int) -> tuple[int, ...]:
     """32, 64, 128, ... as in the seed (doubling per block)."""
     return tuple(32 * 2**i for i in range(blocks))
@@ -93,6 +104,7 @@ class TrainConfig:
     erasing: float = 0.0  # probability of random erasing per image
     # --- run ---
     precision: str = "auto"
+    deterministic: bool = False  # bit-identical GPU runs (no cuDNN autotuning, deterministic kernels), slower
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -106,8 +106,9 @@ def _declared(dense_dropout=(0.0, 0.7), dense=(128, 1024)) -> dict:
 
 
 def _hand_written_experiment(root: Path, *, n: int = 9, study: dict | None = None, name: str = "hand") -> Path:
-    """Trials whose val_acc falls with dense_dropout (so the best sits at its low end), one
-    trial of the seed configuration, one failed, one diverged (NaN loss), one still running.
+    """Trials whose val_acc falls with dense_dropout (so the best sits at its low end, 0: a result,
+    not a boundary to widen), the winner's dense at the top of its range, one trial of the seed
+    configuration, one failed, one diverged (NaN loss, status diverged), one still running.
     `study`: declared distributions to save an Optuna study with (as a search does, in
     study.journal through Optuna's JournalStorage); None: no study (an older search)."""
     exp = root / name
@@ -119,10 +120,12 @@ def _hand_written_experiment(root: Path, *, n: int = 9, study: dict | None = Non
     rows, hist = [], []
     for i in range(n):
         p = {"dense_dropout": [0.5, 0.2, 0.1, 0.0, 0.3, 0.4, 0.6, 0.7, 0.35][i],
-             "dense": [512, 128, 1024, 256, 256, 512, 128, 1024, 256][i]}
+             "dense": [512, 128, 1024, 1024, 256, 512, 128, 1024, 256][i]}
         status, epochs = ("completed", 9) if i % 3 == 0 else ("stopped", 3)
         if i == 6:
             status, epochs = "failed", 2
+        if i == 7:
+            status = "diverged"
         if i == 8:
             status, epochs = "running", 2
         accs = [0.3 + 0.03 * e * (1 - p["dense_dropout"]) + rng.normal(0, 0.002) for e in range(1, epochs + 1)]
@@ -135,7 +138,7 @@ def _hand_written_experiment(root: Path, *, n: int = 9, study: dict | None = Non
         done = status != "running"
         rows.append({"trial_id": f"t{i}", "status": status, "epochs": epochs,
                      "best_val_acc": max(accs) if done else None, "best_epoch": int(np.argmax(accs)) + 1 if done else None,
-                     "last_val_acc": accs[-1], "node": "n1", "gpu_ids": "", "error": "boom" if status == "failed" else "",
+                     "last_val_acc": accs[-1], "node": "n1", "gpu_ids": "", "error": {"failed": "boom", "diverged": "loss nan"}.get(status, ""),
                      "config_json": TrainConfig.from_dict(p).to_json(), **{f"config/{k}": v for k, v in p.items()}})
     write_trials(exp, rows)
     write_history(exp, hist)
@@ -173,18 +176,20 @@ def test_analysis_ranks_by_best_val_acc_and_flags_what_it_should(tmp_path):
     last = a.trials.set_index("trial_id")["last_val_acc"]
     assert last["t3"] < last["t0"]  # Ray's scope="last" would not pick it
     ranked = a.trials["best_val_acc"].tolist()
-    assert ranked == sorted(ranked, reverse=True)
+    assert ranked[:-1] == sorted(ranked[:-1], reverse=True) and a.trials["trial_id"].iloc[-1] == "t7"  # diverged last
     # the running trial has no best in trials.csv yet; it is scored from its history
     assert a.trials.loc[a.trials["trial_id"] == "t8", "best_val_acc"].notna().all()
-    assert a.counts == {"completed": 2, "stopped": 5, "failed": 1, "running": 1}
+    assert a.counts == {"completed": 2, "stopped": 4, "failed": 1, "diverged": 1, "running": 1}
     assert a.failed_share == pytest.approx(1 / 9)
     assert a.diverged == ["t7"]
     assert a.seed_trial == "t0"  # dense 512, dense_dropout 0.5 = TrainConfig()
     assert a.rungs == [1, 3]
-    # the declared ranges come from the study: 0.0 is the low end of [0, 0.7]; dense 256 is inside [128, 1024]
+    assert a.loss_rose == []  # a NaN is no rise: t7 is diverged, and only that
+    # the declared ranges come from the study: dense 1024 is the top of [128, 1024]; dense_dropout 0, the low
+    # end of [0, 0.7], is no dropout at all: nothing lies beyond it
     assert a.boundary_basis == "declared" and set(a.distributions) == {"dense", "dense_dropout"}
-    assert [(b.param, b.basis, b.edge) for b in a.boundaries] == [("dense_dropout", "declared", "low")]
-    assert a.boundaries[0].message().startswith("dense_dropout = 0 sits at the low end of the declared range [0, 0.7]")
+    assert [(b.param, b.basis, b.edge) for b in a.boundaries] == [("dense", "declared", "high")]
+    assert a.boundaries[0].message().startswith("dense = 1024 sits at the high end of the declared range [128, 1024]")
     assert set(a.importance) == {"PED-ANOVA", "fANOVA"}
     for imp in a.importance.values():
         assert set(imp) == {"dense", "dense_dropout"} and sum(imp.values()) == pytest.approx(1.0)
@@ -200,19 +205,96 @@ def test_a_search_without_a_study_gets_no_importance_and_the_range_tried(tmp_pat
     a = _analysis(exp)
     assert a.importance == {} and a.importance_note == an.NO_STUDY_NOTE and "no Optuna study" in a.importance_note
     assert a.distributions == {} and a.boundary_basis == "tried"
-    assert [(b.param, b.basis, b.low, b.high) for b in a.boundaries] == [("dense_dropout", "tried", 0.0, 0.7)]
+    assert [(b.param, b.basis, b.low, b.high) for b in a.boundaries] == [("dense", "tried", 128, 1024)]
     assert "range tried" in a.boundaries[0].message()
 
 
 def test_boundary_uses_the_declared_range_of_the_study(tmp_path):
     # 0.0 is inside a declared range starting at -0.5 (the middle-ish), so no warning for it;
-    # dense 128..1024 declared as 64..4096 (log): the best's 256 is not at an end either.
+    # dense 128..1024 declared as 64..4096 (log): the best's 1024 is not at an end either.
     a = _analysis(_hand_written_experiment(tmp_path, study=_declared((-0.5, 0.9), (64, 4096)), name="wide"))
     assert a.best_trial == "t3" and a.boundary_basis == "declared" and a.boundaries == []
-    # declared 0..0.9: the best's 0.0 is at its low end; dense 256 inside 128..1024 (log) is not
-    b = _analysis(_hand_written_experiment(tmp_path, study=_declared((0.0, 0.9), (128, 1024)), name="tight"))
-    assert [(x.param, x.edge, x.low, x.high) for x in b.boundaries] == [("dense_dropout", "low", 0.0, 0.9)]
-    assert "declared range [0, 0.9]" in b.boundaries[0].message()
+    # declared 0..0.9 and 128..2048: dense_dropout's 0.0 is at the low end, but no dropout cannot be widened
+    # (config.hard_bounds); dense 1024 is at 2/3 of the log range
+    b = _analysis(_hand_written_experiment(tmp_path, study=_declared((0.0, 0.9), (128, 2048)), name="tight"))
+    assert b.boundary_basis == "declared" and b.boundaries == []
+
+
+def _wide_experiment(root: Path, winner: dict, name: str = "wide") -> Path:
+    """Four trials of a `wide`-like space whose lr range depends on the optimiser (Adam 1e-4..1e-2,
+    SGD 1e-3..0.2), saved with a study in which each trial has its own distributions, as Optuna
+    records them. `winner`'s parameters get the best val_acc."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    others = [{"optimizer": "adam", "lr": 1e-3, "dropout_1": 0.25, "erasing": 0.25, "dense": 256},
+              {"optimizer": "adam", "lr": 3e-3, "dropout_1": 0.1, "erasing": 0.4, "dense": 512},
+              {"optimizer": "sgd", "lr": 0.01, "dropout_1": 0.3, "erasing": 0.1, "dense": 128}]
+    exp = root / name
+    exp.mkdir(parents=True)
+    write_meta(exp, {"name": name, "command": "fersearch tune --space wide", "created": "2026-01-01T00:00:00",
+                     "data": {"path": "x.csv", "sha256": "0"}, "seed": 0, "trials": 4, "max_epochs": 2,
+                     "grace_period": 1, "reduction_factor": 3, "scheduler": "asha"})
+    rows, hist = [], []
+    for i, (p, best) in enumerate([(o, 0.3 + 0.01 * k) for k, o in enumerate(others)] + [(winner, 0.5)]):
+        for e in (1, 2):
+            hist.append({"trial_id": f"w{i}", "epoch": e, "train_loss": 1.9 - 0.1 * e, "train_acc": best,
+                         "val_loss": 1.9 - 0.1 * e, "val_acc": best - 0.01 * (2 - e), "lr": p["lr"],
+                         "images_per_s": 100.0, "epoch_time_s": 1.0})
+        cfg = TrainConfig.from_dict({**{k: v for k, v in p.items() if k not in ("dropout_1",)}, "blocks": 1,
+                                     "filters": (32,), "dropout": (p["dropout_1"],)})
+        rows.append({"trial_id": f"w{i}", "status": "completed", "epochs": 2, "best_val_acc": best, "best_epoch": 2,
+                     "last_val_acc": best, "node": "n1", "gpu_ids": "", "error": "", "config_json": cfg.to_json(),
+                     **{f"config/{k}": v for k, v in p.items()}})
+    write_trials(exp, rows)
+    write_history(exp, hist)
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(exp / "study.journal"))))
+    for r in rows:
+        params = {k[len("config/"):]: v for k, v in r.items() if k.startswith("config/")}
+        sgd = params["optimizer"] == "sgd"
+        dists = {"optimizer": CategoricalDistribution(("adam", "adamw", "sgd")),
+                 "lr": FloatDistribution(1e-3, 0.2, log=True) if sgd else FloatDistribution(1e-4, 1e-2, log=True),
+                 "dropout_1": FloatDistribution(0.0, 0.5, step=0.05), "erasing": FloatDistribution(0.0, 0.5),
+                 "dense": IntDistribution(128, 1024, log=True)}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r["best_val_acc"]))
+    return exp
+
+
+def test_best_gives_no_beyond_advice_at_a_hard_bound_and_still_warns_at_a_width_limit(tmp_path):
+    """The issue-17 output: a winner with dropout 0 and erasing 0.008 was told to widen ranges that
+    end where the config does. They are results; a dense width at the top of its range still warns."""
+    exp = _wide_experiment(tmp_path, {"optimizer": "adam", "lr": 1e-3, "dropout_1": 0.0, "erasing": 0.00811,
+                                      "dense": 1024})
+    res = runner.invoke(app, ["best", str(exp)])
+    assert res.exit_code == 0, res.output
+    beyond = [ln for ln in res.stdout.splitlines() if "may lie beyond" in ln]
+    assert len(beyond) == 1 and "dense = 1024 sits at the high end of the declared range [128, 1024]" in beyond[0]
+    assert "dropout_1" not in " ".join(beyond) and "erasing" not in " ".join(beyond)
+
+
+def test_an_sgd_winners_lr_is_judged_against_sgds_range_and_drawn_on_the_axis(tmp_path):
+    """wide's lr range depends on the optimiser: an SGD winner at lr 0.05 is inside SGD's [1e-3, 0.2],
+    not "at the high end of [1e-4, 1e-2]" (Adam's range, the first one the study holds)."""
+    exp = _wide_experiment(tmp_path, {"optimizer": "sgd", "lr": 0.05, "dropout_1": 0.2, "erasing": 0.2,
+                                      "dense": 256})
+    a = _analysis(exp)
+    assert a.best_trial == "w3" and a.boundary_basis == "declared" and a.boundaries == []
+    # the scatter's lr axis spans both ranges, so the SGD point is on it
+    assert (a.distributions["lr"].low, a.distributions["lr"].high) == (1e-4, 0.2)
+    at_top = _wide_experiment(tmp_path, {"optimizer": "sgd", "lr": 0.19, "dropout_1": 0.2, "erasing": 0.2,
+                                         "dense": 256}, name="top")
+    assert [(b.param, b.edge, b.high) for b in _analysis(at_top).boundaries] == [("lr", "high", 0.2)]
+    res = runner.invoke(app, ["best", str(exp)])
+    assert res.exit_code == 0, res.output
+    assert "may lie beyond" not in res.stdout
+    out = tmp_path / "params.png"
+    plots.plot_param_scatter(a.trials, a.params, out, a.best_trial, a.distributions, [])
+    _assert_png(out)
 
 
 def test_top_table_and_best_text_show_counts_as_integers(tmp_path):

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..config import TrainConfig
+from ..config import TrainConfig, hard_bounds
 from ..fmt import first_line, missing, num, plain
-from ..search.experiment import PARAM_PREFIX, param_columns, trial_config
+from ..search.experiment import PARAM_PREFIX, TrialStatus, best_trial, param_columns, trial_config
 from .diagnose import diagnose
 
 METRIC = "best_val_acc"
@@ -62,17 +62,19 @@ class SearchAnalysis:
     best_trial: str | None
     counts: dict[str, int]
     failed_share: float
-    diverged: list[str]
+    diverged: list[str]  # status diverged: a non-finite training loss ended the trial (the trainer's rule)
     boundaries: list[Boundary]
     boundary_basis: str  # "declared" when the space's ranges were known, else "tried"
     importance: dict[str, dict[str, float]]  # evaluator name -> {param: importance}
     importance_note: str
     seed_trial: str | None  # trial id whose config is the seed configuration, if any
     rungs: list[int]  # ASHA milestones (epochs) when the scheduler was ASHA
-    distributions: dict[str, Any] = field(default_factory=dict)  # declared by the space (from the study)
+    # {param: the span of every range the space declared for it} (from the study): the scatter plot's axes
+    distributions: dict[str, Any] = field(default_factory=dict)
     study: Any = None  # the search's optuna.Study, None for a search that saved none
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
     diagnoses: list[Any] = field(default_factory=list)  # diagnose.Diagnosis: what to change, flag named
+    loss_rose: list[str] = field(default_factory=list)  # trials whose training loss ended above where it started
 
     def top(self, n: int = 5) -> pd.DataFrame:
         return top_table(self.trials, self.params, n)
@@ -95,7 +97,7 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         df["epochs"] = df["epochs"].where(df["epochs"] > 0, ids.map(per.count()).astype(float))
     df[METRIC] = pd.to_numeric(df[METRIC], errors="coerce")
     df = df.sort_values(METRIC, ascending=False, na_position="last", kind="stable")
-    df = df.sort_values("status", key=lambda s: s == "diverged", kind="stable")  # never first: never the best
+    df = df.sort_values("status", key=lambda s: s == TrialStatus.DIVERGED, kind="stable")  # never the best
     return df.reset_index(drop=True)
 
 
@@ -124,31 +126,35 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], s
     `fersearch best`. `decisions`: the scheduler's log (noise.read_decisions), for the diagnoses."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
-    scored = ranked[ranked[METRIC].notna() & (ranked["status"] != "diverged")]
-    best_id = str(scored.iloc[0]["trial_id"]) if len(scored) else None
+    best = best_trial(ranked)  # the ranking's first scored row, by the search's one rule
+    best_id = str(best["trial_id"]) if best else None
     counts = {s: int((ranked["status"] == s).sum()) for s in ranked["status"].unique()}
-    dists = declared_distributions(study)
-    boundaries = find_boundaries(scored, params, dists) if best_id else []
+    dists = declared_ranges(study)
+    scored = ranked[ranked[METRIC].notna() & (ranked["status"] != TrialStatus.DIVERGED)]
+    own = trial_distributions(study, trial_params(scored.iloc[0])) if best_id else {}
+    boundaries = find_boundaries(scored, params, own) if best_id else []
     importance, note = param_importance(study) if importance else ({}, "importance not computed")
     seed_trial = find_seed_trial(ranked)
     decisions = list(decisions or [])
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
-        diverged=diverged_trials(history), boundaries=boundaries,
-        boundary_basis="declared" if dists else "tried", importance=importance, importance_note=note,
+        diverged=[str(t) for t in ranked.loc[ranked["status"] == TrialStatus.DIVERGED, "trial_id"]],
+        boundaries=boundaries, boundary_basis="declared" if own else "tried", importance=importance, importance_note=note,
         seed_trial=seed_trial, rungs=asha_rungs(meta), distributions=dists, study=study, decisions=decisions,
         diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial),
+        loss_rose=loss_rose(history),
     )
 
 
-def diverged_trials(history: pd.DataFrame) -> list[str]:
-    """Trials with a non-finite loss, or whose training loss ended above where it started."""
+def loss_rose(history: pd.DataFrame) -> list[str]:
+    """Trials whose (finite) training loss ended above where it started: a sign of too large a step,
+    not a divergence (that is status diverged: a non-finite loss, which ends the trial)."""
     out = []
     for tid, h in history.sort_values("epoch").groupby("trial_id", sort=False):
-        losses = h[["train_loss", "val_loss"]].to_numpy(dtype=float)
         tl = h["train_loss"].to_numpy(dtype=float)
-        if not np.isfinite(losses).all() or (len(tl) > 1 and tl[-1] > tl[0]):
+        tl = tl[np.isfinite(tl)]
+        if len(tl) > 1 and tl[-1] > tl[0]:
             out.append(str(tid))
     return out
 
@@ -199,17 +205,41 @@ def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, 
 
 
 # ---------------------------------------------------------------- boundaries
-def declared_distributions(study: Any) -> dict[str, Any]:
-    """{param: the Optuna distribution the space declared}, from the study's trials
-    (a conditional parameter appears once a trial reached it); {} without a study."""
+def declared_ranges(study: Any) -> dict[str, Any]:
+    """{param: one distribution spanning every range the space declared for it}, from the study's
+    trials ({} without a study). A range may depend on another parameter (wide's lr on the
+    optimiser): the span holds them all, so every trial's point lies on the plot's axis."""
+    import optuna.distributions as od
+
     found: dict[str, Any] = {}
     for trial in study.get_trials(deepcopy=False) if study is not None else ():
         for name, dist in trial.distributions.items():
-            found.setdefault(name, dist)
+            seen = found.setdefault(name, dist)
+            if seen is not dist and hasattr(dist, "low") and hasattr(seen, "low") and seen != dist:
+                low, high = min(seen.low, dist.low), max(seen.high, dist.high)
+                found[name] = (od.FloatDistribution(float(low), float(high), log=bool(seen.log and dist.log))
+                               if isinstance(seen, od.FloatDistribution) or isinstance(dist, od.FloatDistribution)
+                               else od.IntDistribution(int(low), int(high), log=bool(seen.log and dist.log)))
     return found
 
 
+def trial_distributions(study: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The distributions the space declared for the study trial with these parameter values (the
+    trial itself: Ray's OptunaSearch tells Optuna every trial it runs); {} without a study or a match."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+        return plain(a) == plain(b)
+
+    for trial in study.get_trials(deepcopy=False) if study is not None else ():
+        if trial.params.keys() == params.keys() and all(same(trial.params[k], v) for k, v in params.items()):
+            return dict(trial.distributions)
+    return {}
+
+
 def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, Any]) -> list[Boundary]:
+    """The winner's (scored's first row) values at an end of its range. `dists`: the winner's own
+    distributions (trial_distributions); without them, the range of values tried."""
     best = scored.iloc[0]
     out = []
     for p in params:
@@ -250,7 +280,19 @@ def _numeric_edge(p: str, v: float, low: float, high: float, log: bool, basis: s
     f = (lambda x: math.log(x)) if log and low > 0 and v > 0 else (lambda x: x)
     pos = (f(v) - f(low)) / (f(high) - f(low))
     edge = "low" if pos <= EDGE_FRACTION else "high" if pos >= 1 - EDGE_FRACTION else None
-    return Boundary(p, v, low, high, basis, edge) if edge else None
+    if edge is None or _cannot_widen(p, low if edge == "low" else high, edge, log):
+        return None
+    return Boundary(p, v, low, high, basis, edge)
+
+
+def _cannot_widen(p: str, end: float, edge: str, log: bool) -> bool:
+    """The range's end is where the config itself stops (config.hard_bounds: dropout 0, a probability
+    0 or 1, a shift of 0 pixels), or a 0 at the low end of a linear range: the winner sitting there is
+    a result (no dropout, no erasing), not a range to widen."""
+    if edge == "low" and end == 0 and not log:
+        return True
+    bounds = hard_bounds(p)
+    return bounds is not None and end == bounds[0 if edge == "low" else 1]
 
 
 def _ordered_choices(choices: list[Any]) -> list[Any] | None:
