@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from fersearch.report.analysis import Boundary, rank_trials
-from fersearch.report.diagnose import diagnose, held_rungs, noise_stops, seed_comparison, still_improving
+from fersearch.report.diagnose import diagnose, held_rungs, loss_stops, noise_stops, seed_comparison, still_improving
 
 VAL = {"Angry": 100, "Disgust": 20, "Fear": 100, "Happy": 150, "Sad": 100, "Surprise": 80, "Neutral": 50}  # 600
 META = {"max_epochs": 10, "reduction_factor": 3, "grace_period": 1, "data": {"counts": {"val": VAL}}}
@@ -43,6 +43,44 @@ def test_stops_within_noise_of_the_majority_rate_name_grace_period():
     d = noise_stops(ranked, history, META)
     assert d and d.flag == "--grace-period"
     assert d.message.startswith("6 trials (6 at epoch 1) were stopped") and "600 validation images" in d.message
+
+
+def test_a_stop_on_val_loss_is_said_as_such_with_its_margin_never_as_noise():
+    """Issue 17's run: a trial the scheduler stopped at epoch 5 on val_loss (its val_acc tied at the
+    majority rate) was reported as stopped where it "could not be told apart". The log says which
+    metric decided: the diagnosis names val_loss and the margins, and no noise-stop is left."""
+    curves = {"s0": [MAJORITY] * 5, **{f"k{i}": [MAJORITY + 0.002 * (i - 1)] * 5 + [0.5] * 5 for i in range(3)}}
+    ranked, history = frames(curves, {"s0": "stopped"})
+    assert noise_stops(ranked, history, META) is not None  # re-judged without the log: looks like noise
+    decisions = [{"trial_id": "s0", "rung": 5, "reason": "loss", "metric": "val_loss", "action": "STOP",
+                  "value": MAJORITY, "cutoff": MAJORITY, "loss": 1.93, "loss_cutoff": 1.80, "loss_margin": 0.0693,
+                  "asha_would_stop": False}]
+    found = diagnose(ranked, history, META, decisions=decisions)
+    assert "noise-stop" not in kinds(found) and "loss-stop" in kinds(found)
+    d = loss_stops(decisions)
+    assert d.flag is None and d.message.startswith("1 trial (1 at epoch 5) was stopped on val_loss")
+    assert "val_loss 1.9300" in d.message and "cutoff loss 1.8000" in d.message and "margin 0.0693" in d.message
+    assert not any("could not be" in f.message for f in found)
+
+
+def test_the_noise_inputs_come_from_fersearch_json_and_older_folders_fall_back():
+    """The search records n_val, majority and z once (noise.noise_inputs into fersearch.json's "noise");
+    the diagnoses read that block; a folder without it falls back to the data block's counts."""
+    import numpy as np
+
+    from fersearch.search.noise import noise_inputs, read_noise
+
+    labels = np.array([3] * 150 + [0] * 100 + [2] * 100 + [4] * 100 + [5] * 80 + [6] * 50 + [1] * 20 + [-1] * 7)
+    recorded = noise_inputs(labels)
+    assert recorded == {"n_val": 600, "majority": 0.25, "z": 2.0}
+    assert read_noise({"data": {"counts": {"val": {**VAL, "unlabeled": 7}}}}) == recorded  # the older folder
+    assert read_noise({"noise": {"n_val": 60, "majority": 0.5, "z": 3.0}, **META}) == {"n_val": 60, "majority": 0.5,
+                                                                                        "z": 3.0}
+    curves = {f"s{i}": [MAJORITY + 0.003 * (i % 3 - 1)] for i in range(6)}
+    curves.update({f"k{i}": [MAJORITY + 0.004 * (i - 1)] + [0.5] * 9 for i in range(3)})
+    ranked, history = frames(curves, {f"s{i}": "stopped" for i in range(6)})
+    d = noise_stops(ranked, history, {**META, "noise": {"n_val": 60, "majority": 0.25, "z": 2.0}})
+    assert d and "60 validation images" in d.message  # the recorded block wins over the counts
 
 
 def test_a_clearly_worse_stop_is_not_a_noise_stop():

@@ -10,7 +10,12 @@ Diagnosis has a kind, a sentence and the flag it points at:
   noise-stop       trials stopped at a rung where their val_acc could not be told apart
                    from the rung's other values, or from the majority-class rate, on
                    this many validation images (noise.NoiseRule on history.csv): the
-                   rung came before the trials had learned (--grace-period).
+                   rung came before the trials had learned (--grace-period). Judged
+                   only for stops the scheduler did not log (older folders): a logged
+                   stop was decided on a gap beyond noise, and says on which metric.
+  loss-stop        trials the scheduler stopped on val_loss (scheduler.jsonl: their
+                   val_acc tied within noise, their loss was above the rung's cutoff
+                   loss by more than the loss margin): said with the margins (no flag).
   held             the scheduler's log (scheduler.jsonl) shows a rung where plain ASHA
                    would have stopped trials but every value sat within noise: the rung
                    decided nothing and cost a decision point (--grace-period).
@@ -22,6 +27,7 @@ Diagnosis has a kind, a sentence and the flag it points at:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -29,8 +35,10 @@ import numpy as np
 import pandas as pd
 
 from ..fmt import acc, plural
-from ..search.noise import NoiseRule, acc_cutoff, loss_cutoff
+from ..search.experiment import TrialStatus
+from ..search.noise import NoiseRule, acc_cutoff, loss_cutoff, read_noise
 
+STOP = "STOP"  # ray.tune's TrialScheduler.STOP, as scheduler.jsonl records a stop (no Ray import here)
 HELD_REASONS = ("flat", "majority", "close")  # kept only because the gap was within noise
 
 
@@ -42,14 +50,6 @@ class Diagnosis:
 
     def line(self) -> str:
         return self.message
-
-
-def validation_noise(meta: dict[str, Any]) -> tuple[int, float | None]:
-    """(validation images, majority-class rate) from fersearch.json's data counts; (0, None) if unknown."""
-    counts = (meta.get("data") or {}).get("counts", {}).get("val") or {}
-    labelled = [int(v) for k, v in counts.items() if k != "unlabeled"]
-    n = sum(labelled)
-    return n, (max(labelled) / n if n else None)
 
 
 def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int | None) -> Diagnosis | None:
@@ -70,10 +70,14 @@ def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int
                      f"raise --max-epochs.", "--max-epochs")
 
 
-def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], z: float = 2.0) -> Diagnosis | None:
+def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
+                decisions: Iterable[dict[str, Any]] = ()) -> Diagnosis | None:
     """Trials stopped early whose last val_acc was within noise of the rest of their rung or of the
-    majority-class rate (judged again with NoiseRule on every trial's value at that epoch)."""
-    n_val, majority = validation_noise(meta)
+    majority-class rate (judged again with NoiseRule on every trial's value at that epoch), with the
+    noise inputs the search recorded (noise.read_noise)."""
+    noise = read_noise(meta)
+    n_val, majority, z = noise["n_val"], noise["majority"], noise["z"]
+    logged = {str(d["trial_id"]) for d in decisions if d.get("action") == STOP}
     max_epochs = meta.get("max_epochs")
     if not n_val or not len(history) or "status" not in ranked:
         return None
@@ -84,9 +88,9 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
     losses = history.pivot_table(index="trial_id", columns="epoch", values="val_loss", aggfunc="last")
     losses.index = losses.index.astype(str)
     found: dict[int, list[str]] = {}
-    for _, row in ranked[ranked["status"] == "stopped"].iterrows():
+    for _, row in ranked[ranked["status"] == TrialStatus.STOPPED].iterrows():
         tid = str(row["trial_id"])
-        if tid not in at.index or not at.loc[tid].notna().any():
+        if tid in logged or tid not in at.index or not at.loc[tid].notna().any():
             continue
         epoch = int(at.loc[tid].last_valid_index())
         if max_epochs and epoch >= int(max_epochs):
@@ -129,6 +133,21 @@ def held_rungs(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
                      f"above {first}.", "--grace-period")
 
 
+def loss_stops(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
+    """Trials the scheduler stopped on val_loss where their val_acc tied: which metric decided, by how much."""
+    stops = [d for d in decisions if d.get("action") == STOP and d.get("metric") == "val_loss"]
+    if not stops:
+        return None
+    where = ", ".join(f"{n} at epoch {r}" for r, n in sorted(Counter(int(d["rung"]) for d in stops).items()))
+    worst = max(stops, key=lambda d: (d.get("loss") or 0) - (d.get("loss_cutoff") or 0))
+    example = (f"trial {worst['trial_id']}: val_loss {acc(worst.get('loss'))} against the rung's cutoff loss "
+               f"{acc(worst.get('loss_cutoff'))}, more than the margin {acc(worst.get('loss_margin'))} above it")
+    return Diagnosis("loss-stop",
+                     f"{plural(len(stops), 'trial')} ({where}) {'was' if len(stops) == 1 else 'were'} stopped on "
+                     f"val_loss: their val_acc was within noise of the rung's cutoff, but their loss was clearly "
+                     f"worse ({example}).")
+
+
 def boundary_notes(boundaries: Iterable[Any]) -> list[Diagnosis]:
     return [Diagnosis("boundary", f"{b.message()} (--space: a copy of the space with a wider range).", "--space")
             for b in boundaries]
@@ -157,6 +176,8 @@ def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
     """Every diagnosis that applies, in the order they are shown. `ranked`: trials sorted best first
     (analysis.rank_trials); `decisions`: the scheduler's log (noise.read_decisions)."""
     ranked = ranked[pd.to_numeric(ranked["best_val_acc"], errors="coerce").notna()] if len(ranked) else ranked
-    found = [still_improving(ranked, history, meta.get("max_epochs")), noise_stops(ranked, history, meta),
-             held_rungs(decisions), *boundary_notes(boundaries), seed_comparison(ranked, seed_trial)]
+    decisions = list(decisions)
+    found = [still_improving(ranked, history, meta.get("max_epochs")), noise_stops(ranked, history, meta, decisions),
+             loss_stops(decisions), held_rungs(decisions), *boundary_notes(boundaries),
+             seed_comparison(ranked, seed_trial)]
     return [d for d in found if d is not None]

@@ -31,6 +31,7 @@ from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
                     full_disk_error)
+from .noise import noise_inputs
 from .options import SearchOptions, api_signature, objective_list, safe_name
 from .resources import Resources, check_shared_storage, local_gpu_count, plan_resources, storage_location
 from .session import cluster_info, ray_env, ray_running, ray_session
@@ -264,7 +265,8 @@ def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resource
             "counts": fer.counts(), "synthetic": bool(getattr(fer, "synthetic", False)), "notes": list(fer.notes)}
     return {
         "name": name, "command": command_line(), "created": timestamp(),
-        "data": data, "space": space.record(), "space_params": list(space.params),
+        "data": data, "noise": noise_inputs(fer.labels[fer.split == 1]),  # noise.read_noise's record
+        "space": space.record(), "space_params": list(space.params),
         "space_constants": list(space.constants),
         "seed": opts.seed, "trials": opts.trials, "max_epochs": opts.max_epochs, "grace_period": opts.grace,
         "reduction_factor": opts.reduction_factor, "scheduler": opts.scheduler, "sampler": opts.sampler,

@@ -23,6 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -79,6 +80,7 @@ def accuracy_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+Z = 2.0  # standard errors a gap must exceed before the scheduler may stop on it
 LOSS_SD = 0.6  # nats: the SD of one image's cross-entropy assumed by the loss margin (module docstring)
 ACC_HOLDS = ("flat", "majority", "close")  # val_acc could not tell the trial apart: the loss may decide
 
@@ -96,7 +98,7 @@ def loss_cutoff(losses: list[float], reduction_factor: float) -> float:
 class NoiseRule:
     """The test behind each stop: is a gap bigger than z standard errors on n_val images?"""
 
-    def __init__(self, n_val: int, majority: float | None = None, z: float = 2.0, min_compared: int = 2,
+    def __init__(self, n_val: int, majority: float | None = None, z: float = Z, min_compared: int = 2,
                  loss_sd: float | None = LOSS_SD):
         if n_val < 1:
             raise ValueError(f"n_val must be >= 1 (the validation set's size), got {n_val}")
@@ -157,3 +159,24 @@ def majority_rate(labels: np.ndarray) -> float:
     labels = np.asarray(labels)
     labels = labels[labels >= 0]
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+
+
+def noise_inputs(val_labels: np.ndarray, z: float = Z) -> dict[str, Any]:
+    """The noise rule's inputs for a validation split (its labels; -1: unlabelled): what the search
+    records in fersearch.json ("noise") when it starts, and the scheduler and the diagnoses read."""
+    labels = np.asarray(val_labels)
+    return {"n_val": int((labels >= 0).sum()), "majority": majority_rate(labels), "z": float(z)}
+
+
+def read_noise(meta: Mapping[str, Any], val_labels: np.ndarray | None = None) -> dict[str, Any]:
+    """fersearch.json's "noise" block; a folder made before the search recorded one falls back to
+    `val_labels` when given, else to the validation split's class counts in its "data" block
+    (n_val 0, majority None when those are missing too)."""
+    if isinstance(meta.get("noise"), Mapping):
+        return dict(meta["noise"])
+    if val_labels is not None:
+        return noise_inputs(val_labels)
+    counts = (meta.get("data") or {}).get("counts", {}).get("val") or {}
+    labelled = [int(v) for k, v in counts.items() if k != "unlabeled"]
+    n = sum(labelled)
+    return {"n_val": n, "majority": max(labelled) / n if n else None, "z": Z}

@@ -59,6 +59,7 @@ from .noise import (
     loss_cutoff,
     majority_rate,
     read_decisions,
+    read_noise,
 )
 
 __all__ = [
@@ -239,9 +240,9 @@ def make_scheduler(meta: dict[str, Any], fer: Any, exp_dir: Path, *, metric: str
 
     if meta["scheduler"] == "fifo":
         return FIFOScheduler()
-    val = fer.labels[fer.split == 1]
+    noise = read_noise(meta, fer.labels[fer.split == 1])  # fersearch.json's record; older folders: the data
     # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
-    return NoiseAwareASHA(n_val=max(1, int((val >= 0).sum())), majority=majority_rate(val),
+    return NoiseAwareASHA(n_val=max(1, noise["n_val"]), majority=noise["majority"], z=noise["z"],
                           log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
                           metric=metric, mode=mode, max_t=meta["max_epochs"], grace_period=meta["grace_period"],
                           reduction_factor=meta["reduction_factor"])
