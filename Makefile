@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TRIALS ?= 8
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast bench bench-search clean
+.PHONY: install demo test lint test-fast bench bench-search clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,12 @@ demo: install  ## the main job: search on the default data, then retrain + evalu
 	$(BIN)/fersearch tune --trials $(TRIALS) --name demo-$$(date +%Y%m%d-%H%M%S)
 	$(BIN)/fersearch best --evaluate
 
-test: install  ## the whole test suite (unit + slow end-to-end)
+test: install lint  ## the lint gate, then the whole test suite (unit + slow end-to-end)
 	$(BIN)/python -m pytest -q
+
+lint: install  ## ruff and mypy (settings in pyproject.toml); `make test` runs it first
+	$(BIN)/ruff check fersearch tests benchmarks
+	$(BIN)/mypy fersearch
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
