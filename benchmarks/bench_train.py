@@ -36,8 +36,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fersearch.config import TrainConfig, parse_set  # noqa: E402
-from fersearch.model import Dropout, build_model  # noqa: E402
 from fersearch.data.synth import synthetic_data  # noqa: E402
+from fersearch.model import Dropout, build_model  # noqa: E402
 from fersearch.train import fit  # noqa: E402
 from fersearch.train.device import native_bf16, resolve_device, resolve_precision  # noqa: E402
 

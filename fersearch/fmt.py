@@ -9,7 +9,8 @@ scalars and NaN into plain JSON values, for every file and `--json` output.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

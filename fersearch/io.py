@@ -17,10 +17,11 @@ import platform
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 _UMASK = os.umask(0)  # the process umask (reading it means setting it, so restore at once)
 os.umask(_UMASK)

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from conftest import assert_one_line_error
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.errors import DataError
 from fersearch.data.synth import generate, read_marker, synthetic_data
+from fersearch.errors import DataError
 
 # sha256 of generate(300, 0) before presets existed: the default preset is the same data, byte for byte.
 DEFAULT_300_SHA256 = "5cf18445d05fadb158550e7aa13a2f261135006b7f89c3d03dba322e70ad1b81"

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 import fersearch
+from conftest import assert_one_line_error
 from fersearch.cli import app
 from fersearch.errors import ResultsError
 from fersearch.io import write_json

@@ -12,9 +12,9 @@ import pickle
 import time
 
 import pytest
-from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error
 from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.search import experiment as ex

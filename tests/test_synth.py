@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fersearch.data import synth
-from fersearch.data import LABELS, load
+from fersearch.data import LABELS, load, synth
 
 FER2013_SHARE = {"Angry": 0.138, "Disgust": 0.015, "Fear": 0.143, "Happy": 0.250, "Sad": 0.169, "Surprise": 0.112,
                  "Neutral": 0.173}  # DESIGN.md counts / 35,887

@@ -7,7 +7,7 @@ as the splits), the image size, and the log sink every loader message goes to.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 LABELS = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 NUM_CLASSES = len(LABELS)

@@ -161,8 +161,8 @@ def synthetic_data(n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED, preset: s
 def write_synthetic(out_dir: str | Path = SYNTH_DIR, n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED,
                     *, auto: bool = False, preset: str = "default") -> Path:
     """Generate and write `<out_dir>/fer2013.csv` (FER2013's own format) and its marker; returns the CSV path."""
-    from .writer import write_fer2013_csv
     from ..io import file_sha256, write_json
+    from .writer import write_fer2013_csv
 
     images, labels, split = generate(n, seed, preset)
     path = write_fer2013_csv(Path(out_dir) / "fer2013.csv", images, labels, [USAGES[s] for s in split])

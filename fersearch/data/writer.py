@@ -7,8 +7,8 @@ Python); the file is written atomically through fersearch.io.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import analysis as an
 from ..config import TrainConfig
 from ..errors import ConfigError, ExperimentError
 from ..fmt import int_or_none, json_value
 from ..search.experiment import read_history, read_meta, read_trials, resolve_experiment, trial_config
+from . import analysis as an
 
 TOP_N = 5
 

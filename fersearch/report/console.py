@@ -6,12 +6,13 @@ shows the same figures as metrics.json and the report pages.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from .analysis import config_diff
 from ..fmt import acc, cells, num
+from .analysis import config_diff
 
 
 def format_table(df: pd.DataFrame) -> str:

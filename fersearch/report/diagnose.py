@@ -28,8 +28,9 @@ Diagnosis has a kind, a sentence and the flag it points at:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from . import analysis as an
-from . import bestdir
-from .bestdir import Evaluation, RetrainRun
-from .best import BestTrial, best
-from .metrics import classification_report_text, compute_metrics, predictions_frame, seed_summary
 from ..data import Log, log_stderr
 from ..errors import ConfigError, DataError, ExperimentError
 from ..fmt import acc
+from . import analysis as an
+from . import bestdir
+from .best import BestTrial, best
+from .bestdir import Evaluation, RetrainRun
+from .metrics import classification_report_text, compute_metrics, predictions_frame, seed_summary
 
 BEST_DIR = bestdir.BEST_DIR
 SPLITS = ("test", "val")

@@ -8,7 +8,8 @@ metrics.json are scikit-learn's on the saved predictions and can be checked agai
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 METRIC_PREFIX = "fersearch_trial_"
 GAUGES = {  # gauge name -> (metrics key, description)

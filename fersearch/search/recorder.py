@@ -12,8 +12,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..fmt import cut, first_line
 from .experiment import HISTORY_FILE, TRIALS_FILE

@@ -21,10 +21,11 @@ import ast
 import hashlib
 import inspect
 import textwrap
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..config import TrainConfig
 from ..errors import ConfigError, SpaceError

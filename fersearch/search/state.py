@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ..fmt import short_params
 from .experiment import (
@@ -76,12 +77,12 @@ class TrialState:
 
     # ---- loading
     @classmethod
-    def load(cls, exp_dir: str | os.PathLike, total: int = 0, max_epochs: int | None = None) -> "TrialState":
+    def load(cls, exp_dir: str | os.PathLike, total: int = 0, max_epochs: int | None = None) -> TrialState:
         """The state an experiment's files hold (what a resumed search and `status` start from)."""
         return cls.from_frames(read_trials(exp_dir), read_history(exp_dir), total, max_epochs)
 
     @classmethod
-    def from_frames(cls, trials: Any, history: Any, total: int = 0, max_epochs: int | None = None) -> "TrialState":
+    def from_frames(cls, trials: Any, history: Any, total: int = 0, max_epochs: int | None = None) -> TrialState:
         state = cls(total, max_epochs)
         for row in frame_rows(trials):
             state._put(row)

@@ -16,8 +16,9 @@ declared distributions (what importance analysis and the plots need).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..io import cut_torn_tail
 from .experiment import read_meta

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..fmt import int_or_none, json_value, missing
 from ..io import atomic_write, cut_torn_tail

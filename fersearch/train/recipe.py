@@ -3,7 +3,8 @@ class weights, the optimiser and the learning-rate schedule."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
