@@ -382,8 +382,26 @@ def test_pages_hold_the_numbers_and_embed_every_image(tmp_path):
         assert f"{m['accuracy']:.4f}" in text and f"{m['macro_f1']:.4f}" in text
         for name in LABELS:
             assert f"{m['per_class'][name]['f1']:.4f}" in text
-        assert "dense_dropout" in text and "boundary" in text.lower() and "fersearch tune --trials 9" in text
-        assert "seed configuration ran as trial t0" in text and "Failed: 1 of 9" in text
+        assert "dense_dropout" in text and "fersearch tune --trials 9" in text and "Failed: 1 of 9" in text
+        # each finding once: the boundary and the seed are the diagnoses' (the table), nowhere else on the page
+        assert text.count("dense = 1024 sits at the high end of the declared range [128, 1024]") == 1
+        assert text.count("The seed configuration (trial t0) reached val_acc") == 1 and "seed configuration ran" not in text
+        assert "non-finite training loss ended the trial): 1 (t7)" in text and "above its start" not in text
+    # the boundary row of the diagnosis table is the page's warning; the top table has only what differs
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", page, re.S) if "dense = 1024" in r)
+    assert 'class="data row' in row and " warn" in row and "<p class=warn>" not in page
+    top = re.search(r'<table id="T_top".*?</table>', page, re.S).group(0)
+    assert "dense_dropout" in top and "<details>" not in page  # both parameters differ between the top trials
+    import dataclasses
+
+    from fersearch.report.pages import top_tables
+
+    same = dataclasses.replace(a, trials=a.trials.assign(**{"config/dense": 256}))
+    differ, shared = top_tables(same)
+    assert "dense" not in differ.columns and "dense_dropout" in differ.columns
+    assert shared.to_dict("records") == [{"hyperparameter": "dense", "value": 256}]
+    ctx.analysis = same
+    assert "<details><summary>1 hyperparameter the same in all 9 top trials" in write_pages(ctx)[0].read_text()
     srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
     assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
     for s in srcs:
@@ -458,3 +476,12 @@ def test_report_html_loads_in_a_real_browser(chromium, evaluated_experiment, tmp
     with Image.open(shot) as img:
         assert img.size[0] >= 1000 and np.asarray(img.convert("L")).std() > 10
     shutil.copy(page, ARTIFACTS / "report.html")
+
+
+def test_every_status_has_its_own_colour():
+    """plots.STATUS_COLORS covers the one status vocabulary: a diverged curve is not drawn in running grey."""
+    from fersearch.search.experiment import TrialStatus
+
+    assert set(plots.STATUS_COLORS) == set(TrialStatus)
+    assert len(set(plots.STATUS_COLORS.values())) == len(TrialStatus)
+    assert plots.STATUS_COLORS["diverged"] != plots.STATUS_COLORS["running"]  # trials.csv's text finds it

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from ..fmt import acc, cells, num, pct
+from ..fmt import acc, cells, num, pct, plural
 from ..io import atomic_write_text
 
 
@@ -93,7 +93,8 @@ def tta_note(ctx: ReportContext) -> str:
 
 
 def search_summary(ctx: ReportContext) -> list[str]:
-    """Plain sentences about the search, shared by both pages."""
+    """Plain sentences about the search, shared by both pages. The findings (the seed's result, the
+    boundaries, the stops) are the diagnoses' (report.diagnose), stated in their table only."""
     a = ctx.analysis
     if a is None:
         return []
@@ -102,25 +103,15 @@ def search_summary(ctx: ReportContext) -> list[str]:
     out = [f"{total} trials: {counts}. Each trial is judged by its best validation accuracy over its "
            f"epochs (Ray's default scope is the last epoch)."]
     out.append(f"Failed: {a.counts.get('failed', 0)} of {total} ({100 * a.failed_share:.0f}%); diverged "
-               f"(non-finite loss, or training loss ending above its start): {len(a.diverged)}"
+               f"(a non-finite training loss ended the trial): {len(a.diverged)}"
                + (f" ({', '.join(a.diverged)})." if a.diverged else "."))
-    if a.seed_trial and a.seed_trial == a.best_trial:
-        out.append(f"The seed configuration (trial {a.seed_trial}) won the search: no proposed configuration beat "
-                   "the seed CNN on validation accuracy within this budget.")
-    elif a.seed_trial:
-        srow = a.trials[a.trials["trial_id"].astype(str) == a.seed_trial].iloc[0]
-        gain = ctx.best.get("best_val_acc", float("nan")) - float(srow["best_val_acc"])
-        out.append(f"The seed configuration ran as trial {a.seed_trial}: best val_acc {acc(srow['best_val_acc'])} "
-                   f"({srow['status']}, {int(srow['epochs']) if pd.notna(srow['epochs']) else '?'} epochs) against the "
-                   f"winner's {acc(ctx.best.get('best_val_acc'))} ({'+' if gain >= 0 else ''}{100 * gain:.2f} points).")
-    else:
-        out.append("The seed configuration was not among the trials, so there is no seed baseline from the search.")
+    if a.loss_rose:
+        out.append(f"Loss rose (training loss ended above its first epoch's, finite; often too large a step): "
+                   f"{len(a.loss_rose)} ({', '.join(a.loss_rose)}).")
     basis = ("the search space's declared ranges" if a.boundary_basis == "declared"
              else "the range of values tried (the space's declared ranges were not available: no Optuna study saved)")
-    if a.boundaries:
-        out.append(f"Boundary check against {basis}: " + "; ".join(b.message() for b in a.boundaries) + ".")
-    else:
-        out.append(f"Boundary check against {basis}: no best value sits on a boundary.")
+    if not a.boundaries:  # a boundary found is a diagnosis (below)
+        out.append(f"Boundary check against {basis}: no best value sits on a boundary that could be widened.")
     if a.rungs:
         out.append(f"ASHA rungs at epochs {', '.join(map(str, a.rungs))}: trials clearly below the top share there "
                    "(beyond the noise of the validation split) were stopped.")
@@ -130,6 +121,20 @@ def search_summary(ctx: ReportContext) -> list[str]:
 def diagnosis_table(a: Any) -> pd.DataFrame:
     """The search's diagnoses (report.diagnose): what it saw and the flag to change."""
     return pd.DataFrame([{"diagnosis": d.message, "flag": d.flag or ""} for d in a.diagnoses])
+
+
+WARN_KINDS = ("boundary", "noise-stop", "held", "still-improving")  # diagnoses drawn as warnings (orange)
+
+
+def top_tables(a: Any, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The top trials with the parameters that differ between them, and (parameter, value) for the
+    ones the top trials share: the first fits the page, the second is shown on demand."""
+    top = a.top(n)
+    params = [p for p in a.params if p in top.columns]
+    same = [p for p in params if len(top) > 1 and top[p].astype(str).nunique(dropna=False) == 1]
+    shared = pd.DataFrame([{"hyperparameter": p, "value": top[p].iloc[0]} for p in same],
+                          columns=["hyperparameter", "value"])
+    return top.drop(columns=same), shared
 
 
 # ---------------------------------------------------------------- tables (pandas frames)
@@ -171,13 +176,18 @@ def provenance_table(ctx: ReportContext) -> pd.DataFrame:
     return pd.DataFrame([{"item": k, "value": str(v)} for k, v in flat.items()])
 
 
-def html_table(df: pd.DataFrame, name: str, css: str = "", highlight_first: bool = False) -> str:
-    """`df` as an HTML table (pandas' Styler), numbers through fmt.cells; `name` makes the table's id."""
+def html_table(df: pd.DataFrame, name: str, css: str = "", highlight_first: bool = False,
+               row_class: list[str] | None = None) -> str:
+    """`df` as an HTML table (pandas' Styler), numbers through fmt.cells; `name` makes the table's id.
+    `row_class`: a CSS class per row ("" for none)."""
     styler = Styler(cells(df), uuid=name, cell_ids=False).hide(axis="index")
     styler = styler.format(escape="html").format_index(escape="html", axis=1)
-    if highlight_first and len(df):
+    if (highlight_first or row_class) and len(df):
         marks = pd.DataFrame("", index=df.index, columns=df.columns)
-        marks.iloc[0] = "hl"
+        for i, c in enumerate(row_class or []):
+            marks.iloc[i] = c
+        if highlight_first:
+            marks.iloc[0] = "hl"
         styler = styler.set_td_classes(marks)
     return styler.to_html(table_attributes=f'class="{css}"' if css else None)
 
@@ -206,7 +216,8 @@ table.text td,table.text th{text-align:left} .tables{display:flex;flex-wrap:wrap
 img{max-width:100%;height:auto;border:1px solid #e3e6ea;border-radius:4px;margin:6px 0}
 .row{display:flex;flex-wrap:wrap;gap:14px} .row figure{flex:1 1 480px;margin:0}
 figcaption{font-size:13px;color:#555}
-.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:8px 12px;margin:8px 0}
+.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:8px 12px;margin:8px 0} td.warn{background:#fff4e5}
+.wide{overflow-x:auto;max-width:100%} details{margin:6px 0} summary{cursor:pointer;color:#1f4e89}
 .note{color:#555;font-size:14px}
 pre{background:#1e2430;color:#e8e8e8;padding:10px 14px;border-radius:6px;overflow-x:auto;font-size:13px}
 """
@@ -262,11 +273,17 @@ def _html_search(ctx: ReportContext) -> list[str]:
         return []
     e = html.escape
     out = ["<h2>Search analysis</h2>"]
-    out += [f"<p{' class=warn' if s.startswith('Boundary check') and a.boundaries else ''}>{e(s)}</p>"
-            for s in search_summary(ctx)]
+    out += [f"<p>{e(s)}</p>" for s in search_summary(ctx)]
     if a.diagnoses:
-        out.append("<h3>What the search saw</h3>" + html_table(diagnosis_table(a), "diagnoses", css="text"))
-    out.append("<h3>Top trials</h3>" + html_table(a.top(10), "top", highlight_first=True))
+        warn = ["warn" if d.kind in WARN_KINDS else "" for d in a.diagnoses]
+        out.append("<h3>What the search saw</h3>" + html_table(diagnosis_table(a), "diagnoses", css="text",
+                                                               row_class=warn))
+    top, shared = top_tables(a)
+    out.append("<h3>Top trials</h3><p class=note>The hyperparameters that differ between them; the winner "
+               "first.</p><div class=wide>" + html_table(top, "top", highlight_first=True) + "</div>")
+    if len(shared):
+        out.append(f"<details><summary>{plural(len(shared), 'hyperparameter')} the same in all {len(top)} top trials</summary>"
+                   + html_table(shared, "shared", css="text") + "</details>")
     out.append(_img(ctx, "Validation accuracy against each hyperparameter"))
     out.append(_img(ctx, "Validation accuracy per epoch, every trial"))
     if a.importance:
@@ -300,7 +317,11 @@ def render_markdown(ctx: ReportContext) -> str:
         lines += ["## Search analysis", ""] + [f"- {s}" for s in search_summary(ctx)]
         if a.diagnoses:
             lines += ["", "### What the search saw", "", md_table(diagnosis_table(a))]
-        lines += ["", "### Top trials", "", md_table(a.top(10)), ""]
+        top, shared = top_tables(a)
+        lines += ["", "### Top trials", "", md_table(top), ""]
+        if len(shared):
+            lines += [f"The same in all {len(top)} top trials: " + ", ".join(
+                f"{k}={v}" for k, v in zip(shared["hyperparameter"], cells(shared)["value"])) + ".", ""]
         for title in ("Validation accuracy against each hyperparameter", "Validation accuracy per epoch, every trial",
                       "Hyperparameter importance"):
             if title in ctx.images:

@@ -17,12 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import is_bool
 from ..fmt import plain
-from ..search.experiment import PARAM_PREFIX
+from ..search.experiment import PARAM_PREFIX, TrialStatus
+from .analysis import is_bool
 
-STATUS_COLORS = {"completed": "#1f77b4", "stopped": "#ff7f0e", "failed": "#d62728",
-                 "running": "#7f7f7f", "pending": "#bbbbbb"}
+# One colour per status of the vocabulary (a test checks every member has one); the best trial is green.
+STATUS_COLORS = {TrialStatus.COMPLETED: "#1f77b4", TrialStatus.STOPPED: "#ff7f0e", TrialStatus.FAILED: "#d62728",
+                 TrialStatus.DIVERGED: "#9467bd", TrialStatus.RUNNING: "#7f7f7f", TrialStatus.PENDING: "#bbbbbb"}
 DPI = 110
 
 
@@ -130,13 +131,13 @@ def plot_trial_curves(history: pd.DataFrame, trials: pd.DataFrame, path: Path, r
     status = dict(zip(trials["trial_id"].astype(str), trials["status"].astype(str)))
     for tid, h in history.sort_values("epoch").groupby("trial_id", sort=False):
         tid = str(tid)
-        st = status.get(tid, "running")
+        st = status.get(tid, TrialStatus.RUNNING)
         is_best, is_seed = tid == best, tid == seed_trial
         ax.plot(h["epoch"], h["val_acc"], color="#2ca02c" if is_best else STATUS_COLORS.get(st, "#7f7f7f"),
                 lw=2.6 if is_best else 1.2, alpha=1.0 if is_best or is_seed else 0.7,
                 ls="--" if is_seed and not is_best else "-", marker="o", ms=3, zorder=3 if is_best else 2)
         last = h.iloc[-1]
-        if st == "stopped":
+        if st == TrialStatus.STOPPED:
             ax.plot(last["epoch"], last["val_acc"], marker="x", color="#ff7f0e", ms=7, mew=2)
     for i, r in enumerate(rungs):
         ax.axvline(r, color="#888888", ls="--", lw=0.9, zorder=1)
@@ -144,8 +145,8 @@ def plot_trial_curves(history: pd.DataFrame, trials: pd.DataFrame, path: Path, r
                     textcoords="offset points", fontsize=8, color="#666666")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=STATUS_COLORS[s], lw=1.5, label=s)
-               for s in ("completed", "stopped", "failed", "running") if s in status.values()]
+    handles = [Line2D([], [], color=c, lw=1.5, label=s.value) for s, c in STATUS_COLORS.items()
+               if s in status.values()]
     handles.append(Line2D([], [], color="#2ca02c", lw=2.6, label=f"best ({best})"))
     if seed_trial and seed_trial != best:
         handles.append(Line2D([], [], color="#444444", ls="--", lw=1.2, label=f"seed config ({seed_trial})"))
@@ -172,7 +173,9 @@ def plot_param_scatter(trials: pd.DataFrame, params: Sequence[str], path: Path, 
         ax.set_visible(False)
     fig.suptitle("Best validation accuracy of each trial against each hyperparameter", fontsize=12)
     _status_legend(fig, set(scored["status"].astype(str)))
-    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
+    # rect's top leaves the suptitle its own band: tight_layout alone lets it overlap the first panel's title
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.4 / height))
     return _save(fig, path)
 
 
@@ -189,7 +192,8 @@ def _log_axis(ax) -> None:
 def _status_legend(fig, statuses: set[str]) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in STATUS_COLORS.items() if s in statuses]
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=s.value) for s, c in STATUS_COLORS.items()
+               if s in statuses]
     handles.append(Line2D([], [], marker="*", ls="", ms=14, color="#2ca02c", mec="black", label="best trial"))
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=9, ncol=len(handles), frameon=False)
 
