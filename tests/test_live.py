@@ -70,6 +70,24 @@ def test_a_log_gets_plain_lines_for_trial_ends_and_a_final_line(tmp_path):
     assert len(lines) == 5
 
 
+
+def test_a_logs_status_lines_name_the_best_trial_by_id_and_value_not_its_config(tmp_path):
+    """Every 10 s a log gets a status line: with a best so far, its id, value and epoch, not its whole
+    configuration (about 300 characters on `wide`, on every line). The final line still gives it once."""
+    state = TrialState(total=4, max_epochs=3)
+    state.add("t1", "{}", {"filters_1": 32, "lr": 0.001, "dense_dropout": 0.5, "erasing": 0.25})
+    state.start("t1")
+    state.result("t1", {"epoch": 1, "val_acc": 0.4})
+    out = io.StringIO()
+    view = LiveView(out, tty=False, interval=0.0)
+    view.update(state, 12.0)
+    line = out.getvalue().strip()
+    assert line == "[0:12] 0/4 ended, 1 running, 3 waiting | best val_acc 0.4000 (trial t1 epoch 1)", line
+    view.close(state, 20.0)
+    assert out.getvalue().strip().splitlines()[-1].endswith("(trial t1 epoch 1: filters=32 dense_dropout=.5 lr=1e-3 "
+                                                            "erasing=.25)")
+
+
 def test_a_terminal_gets_a_live_table_redrawn_in_place(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")  # rich's width of a stream that is no real terminal
     trials, out = three_trials(), io.StringIO()
