@@ -217,9 +217,11 @@ def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
     first; diverged trials and trials without both figures never count."""
     if "latency_ms" not in trials.columns or not len(trials):
         return trials.iloc[0:0]
-    acc = pd.to_numeric(trials["best_val_acc"], errors="coerce")
+    # A trial counts as it does for best_trial (best_score: a finite best val_acc, not diverged).
+    acc = pd.Series([best_score(s, v) for s, v in zip(trials["status"], trials["best_val_acc"])],
+                    index=trials.index, dtype="float64")
     lat = pd.to_numeric(trials["latency_ms"], errors="coerce")
-    ok = acc.notna() & lat.notna() & (trials["status"] != "diverged")
+    ok = acc.notna() & lat.notna()
     scored = trials[ok].assign(_acc=acc[ok], _lat=lat[ok]).sort_values(["_lat", "_acc"], ascending=[True, False])
     keep, best_acc = [], -1.0
     for i, row in scored.iterrows():  # fastest first: a point is on the front if it beats every faster one
