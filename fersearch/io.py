@@ -127,6 +127,17 @@ def timestamp() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def parse_timestamp(text: object) -> float | None:
+    """A recorded time as seconds since the epoch, None if it is none. Reads timestamp()'s format and
+    the older ones folders may hold ("+0000" offsets, no offset: local time)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 def command_line() -> str:
     """The command as the user would retype it."""
     argv = list(sys.argv)

@@ -326,3 +326,21 @@ def test_status_on_a_real_search(tuned_experiment):
     assert res.exit_code == 0
     assert f"of trial {s['best']['trial_id']}" in res.output and "judged by its best epoch" in res.output
     assert all(t in res.output for t in trials["trial_id"])
+
+
+def test_created_timestamps_of_every_format_order_the_experiments(tmp_path):
+    """fersearch.json's "created" is written one way now (io.timestamp); folders of older versions hold
+    "+0000" offsets or no offset at all, and are still read and ordered by time, not as text."""
+    from fersearch.io import parse_timestamp, timestamp
+
+    now = timestamp()
+    assert parse_timestamp(now) == pytest.approx(time.time(), abs=5)
+    created = {"late": "2026-01-02T00:30:00+0000", "early": "2026-01-01T23:00:00-0300", "naive": "2025-06-01T12:00:00",
+               "new": now, "odd": "not a time"}
+    for name, when in created.items():
+        write_experiment(tmp_path / name, statuses=["completed"])
+        meta = ex.read_meta(tmp_path / name)
+        ex.write_meta(tmp_path / name, {**meta, "created": when})
+    # as text "2026-01-01T23:00-0300" sorts first; as a time it is 02:00 UTC on the 2nd, after "late"
+    assert [p.name for p in ex.list_experiments(tmp_path)] == ["odd", "naive", "late", "early", "new"]
+    assert experiment_status(tmp_path / "late")["created"] == created["late"]

@@ -9,7 +9,6 @@ and the notes a reader should see first.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text, versions, write_json
+from ..io import atomic_write_text, timestamp, versions, write_json
 from ..search.experiment import results_root
 from . import analysis as an
 from . import pareto, plots
 from .best import BestTrial
 from .metrics import report_file_text
 from .pages import ReportContext, write_pages
+from .run import history_csv
 
 BEST_DIR = "best"
 
@@ -71,7 +71,7 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
     write_json(out / "metrics.json", m)
     atomic_write_text(out / "classification_report.txt", report_file_text(bt.name, bt.trial_id, m, ev.report))
     atomic_write_text(out / "predictions.csv", ev.predictions.to_csv(index_label="index"))
-    atomic_write_text(out / "history.csv", pd.DataFrame(ev.history).to_csv(index=False))
+    atomic_write_text(out / "history.csv", history_csv(ev.history))  # as `fersearch train` writes it
     images = write_plots(out, ev)
     if pareto.has_latency(bt.analysis.trials):
         atomic_write_text(out / "pareto.csv", pareto.front_table(bt.analysis.trials, bt.trial_id).to_csv(index=False))
@@ -167,7 +167,7 @@ def provenance(ev: Evaluation, fer: Any, elapsed: float, run: RetrainRun) -> dic
     rec = bt.meta.get("data", {})
     return {
         "command": evaluate_command(ev),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": timestamp(),
         "experiment": {"name": bt.name, "path": str(bt.experiment), "trial_id": bt.trial_id,
                        "search_command": bt.meta.get("command"), "search_val_acc": bt.best_val_acc},
         "data": {"path": rec.get("path") or fer.source, "format": fer.format, "sha256": fer.sha256},

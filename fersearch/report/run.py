@@ -7,8 +7,6 @@ command), and says in one summary what came out.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -31,13 +29,10 @@ def default_out_dir() -> Path:
 
 def history_csv(history: list[dict]) -> str:
     """history.csv of a run: one row per epoch, the trainer's metric columns."""
+    from ..search.trial_files import csv_text
     from ..train.loop import METRIC_KEYS
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_KEYS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buf.getvalue()
+    return csv_text(list(METRIC_KEYS), history)
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None, *,
@@ -63,7 +58,7 @@ def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None,
                  threads: int | None = None, progress: bool = False) -> dict:
     """Train and write config.json, history.csv (rewritten every epoch), model.pt and fersearch.json
     to `out`; returns the summary also stored in fersearch.json under 'result'."""
-    from ..io import atomic_write, versions, write_json
+    from ..io import atomic_write, timestamp, versions, write_json
     from ..model import save_model
     from ..train import fit
 
@@ -72,7 +67,7 @@ def train_to_dir(cfg: TrainConfig, data: FerData, out: str | Path | None = None,
         raise ExperimentError(f"{out} already holds a training run (model.pt); pass another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
-    meta = {"command": command, "created": datetime.now().isoformat(timespec="seconds"),
+    meta = {"command": command, "created": timestamp(),
             "data": {"path": data.source, **data.info()}, "config": cfg.to_dict(), "versions": versions()}
     write_json(out / "fersearch.json", meta)
 

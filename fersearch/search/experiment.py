@@ -27,7 +27,7 @@ import pandas as pd
 from ..config import TrainConfig
 from ..errors import ExperimentError, ModelFileError
 from ..fmt import json_value
-from ..io import read_json, write_json
+from ..io import parse_timestamp, read_json, write_json
 
 META_FILE = "fersearch.json"
 TRIALS_FILE = "trials.csv"
@@ -92,11 +92,13 @@ def list_experiments(results: str | os.PathLike | None = None) -> list[Path]:
     return sorted(found, key=lambda p: (_created(p), p.name))
 
 
-def _created(exp: Path) -> str:
+def _created(exp: Path) -> float:
+    """When fersearch.json says the experiment was made (as a time: its formats differ by version)."""
     try:
-        return str(read_json(exp / META_FILE).get("created", ""))
+        created = parse_timestamp(read_json(exp / META_FILE).get("created"))
     except (OSError, ValueError):
-        return ""
+        created = None
+    return created if created is not None else float("-inf")
 
 
 def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> Path:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ResultsError
+from .workarounds import JSON_STATE_GLOBS, RAY_STATE_GLOBS
 
 PROBE_BYTES = 4096  # one block: enough for a full disk to say so
 FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -119,14 +120,13 @@ def check_ray_state(exp_dir: Path, name: str) -> None:
     import json
     import pickletools
 
-    for pattern in ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
-                    "callback-states-*.pkl"):
+    for pattern in RAY_STATE_GLOBS:
         newest = max(exp_dir.glob(pattern), key=lambda p: p.name, default=None)
         if newest is None:
             continue
         try:
             data = newest.read_bytes()
-            if pattern.startswith("experiment_state"):  # JSON; the others are pickles (search_gen_state too)
+            if pattern in JSON_STATE_GLOBS:
                 json.loads(data)
             else:
                 for _op in pickletools.genops(data):

@@ -12,20 +12,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..fmt import acc, clock, render, short_params, short_value, text_table
+from ..io import parse_timestamp
 from . import experiment as ex
 from .experiment import TrialStatus
 from .state import TrialState, config_order
+from .workarounds import EXPERIMENT_STATE_GLOB
 
 _QUIET_WHEN_NONE = (TrialStatus.FAILED, TrialStatus.DIVERGED)  # the counts line names these only when some are
 
 # While a search runs, Tune rewrites its experiment_state-<time>.json every few seconds
 # (the driver sets TUNE_GLOBAL_CHECKPOINT_S=2), epochs or not: a heartbeat of the driver.
-HEARTBEAT_GLOB = "experiment_state-*.json"
+HEARTBEAT_GLOB = EXPERIMENT_STATE_GLOB
 HEARTBEAT_STALE_S = 60.0
 STALE_AFTER_S = 300.0  # without a heartbeat file (remote storage): no file update for this long, or 5 epochs
 
@@ -48,7 +49,8 @@ def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> d
     heartbeat = list(exp.glob(HEARTBEAT_GLOB))
     files = [exp / ex.META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE, *heartbeat]
     updated = max((p.stat().st_mtime for p in files if p.is_file()), default=now)
-    created = _timestamp(meta.get("created"), default=updated)
+    created = parse_timestamp(meta.get("created"))
+    created = updated if created is None else created
     epoch_times = [t for t in history["epoch_time_s"] if isinstance(t, (int, float)) and t == t]
     stale_after = HEARTBEAT_STALE_S if heartbeat else max(STALE_AFTER_S, 5 * max(epoch_times, default=0.0))
     unfinished = counts["pending"] + counts["running"] + counts["not_started"] > 0
@@ -85,13 +87,6 @@ def _trial_summary(trials: TrialState, trial_id: str) -> dict[str, Any]:
         "node": row["node"] or "", "gpu_ids": row["gpu_ids"] or "", "error": row["error"] or "",
         "params": trials.params(trial_id),
     }
-
-
-def _timestamp(iso: str | None, default: float) -> float:
-    try:
-        return datetime.fromisoformat(str(iso)).timestamp()
-    except (TypeError, ValueError):
-        return default
 
 
 def format_status(st: Mapping[str, Any], width: int | None = None) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..io import cut_torn_tail
 from .experiment import read_meta
+from .workarounds import TPE_SETTINGS, remove_journal_lock
 
 if TYPE_CHECKING:
     from .spaces import Space
@@ -85,7 +86,8 @@ def make_sampler(sampler: str, seed: int, trials: int, **tpe: Any) -> Any:
 
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(**{"seed": seed, "n_startup_trials": startup_trials(trials), **tpe})
+    return optuna.samplers.TPESampler(**{"seed": seed, "n_startup_trials": startup_trials(trials), **TPE_SETTINGS,
+                                         **tpe})
 
 
 def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str,
@@ -110,4 +112,4 @@ def reopen_study_journal(exp_dir: Path) -> None:
     journal lock of a search killed while it held it (Optuna would wait 30 s for it). Safe because
     this search holds the experiment's own lock: no other search writes the journal."""
     cut_torn_tail(exp_dir / STUDY_FILE)
-    (exp_dir / f"{STUDY_FILE}.lock").unlink(missing_ok=True)
+    remove_journal_lock(exp_dir / STUDY_FILE)

@@ -28,7 +28,9 @@ def _cell(column: str, v: Any) -> Any:
     return int_or_none(v) if column in _INT_COLUMNS else json_value(v)
 
 
-def _csv_text(columns: list[str], rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+def csv_text(columns: list[str], rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+    """CSV text of row dicts in `columns` (missing keys empty): the one writer of fersearch's CSV files
+    (trials.csv, a search's history.csv, and a run's history.csv of `train` and `best --evaluate`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
@@ -66,18 +68,18 @@ class TrialsFile:
             self._columns, self._lines = columns, {}
         for trial_id in changed or ():
             self._lines.pop(trial_id, None)
-        text = [_csv_text(columns, [])]
+        text = [csv_text(columns, [])]
         for row in rows:
             line = self._lines.get(row["trial_id"])
             if line is None:
-                line = self._lines[row["trial_id"]] = _csv_text(columns, [row], header=False)
+                line = self._lines[row["trial_id"]] = csv_text(columns, [row], header=False)
             text.append(line)
         atomic_write(self.path, "".join(text))
 
 
 def write_history(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
     """history.csv whole from row dicts (HISTORY_COLUMNS; missing keys stay empty), atomically."""
-    atomic_write(Path(exp) / HISTORY_FILE, _csv_text(list(HISTORY_COLUMNS), rows))
+    atomic_write(Path(exp) / HISTORY_FILE, csv_text(list(HISTORY_COLUMNS), rows))
 
 
 def frame_rows(df: Any) -> list[dict[str, Any]]:
@@ -99,4 +101,4 @@ class HistoryFile:
 
     def append(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:  # opened at its end: tell() is its size
-            f.write(_csv_text(list(HISTORY_COLUMNS), [row], header=f.tell() == 0))
+            f.write(csv_text(list(HISTORY_COLUMNS), [row], header=f.tell() == 0))
