@@ -633,7 +633,7 @@ def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_resume_completes(
 def test_resume_bridges_a_checkpoint_ray_deleted_just_before_a_crash(tmp_path):
     """Ray deletes checkpoint_<k> when checkpoint_<k+1> is written and saves its state (naming k) a moment
     later: a driver killed in between must still resume that trial (seen under load in the resume test)."""
-    from fersearch.search.guard import bridge_checkpoints
+    from fersearch.search.workarounds import bridge_checkpoints
 
     raced = tmp_path / "trial_a" / "checkpoint_000002"
     raced.mkdir(parents=True)

@@ -183,6 +183,58 @@ def test_decisions_go_to_the_log_file_and_a_resumed_scheduler_reads_them_back(tm
     assert read_decisions(tmp_path / "nothing") == []
 
 
+WRITER = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from test_scheduler import CONTINUE, FakeTrial
+from fersearch.search.scheduler import NoiseAwareASHA
+s = NoiseAwareASHA(n_val=600, majority=0.25, log_path={log!r}, metric="val_acc", mode="max", max_t=10,
+                   grace_period=1, reduction_factor=3)
+for i, value in enumerate([0.50, 0.56, 0.62]):  # trial ids of the writer's own ("w0"...): the test's feed goes on
+    s.on_trial_add(None, FakeTrial(f"w{{i}}"))
+    assert s.on_trial_result(None, FakeTrial(f"w{{i}}"), {{"training_iteration": 1, "val_acc": value}}) == CONTINUE
+fd = os.open({log!r}, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b'{{"trial_id": "torn", "rung": 1, "val')  # the first half of a fourth decision's line
+print("half written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_writer_killed_mid_line_leaves_no_line_the_resumed_scheduler_glues_onto(tmp_path):
+    """A real process appending to scheduler.jsonl is SIGKILLed in the middle of a line; the
+    resumed scheduler cuts the torn tail before its first append, so its decision is a line
+    of its own (glued on, it would be unreadable and lost at the next replay)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fersearch.search.scheduler import DECISIONS_FILE, read_decisions
+
+    log = tmp_path / DECISIONS_FILE
+    code = WRITER.format(tests=str(Path(__file__).parent), log=str(log))
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "half written"
+        os.kill(writer.pid, signal.SIGKILL)
+        assert writer.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        writer.kill()
+        writer.stdout.close()
+    assert not log.read_bytes().endswith(b"\n") and len(read_decisions(log)) == 3
+    resumed = NoiseAwareASHA(n_val=600, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
+                             grace_period=1, reduction_factor=3)
+    assert feed(resumed, [0.46]) == [STOP]  # judged against the three whole decisions
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4 and "torn" not in log.read_text()
+    assert read_decisions(log) == resumed.decisions and resumed.decisions[-1]["compared"] == 3
+    again = NoiseAwareASHA(n_val=600, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
+                           grace_period=1, reduction_factor=3)
+    feed(again, [0.70])
+    assert len(again.decisions) == 5  # the resumed decision survived the next replay
+
+
 # ------------------------------------------------------------------ the loss decides where val_acc cannot
 def feed_pairs(scheduler, pairs, iteration=1):
     """Report (val_acc, val_loss) once per new trial at `iteration`; the actions, in order."""

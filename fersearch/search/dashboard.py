@@ -19,6 +19,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, TextIO
 
+from .workarounds import dashboard_webui_url, token_auth_enabled
+
+__all__ = ["dashboard_lines", "dashboard_url", "format_dashboard_lines", "ray_init_kwargs", "token_auth_enabled",
+           "token_source"]
+
 TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 AUTH_HEADER = "Authorization"  # value: "Bearer <token>" (Ray also accepts X-Ray-Authorization)
 
@@ -63,24 +68,13 @@ def dashboard_url() -> str | None:
     cluster head's, read from the cluster's GCS).
     """
     import ray
-    from ray._private import worker
 
     if not ray.is_initialized():
         return None
-    url = os.environ.get("RAY_OVERRIDE_DASHBOARD_URL") or getattr(worker._global_node, "webui_url", None)
+    url = os.environ.get("RAY_OVERRIDE_DASHBOARD_URL") or dashboard_webui_url()
     if not url:
         return None
     return url if "://" in url else f"http://{url}"
-
-
-def token_auth_enabled() -> bool:
-    """Whether the connected Ray cluster requires the token (Ray's own switch)."""
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
-
-        return bool(is_token_auth_enabled())
-    except Exception:  # private module moved: assume on, which only costs a line of advice
-        return True
 
 
 def token_source() -> tuple[str, Path | None]:

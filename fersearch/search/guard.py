@@ -138,32 +138,6 @@ def check_ray_state(exp_dir: Path, name: str) -> None:
                 f"search with another --name") from None
 
 
-def bridge_checkpoints(exp_dir: Path) -> list[Path]:
-    """Before --resume: give each trial back the checkpoint Ray's saved state may point to.
-
-    Ray keeps one checkpoint per trial (CheckpointConfig(num_to_keep=1)) and deletes the older
-    one as soon as a new one is written, but saves its experiment state (which names the
-    checkpoint to restore from) a moment later. A driver killed in between leaves a state that
-    names a deleted checkpoint_<k>, while checkpoint_<k+1> is on disk; Ray's restore would then
-    fail that trial. Here the newest checkpoint is linked in under the previous index where that
-    one is missing (hard links: no copy). Restoring from it continues at the newer epoch (the
-    trial's own state.pt carries its epoch); Ray deletes the bridge as the older checkpoint once
-    the trial checkpoints again. Returns the bridges made (local storage only)."""
-    made = []
-    for trial in sorted(p for p in exp_dir.glob("trial_*") if p.is_dir()):
-        indices = sorted(int(c.name.rpartition("_")[2]) for c in trial.glob("checkpoint_*")
-                         if c.is_dir() and c.name.rpartition("_")[2].isdigit())
-        if len(indices) != 1 or indices[0] == 0:  # Ray keeps one; two means bridged (or nothing to bridge)
-            continue
-        newest, bridge = trial / f"checkpoint_{indices[-1]:06d}", trial / f"checkpoint_{indices[0] - 1:06d}"
-        bridge.mkdir()
-        for f in newest.iterdir():
-            if f.is_file():
-                os.link(f, bridge / f.name)
-        made.append(bridge)
-    return made
-
-
 # ---------------------------------------------------------------- one search per name
 def lock_path(root: Path, name: str) -> Path:
     return root / f"{name}.lock"

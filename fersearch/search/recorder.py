@@ -20,6 +20,7 @@ from ..fmt import cut, first_line
 from .experiment import HISTORY_FILE, TRIALS_FILE
 from .live import LiveView, end_line, recover_line
 from .trial_files import HistoryFile, TrialsFile
+from .workarounds import pickle_as
 
 SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at most this stale
 # Ray restores a resumed search's callbacks as the first run pickled them; the driver sets this to
@@ -160,8 +161,7 @@ def _recorder_class() -> type:
 def __getattr__(name: str) -> Any:
     # Registered here under its own name, so pickle finds it as fersearch.search.recorder.Recorder.
     if name == "Recorder":
-        cls = _recorder_class()
-        cls.__module__, cls.__qualname__ = __name__, "Recorder"
+        cls = pickle_as(_recorder_class(), __name__, "Recorder")
         globals()["Recorder"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,13 +30,15 @@ two accuracies a, b: sqrt(a(1-a)/n + b(1-b)/n). Values are accuracies in
 
 Every decision is kept in `scheduler.decisions` (one dict per rung decision:
 trial, rung, value, cutoff, margin, action, reason, the metric that decided,
-the loss, cutoff loss and loss margin, and whether plain ASHA would have stopped it) so the search can explain itself afterwards. With `log_path`
-(the driver passes results/<name>/scheduler.jsonl) each decision is also
-appended there as one JSON line as it is made: `read_decisions` gives them to
-the report. Ray does not save a scheduler's state (a resumed search gets the
-scheduler as it was built), so a resumed NoiseAwareASHA reads that file back
+the loss, cutoff loss and loss margin, and whether plain ASHA would have stopped
+it) so the search can explain itself afterwards. With `log_path` (the driver
+passes results/<name>/scheduler.jsonl) each decision is also appended there as
+one JSON line as it is made: `read_decisions` gives them to the report. Ray
+does not save a scheduler's state (a resumed search gets the scheduler as it
+was built), so a resumed NoiseAwareASHA reads that file back
 before its first decision: its rungs hold the values recorded before the
-interruption and its log continues.
+interruption and its log continues, on a line of its own (a torn last line,
+from a crash mid-append, is cut first).
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler, _Bracket
+from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
+from ..io import cut_torn_tail
 from .noise import (
     DECISIONS_FILE,
     LOSS_SD,
@@ -61,6 +64,9 @@ from .noise import (
     read_decisions,
     read_noise,
 )
+from .workarounds import asha_bracket
+
+_Bracket: Any = asha_bracket()  # private in Ray: workarounds.py says which of its fields this module reads
 
 __all__ = [
     "DECISIONS_FILE",
@@ -179,7 +185,10 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
     def _replay(self) -> None:
         """Before the first trial: the rung values and decisions an interrupted search logged."""
         self._replayed = True
-        if not self.decisions.path or self.decisions or len(self._brackets) != 1:
+        if not self.decisions.path:
+            return
+        cut_torn_tail(self.decisions.path)  # a crash mid-append: the next decision must start a line of its own
+        if self.decisions or len(self._brackets) != 1:
             return
         earlier = read_decisions(self.decisions.path)
         rungs = dict(self._brackets[0]._rungs)

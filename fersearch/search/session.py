@@ -7,7 +7,6 @@ environment variables Tune reads for the length of a search.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,28 +14,9 @@ from typing import Any
 
 from ..errors import ResourceError
 from ..fmt import first_line
+from .workarounds import RAY_ENV, STATE_SAVE_S, quiet_ray_logs
 
-# Ray's experiment state (what --resume restores) is saved after every checkpoint
-# (num_to_keep=1 forces that) and otherwise at most every STATE_SAVE_S; its default
-# of 10 s would let a crash forget trials that had just finished. Ray warns about
-# the frequent saves; they cost milliseconds here, so the warning is off.
-STATE_SAVE_S = "2"
-# RAY_AIR_NEW_OUTPUT=0: Ray's newer console output prints its own experiment box even
-# at verbose=0; the classic reporter at verbose=0 prints nothing.
-RAY_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": STATE_SAVE_S, "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-           "RAY_AIR_NEW_OUTPUT": "0"}
-
-
-def _not_auth_enabled_notice(record: logging.LogRecord) -> bool:
-    """fersearch prints how to sign in to the dashboard itself; Ray's notice that token auth is
-    enabled says it again (its warning for a cluster *without* token auth still shows)."""
-    return not record.getMessage().startswith("Token authentication is enabled")
-
-
-def _not_tuner_restore_hint(record: logging.LogRecord) -> bool:
-    """After Ctrl+C fersearch says how to resume (`--resume`); Ray's "Resume experiment with:
-    Tuner.restore(...)" would tell a CLI user something else."""
-    return "Tuner.restore(" not in record.getMessage()
+__all__ = ["RAY_ENV", "STATE_SAVE_S", "cluster_info", "ray_env", "ray_running", "ray_session"]
 
 
 @contextmanager
@@ -53,9 +33,7 @@ def ray_session(address: str | None, dashboard_host: str, dashboard_port: int | 
     kwargs: dict[str, Any] = {"logging_level": "WARNING"}
     if address is None:
         kwargs.update(ray_init_kwargs(dashboard_host, dashboard_port))
-    # One filter object: addFilter ignores it when a later search in this process adds it again.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_auth_enabled_notice)
-    logging.getLogger("ray.tune.tune").addFilter(_not_tuner_restore_hint)
+    quiet_ray_logs()
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as e:
