@@ -140,7 +140,8 @@ class TrainConfig:
                 seq = (seq + list(default[len(seq):]))[:blocks]
             for idx, v in flat[name].items():
                 if not 1 <= idx <= blocks:
-                    raise ConfigError(f"config key '{name}_{idx}' is outside blocks 1..{blocks}; drop it or raise 'blocks'")
+                    raise ConfigError(f"config key '{name}_{idx}' is outside blocks 1..{blocks}; "
+                                      "drop it or raise 'blocks'")
                 seq[idx - 1] = _coerce(f"{name}_{idx}", v, int if name == "filters" else float)
             values[name] = tuple(seq)
         return dataclasses.replace(base, **values)

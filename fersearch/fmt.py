@@ -165,13 +165,13 @@ def text_table(header: Iterable[tuple[str, str]], rows: Iterable[Iterable[str]])
     from rich import box
     from rich.table import Table
 
-    header, rows = list(header), [list(r) for r in rows]
+    columns, cells = list(header), [list(r) for r in rows]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for i, (name, justify) in enumerate(header[:-1]):
+    for i, (name, justify) in enumerate(columns[:-1]):
         table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
-                         min_width=max([len(name)] + [len(r[i]) for r in rows]))
-    table.add_column(header[-1][0], justify=header[-1][1], no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
-    for r in rows:
+                         min_width=max([len(name)] + [len(r[i]) for r in cells]))
+    table.add_column(columns[-1][0], justify=columns[-1][1], no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    for r in cells:
         table.add_row(*r)
     return table
 

@@ -134,14 +134,15 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], s
     scored = ranked[ranked[METRIC].notna() & (ranked["status"] != TrialStatus.DIVERGED)]
     own = trial_distributions(study, trial_params(scored.iloc[0])) if best_id else {}
     boundaries = find_boundaries(scored, params, own) if best_id else []
-    importance, note = param_importance(study) if importance else ({}, "importance not computed")
+    estimates, note = param_importance(study) if importance else ({}, "importance not computed")
     seed_trial = find_seed_trial(ranked)
     decisions = list(decisions or [])
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
         diverged=[str(t) for t in ranked.loc[ranked["status"] == TrialStatus.DIVERGED, "trial_id"]],
-        boundaries=boundaries, boundary_basis="declared" if own else "tried", importance=importance, importance_note=note,
+        boundaries=boundaries, boundary_basis="declared" if own else "tried", importance=estimates,
+        importance_note=note,
         seed_trial=seed_trial, rungs=asha_rungs(meta), distributions=dists, study=study, decisions=decisions,
         diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial),
         loss_rose=loss_rose(history),

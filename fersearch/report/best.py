@@ -19,7 +19,7 @@ import pandas as pd
 from ..config import TrainConfig
 from ..errors import ConfigError, ExperimentError
 from ..fmt import int_or_none, json_value
-from ..search.experiment import read_history, read_meta, read_trials, resolve_experiment, trial_config
+from ..search.experiment import TrialStatus, read_history, read_meta, read_trials, resolve_experiment, trial_config
 from . import analysis as an
 
 TOP_N = 5
@@ -90,7 +90,7 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
         experiment=exp, name=str(meta.get("name", exp.name)), trial_id=str(row["trial_id"]), status=str(row["status"]),
         best_val_acc=float(row["best_val_acc"]), best_epoch=int_or_none(row["best_epoch"]),
         epochs=int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), meta=meta,
-        analysis=analysis, in_progress=int(trials["status"].isin(["pending", "running"]).sum()),
+        analysis=analysis, in_progress=int(trials["status"].isin([s for s in TrialStatus if not s.ended]).sum()),
         max_latency_ms=max_latency_ms,
     )
 

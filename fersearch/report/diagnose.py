@@ -111,7 +111,8 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
     count = sum(len(v) for v in found.values())
     where = ", ".join(f"{len(v)} at epoch {e}" for e, v in sorted(found.items()))
     return Diagnosis("noise-stop",
-                     f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} stopped at a rung where their val_acc could not be "
+                     f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} stopped at a rung where "
+                     f"their val_acc could not be "
                      f"told apart from the others or from the majority-class rate ({acc(majority)}) on {n_val} "
                      f"validation images: raise --grace-period.", "--grace-period")
 
@@ -128,7 +129,8 @@ def held_rungs(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
     where = ", ".join(f"{len(v)} at epoch {r}" for r, v in sorted(held.items()))
     count = sum(len(v) for v in held.values())
     return Diagnosis("held",
-                     f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} kept at a rung where plain ASHA would have stopped "
+                     f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} kept at a rung where "
+                     f"plain ASHA would have stopped "
                      f"them, because their val_acc was within noise of the rung's others or of the majority-class "
                      f"rate: the rung at epoch {first} came before the trials could be ranked; raise --grace-period "
                      f"above {first}.", "--grace-period")

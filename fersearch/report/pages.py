@@ -58,7 +58,8 @@ def headline(ctx: ReportContext) -> list[tuple[str, str, str]]:
         (f"{m['split']} loss", acc(m["loss"]), "cross-entropy"),
     ]
     if t:
-        rows.append(("accuracy with flip TTA", pct(t["accuracy"]), f"{acc(t['accuracy'])}; macro F1 {acc(t['macro_f1'])}"))
+        rows.append(("accuracy with flip TTA", pct(t["accuracy"]),
+                     f"{acc(t['accuracy'])}; macro F1 {acc(t['macro_f1'])}"))
     seeds = m.get("seeds")
     if seeds and seeds.get("n", 1) > 1:
         a = seeds["accuracy"]
@@ -141,7 +142,8 @@ def top_tables(a: Any, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
 def per_class_table(ctx: ReportContext) -> pd.DataFrame:
     rows = []
     for name, v in ctx.metrics["per_class"].items():
-        row = {"emotion": name, "precision": v["precision"], "recall": v["recall"], "f1": v["f1"], "support": v["support"]}
+        row = {"emotion": name, "precision": v["precision"], "recall": v["recall"], "f1": v["f1"],
+               "support": v["support"]}
         if ctx.tta_metrics:
             row["f1 (TTA)"] = ctx.tta_metrics["per_class"][name]["f1"]
         rows.append(row)
@@ -208,9 +210,11 @@ h1{margin:0 0 4px;font-size:26px} h2{margin-top:34px;border-bottom:2px solid #e3
 .sub{color:#666;margin:0 0 18px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(145px,1fr));gap:12px;margin:16px 0}
 .card{background:#f0f5fb;border:1px solid #d7e3f1;border-radius:8px;padding:10px 14px}
-.card .v{font-size:24px;font-weight:600;color:#1f4e89} .card .l{font-size:13px;color:#333;text-transform:uppercase;letter-spacing:.03em}
+.card .v{font-size:24px;font-weight:600;color:#1f4e89}
+.card .l{font-size:13px;color:#333;text-transform:uppercase;letter-spacing:.03em}
 .card .d{font-size:12px;color:#666}
-table{border-collapse:collapse;margin:10px 0;font-size:14px} th,td{border:1px solid #dde1e6;padding:4px 10px;text-align:right}
+table{border-collapse:collapse;margin:10px 0;font-size:14px}
+th,td{border:1px solid #dde1e6;padding:4px 10px;text-align:right}
 th{background:#f0f2f5} td:first-child,th:first-child{text-align:left} td.hl{background:#eaf6ea;font-weight:600}
 table.text td,table.text th{text-align:left} .tables{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 img{max-width:100%;height:auto;border:1px solid #e3e6ea;border-radius:4px;margin:6px 0}
@@ -235,21 +239,24 @@ def _img(ctx: ReportContext, title: str) -> str:
 def render_html(ctx: ReportContext) -> str:
     e = html.escape
     m = ctx.metrics
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>fersearch report: {e(ctx.experiment)}</title>",
-             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body><main>",
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+             f"<title>fersearch report: {e(ctx.experiment)}</title>",
+             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
+             "<body><main>",
              f"<h1>fersearch report: {e(ctx.experiment)}</h1>",
              f"<p class=sub>Best trial {e(str(ctx.best.get('trial_id')))} retrained from scratch and evaluated once on "
              f"the <b>{e(m['split'])}</b> split ({m['n']} images). Data: {e(str(ctx.provenance.get('data_path', '')))} "
              f"(sha256 {e(str(ctx.provenance.get('data_sha256', ''))[:12])}…).</p>"]
     parts += [f"<p class=warn>{e(n)}</p>" for n in ctx.notes]
     parts.append("<div class=cards>" + "".join(
-        f"<div class=card><div class=l>{e(l)}</div><div class=v>{e(v)}</div><div class=d>{e(d)}</div></div>"
-        for l, v, d in headline(ctx)) + "</div>")
+        f"<div class=card><div class=l>{e(label)}</div><div class=v>{e(v)}</div><div class=d>{e(d)}</div></div>"
+        for label, v, d in headline(ctx)) + "</div>")
     parts.append("<h2>Per-class metrics</h2>" + html_table(per_class_table(ctx), "per_class"))
     parts += [f"<p class=note>{e(n)}</p>" for n in class_notes(ctx.metrics)]
     if ctx.tta_metrics:
         parts.append(f"<p class=note>{e(tta_note(ctx))}</p>")
-    parts.append("<div class=row>" + _img(ctx, "Confusion matrix") + _img(ctx, "Confusion matrix, normalised") + "</div>")
+    parts.append("<div class=row>" + _img(ctx, "Confusion matrix") + _img(ctx, "Confusion matrix, normalised")
+                 + "</div>")
     parts.append("<h2>Training of the retrained model</h2>" + _img(ctx, "Learning curves"))
     if len(ctx.seed_runs) > 1:
         parts.append("<p class=note>Retrained with several seeds; the run with the best validation accuracy was kept "
@@ -282,7 +289,8 @@ def _html_search(ctx: ReportContext) -> list[str]:
     out.append("<h3>Top trials</h3><p class=note>The hyperparameters that differ between them; the winner "
                "first.</p><div class=wide>" + html_table(top, "top", highlight_first=True) + "</div>")
     if len(shared):
-        out.append(f"<details><summary>{plural(len(shared), 'hyperparameter')} the same in all {len(top)} top trials</summary>"
+        out.append(f"<details><summary>{plural(len(shared), 'hyperparameter')} the same in all {len(top)} top "
+                   "trials</summary>"
                    + html_table(shared, "shared", css="text") + "</details>")
     out.append(_img(ctx, "Validation accuracy against each hyperparameter"))
     out.append(_img(ctx, "Validation accuracy per epoch, every trial"))
@@ -306,7 +314,8 @@ def render_markdown(ctx: ReportContext) -> str:
     lines += [*notes, ""] if notes else []
     lines += [f"![Confusion matrix]({ctx.images.get('Confusion matrix', '')}) "
               f"![Confusion matrix, normalised]({ctx.images.get('Confusion matrix, normalised', '')})", ""]
-    lines += ["## Training of the retrained model", "", f"![Learning curves]({ctx.images.get('Learning curves', '')})", ""]
+    lines += ["## Training of the retrained model", "",
+              f"![Learning curves]({ctx.images.get('Learning curves', '')})", ""]
     if len(ctx.seed_runs) > 1:
         lines += [md_table(seed_table(ctx)), ""]
     lines += ["## Winning configuration", "", md_table(config_table(ctx)), "", "## Reproduce", ""]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,9 +64,9 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], names: Sequence[str], pat
     its support, so the diagonal reads as per-class recall."""
     import seaborn as sns
 
-    cm = np.asarray(cm, dtype=float)
-    support = cm.sum(axis=1, keepdims=True)
-    values = np.divide(cm, support, out=np.full_like(cm, np.nan), where=support > 0) if normalized else cm
+    counts = np.asarray(cm, dtype=float)
+    support = counts.sum(axis=1, keepdims=True)
+    values = np.divide(counts, support, out=np.full_like(counts, np.nan), where=support > 0) if normalized else counts
     fig = _figure(7.2, 6.0)
     ax = fig.add_subplot()
     sns.heatmap(values, ax=ax, cmap="Blues", annot=True, fmt=".2f" if normalized else ".0f",
@@ -139,7 +140,7 @@ def plot_trial_curves(history: pd.DataFrame, trials: pd.DataFrame, path: Path, r
         last = h.iloc[-1]
         if st == TrialStatus.STOPPED:
             ax.plot(last["epoch"], last["val_acc"], marker="x", color="#ff7f0e", ms=7, mew=2)
-    for i, r in enumerate(rungs):
+    for r in rungs:
         ax.axvline(r, color="#888888", ls="--", lw=0.9, zorder=1)
         ax.annotate(f"ASHA rung {r}", xy=(r, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                     textcoords="offset points", fontsize=8, color="#666666")
@@ -195,7 +196,8 @@ def _status_legend(fig, statuses: set[str]) -> None:
     handles = [Line2D([], [], marker="o", ls="", color=c, label=s.value) for s, c in STATUS_COLORS.items()
                if s in statuses]
     handles.append(Line2D([], [], marker="*", ls="", ms=14, color="#2ca02c", mec="black", label="best trial"))
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=9, ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), fontsize=9, ncol=len(handles),
+               frameon=False)
 
 
 def _param_panel(ax, scored: pd.DataFrame, p: str, best: str | None, dist: Any, on_boundary: bool) -> None:

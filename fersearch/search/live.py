@@ -52,9 +52,9 @@ def end_line(state: Any, trial_id: str, elapsed: float) -> str:
     row, max_epochs = state.rows[trial_id], state.max_epochs
     epochs = row["epochs"] or 0
     of = f"/{max_epochs}" if max_epochs else ""
-    how = {"stopped": f"stopped by ASHA at epoch {epochs}{of}",
-           "failed": f"FAILED at epoch {epochs}{of}: {row['error']}",
-           "diverged": f"DIVERGED at epoch {epochs}{of}: {row['error']}"}.get(row["status"])
+    how = {TrialStatus.STOPPED: f"{TrialStatus.STOPPED.label} at epoch {epochs}{of}",
+           TrialStatus.FAILED: f"FAILED at epoch {epochs}{of}: {row['error']}",
+           TrialStatus.DIVERGED: f"DIVERGED at epoch {epochs}{of}: {row['error']}"}.get(row["status"])
     if how is None:
         early = max_epochs and epochs < max_epochs
         how = f"completed {epochs}{of} epochs" + (" (early stopping)" if early else "")

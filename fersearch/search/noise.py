@@ -149,8 +149,8 @@ class NoiseRule:
         if (not tied or self.loss_sd is None or loss is None or math.isnan(loss)
                 or cut_loss is None or math.isnan(cut_loss) or len(finite) < self.min_compared):
             return out
-        out["loss_margin"] = self.loss_margin()
-        if loss - cut_loss > out["loss_margin"]:
+        out["loss_margin"] = margin_loss = self.loss_margin()
+        if loss - cut_loss > margin_loss:
             out.update(reason="loss", metric="val_loss")
         return out
 

@@ -117,7 +117,8 @@ class TrialState:
         if trial_id in self.rows:
             return
         self._put({"trial_id": trial_id, "status": TrialStatus.PENDING, "epochs": 0, "best_val_acc": None,
-                   "best_epoch": None, "last_val_acc": None, "node": "", "gpu_ids": "", "error": "", "config_json": config_json,
+                   "best_epoch": None, "last_val_acc": None, "node": "", "gpu_ids": "", "error": "",
+                   "config_json": config_json,
                    **{PARAM_PREFIX + k: v for k, v in params.items()}})
         if trial_id in self.accs:  # reported before a crash, before trials.csv was saved
             self._catch_up(trial_id)
@@ -151,7 +152,8 @@ class TrialState:
         a trial that diverged stays diverged."""
         row = self.rows[trial_id]
         if row["status"] != TrialStatus.DIVERGED:
-            row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0), self.max_epochs)
+            row["status"] = end_status(self._stop_decided.get(trial_id, False), int(row["epochs"] or 0),
+                                       self.max_epochs)
         self.changed.add(trial_id)
         return row["status"]
 

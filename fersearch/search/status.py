@@ -71,7 +71,7 @@ def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> d
         "trials_planned": trials.total,
         "counts": counts,
         "epochs_run": int(sum(r["epochs"] or 0 for r in rows)),
-        "best": _trial_summary(trials, trials.best_id) if trials.best() else None,
+        "best": _trial_summary(trials, trials.best_id) if trials.best_id is not None and trials.best() else None,
         "best_by": "best val_acc over the trial's epochs",
         "trials": sorted(rows, key=lambda r: (r["best_val_acc"] is None, -(r["best_val_acc"] or 0.0))),
     }
@@ -99,7 +99,8 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
     sched = st["scheduler"] or "?"
     if sched == "asha":
         rf = st["reduction_factor"]
-        sched += f" (grace {st['grace_period']}, reduction {short_value(float(rf)) if isinstance(rf, (int, float)) else rf})"
+        reduction = short_value(float(rf)) if isinstance(rf, (int, float)) else rf
+        sched += f" (grace {st['grace_period']}, reduction {reduction})"
     lines = [
         f"experiment  {st['name']}  ({st['path']})",
         f"state       {state}" + (f"; resumed {st['resumed']}x" if st["resumed"] else ""),
