@@ -9,9 +9,9 @@ Each check raises ResultsError with one line naming the folder and what to do, s
 mistake costs no Ray start-up. `full_disk_error` turns an ENOSPC met later (a result
 file written mid-search) into the same kind of line, with how to resume.
 
-The lock is a file created with O_CREAT | O_EXCL (atomic, also on NFS v3+) holding
-"<pid> <host>"; the search removes it when it ends, however it ends short of SIGKILL.
-A lock whose process is gone (same host, pid not alive) is stale and taken over.
+The lock is an OS file lock (filelock) on results/<name>.lock, holding "<pid> <host>" for
+the error line; the kernel lets go when its process dies, so a killed search's lock is
+taken over by the next one, and a finished search removes the file.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ from .workarounds import bridge_checkpoints as bridge_checkpoints  # until drive
 
 PROBE_BYTES = 4096  # one block: enough for a full disk to say so
 FULL = (errno.ENOSPC, errno.EDQUOT)
-EMPTY_LOCK_STALE_S = 30.0  # a lock file still empty after this long: its maker died between create and write
 
 
 def full_disk_error(e: BaseException, hint: str = "") -> ResultsError | None:
@@ -146,40 +144,34 @@ def lock_path(root: Path, name: str) -> Path:
 
 @contextmanager
 def experiment_lock(root: Path, name: str) -> Iterator[Path]:
-    """Hold results/<name>.lock for the block; ResultsError when another live search holds it."""
+    """Hold results/<name>.lock for the block; ResultsError naming the holder's pid when another
+    live search holds it. An OS lock (filelock): a holder that dies, even by SIGKILL, lets go."""
+    from filelock import FileLock, Timeout
+
     path = lock_path(root, name)
-    mine = f"{os.getpid()} {socket.gethostname()}\n"
-    _take(path, mine, name)
+    # thread_local off: a second search in this process (a test, a notebook) is refused as any other
+    lock = FileLock(path, timeout=0, thread_local=False, on_acquired=_name_holder)
+    try:
+        lock.acquire()
+    except Timeout:
+        pid, _, host = (_read(path) or "").strip().partition(" ")
+        raise ResultsError(f"another search named {name!r} is running (pid {pid or '?'} on {host or '?'}, lock "
+                           f"{path}); wait for it to end or choose another --name") from None
+    except OSError as e:
+        raise ResultsError(f"cannot create the lock {path} ({_why(e)}); pass a --results you can write to") from None
     try:
         yield path
     finally:
-        if _read(path) == mine:
-            _unlink(path)
+        # Removed while still held: a search that opened this file meanwhile sees it unlinked and
+        # starts over on a new one (filelock checks), so a finished search leaves no lock behind.
+        _unlink(path)
+        lock.release()
 
 
-def _take(path: Path, mine: str, name: str) -> None:
-    for attempt in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = _read(path)
-            if attempt < 2 and holder is not None and _stale(path, holder):
-                _break(path, holder)
-                continue  # taken over (or someone else was quicker: O_EXCL decides again)
-            if holder is None:
-                continue  # removed in between: try again
-            pid, _, host = holder.strip().partition(" ")
-            raise ResultsError(f"another search named {name!r} is running (pid {pid or '?'} on {host or '?'}, lock "
-                               f"{path}); wait for it to end or choose another --name (if no search runs, delete "
-                               f"the lock file)") from None
-        except OSError as e:
-            raise ResultsError(f"cannot create the lock {path} ({_why(e)}); pass a --results you can write to") from None
-        try:
-            _write_all(fd, mine.encode())
-        finally:
-            os.close(fd)
-        return
-    raise ResultsError(f"could not take the lock {path}: other searches named {name!r} keep starting; try again")
+def _name_holder(fd: int) -> None:
+    """Write "<pid> <host>" into the lock just taken: what a refused search prints."""
+    os.ftruncate(fd, 0)
+    _write_all(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
 
 
 def _read(path: Path) -> str | None:
@@ -189,36 +181,3 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _stale(path: Path, holder: str) -> bool:
-    """The lock's process is gone: same host and no such pid (or empty for long: died mid-create)."""
-    if not holder:
-        try:
-            return time.time() - path.stat().st_mtime > EMPTY_LOCK_STALE_S
-        except OSError:
-            return False
-    pid, _, host = holder.strip().partition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's search (shared storage): cannot tell, so it holds
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
-
-
-def _break(path: Path, holder: str) -> None:
-    """Remove a stale lock. Renamed aside first, so of two searches breaking it at once only one
-    removes it; a live lock renamed by mistake (taken over in between) is put back."""
-    aside = path.with_name(f".{path.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.rename(path, aside)
-    except OSError:
-        return
-    if _read(aside) != holder:
-        try:
-            os.link(aside, path)
-        except OSError:
-            pass
-    _unlink(aside)
