@@ -2,7 +2,8 @@
 # Each creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU wheel; on a CUDA box use e.g. TORCH="torch --index-url <your CUDA wheel index>" or install torch first.
+# The CPU wheel; on a CUDA box use e.g. TORCH="torch==2.13.0 --index-url <your CUDA wheel index>" (unquoted below,
+# so the words reach pip apart) or install torch first.
 TORCH ?= torch==2.13.0
 TRIALS ?= 8
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

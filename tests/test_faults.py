@@ -35,7 +35,9 @@ from fersearch.search.driver import tune
 from fersearch.search.study import load_study
 
 FINISHED = {"completed", "stopped"}
-SEARCH = {"cpus_per_trial": 1, "gpus": 0, "seed": 0, "verbose": False}  # in-process searches (+ their fault's)
+# checkpoint_every 1: these faults test recovery from the last checkpoint, so every epoch has one (issue 18's
+# default of 5 would make a 3-4 epoch trial restart from scratch, as documented).
+SEARCH = {"cpus_per_trial": 1, "gpus": 0, "seed": 0, "verbose": False, "checkpoint_every": 1}  # + their fault's
 
 
 # ------------------------------------------------------------------ helpers
@@ -210,7 +212,7 @@ def test_a_trial_whose_worker_is_killed_mid_epoch_goes_on_from_its_checkpoint(lo
 # ------------------------------------------------------------------ 2. + 3. the driver
 def tune_args(name: str, results: Path, fast_space: Path, tiny_csv: Path, **flags) -> list:
     args = ["--space", fast_space, "--data", tiny_csv, "--name", name, "--results", results, "--gpus", 0,
-            "--cpus-per-trial", 1, "--seed", 0]
+            "--cpus-per-trial", 1, "--seed", 0, "--checkpoint-every", 1]
     for flag, value in flags.items():
         args += [f"--{flag.replace('_', '-')}", value]
     return args

@@ -160,7 +160,8 @@ TRAINING_CHANGES = {
 }
 # Fields whose effect is checked by a dedicated test (here or in test_model.py).
 CHECKED_ELSEWHERE = {"blocks", "filters", "kernel_size", "padding", "convs_per_block", "dropout", "batch_norm",
-                     "dense", "dense_dropout", "schedule", "patience"}
+                     "dense", "dense_dropout", "schedule", "patience",
+                     "deterministic"}  # same weights on the CPU by design: test_deterministic_is_a_config_key...
 
 
 def test_every_config_field_is_checked():
@@ -354,8 +355,8 @@ def test_cli_train_config_mistakes_are_one_line_before_any_data(in_tmp, args, wo
 
 
 def test_cli_train_json_end_to_end(in_tmp, tiny_csv):
-    from fersearch.model import load_model
     from fersearch.io import file_sha256
+    from fersearch.model import load_model
 
     small = ["--set", "blocks=2", "--set", "filters=8,16", "--set", "dense=32", "--set", "precision=fp32"]
     res = CliRunner().invoke(app, ["train", "--data", str(tiny_csv), *small, "--epochs", "2", "--seed", "3",
@@ -409,3 +410,108 @@ def test_trains_on_a_gpu_with_resume():
     assert full.device.startswith("cuda") and full.best_val_acc > 0
     resumed = fit(cfg, DATA, device="cuda", resume=states[0])
     assert resumed.epochs == 2 and next(resumed.model.parameters()).is_cuda
+
+
+# ------------------------------------------------------------------ issue 18: the GPU path, as a CPU shows it
+@pytest.mark.parametrize("capability, native", [((6, 1), False), ((7, 0), False), ((7, 5), False), ((8, 0), True),
+                                                ((8, 6), True), ((9, 0), True)])
+def test_bf16_only_from_ampere_on_not_emulated(capability, native):
+    from fersearch.train.device import bf16_capability
+
+    # V100 (7.0) and T4 (7.5) answer is_bf16_supported() == True by emulation; 'auto' must stay fp32 there.
+    assert bf16_capability(capability) is native
+
+
+def test_a_state_holds_its_own_device_rng_only_and_best_weights_once():
+    states = {}
+    fit(SMALL.replace(epochs=2, hflip=True), DATA, on_epoch=lambda m, s: states.__setitem__(m["epoch"], s()))
+    best_epoch = max(states, key=lambda e: states[e]["history"][-1]["val_acc"])
+    state = states[best_epoch]
+    assert state["rng"]["aug_device"] == "cpu" and state["rng"]["cuda"] == []
+    # the epoch that is the best so far: its best weights are the model's own, not stored a second time
+    assert state["early"]["best_epoch"] == best_epoch and state["early"]["best_is_current"]
+    assert state["early"]["best_weights"] == {}
+
+
+def test_resume_from_a_best_epoch_state_equals_an_uninterrupted_run():
+    cfg = SMALL.replace(epochs=3, patience=0)
+    states = {}
+    full = fit(cfg, DATA, on_epoch=lambda m, s: states.__setitem__(m["epoch"], s()))
+    assert states[1]["early"]["best_is_current"]  # epoch 1 is always the best so far
+    resumed = fit(cfg, DATA, resume=states[1])
+    assert same_weights(weights(resumed.model), weights(full.model))
+    assert (resumed.best_epoch, resumed.best_val_acc) == (full.best_epoch, full.best_val_acc)
+
+
+def _gpu_state_of(state: dict, legacy: bool) -> dict:
+    """A CPU state turned into what a CUDA trial saves: a 16-byte Philox augmentation state and
+    its GPU's RNG (legacy: no aug_device, every visible GPU's state, as before issue 18)."""
+    philox = torch.zeros(16, dtype=torch.uint8)
+    rng = {**state["rng"], "aug": philox, "aug_device": "cuda", "cuda": [philox.clone()]}
+    if legacy:
+        del rng["aug_device"]
+        rng["cuda"] = [philox.clone(), philox.clone()]
+    return {**state, "rng": rng}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_gpu_state_resumes_on_the_cpu_with_a_note(legacy, caplog):
+    cfg = SMALL.replace(epochs=2, hflip=True, shift=2)
+    states = []
+    fit(cfg, DATA, on_epoch=lambda m, s: states.append(s()))
+    buf = io.BytesIO()
+    torch.save(_gpu_state_of(states[0], legacy), buf)
+    buf.seek(0)
+    gpu_state = torch.load(buf, weights_only=True)
+    with caplog.at_level("WARNING", logger="fersearch.train.loop"):
+        resumed = fit(cfg, DATA, resume=gpu_state, device="cpu")
+    assert resumed.epochs == 2 and resumed.device == "cpu"
+    assert "resumed on cpu from a cuda state" in caplog.text and "not bit-identical" in caplog.text
+
+
+def test_deterministic_is_a_config_key_and_restores_the_defaults():
+    cfg = TrainConfig.from_dict({"deterministic": "true"}, base=SMALL)
+    assert cfg.deterministic is True
+    a, b = fit(cfg, DATA), fit(cfg, DATA)
+    assert same_weights(weights(a.model), weights(b.model))
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    fit(SMALL, DATA)  # the next ordinary run turns it off again
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    # a state saved before the key existed resumes (it held the default)
+    states = []
+    fit(SMALL.replace(epochs=2), DATA, on_epoch=lambda m, s: states.append(s()))
+    old = {**states[0], "config": {k: v for k, v in states[0]["config"].items() if k != "deterministic"}}
+    assert fit(SMALL.replace(epochs=2), DATA, resume=old).epochs == 2
+
+
+@pytest.mark.gpu
+def test_the_epoch_clock_waits_for_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import time
+
+    from fersearch.train.device import device_clock
+
+    dev = torch.device("cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    torch.cuda._sleep(int(2e8))  # queued: returns at once, runs for ~0.1 s on the GPU
+    launched = time.perf_counter() - t0
+    waited = device_clock(dev) - t0
+    assert waited > launched * 5 and waited > 0.02
+
+
+@pytest.mark.gpu
+def test_a_gpu_run_is_bit_identical_with_deterministic_and_resumes_on_the_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    cfg = SMALL.replace(epochs=2, hflip=True, shift=2, erasing=0.3, deterministic=True)
+    states = []
+    a = fit(cfg, DATA, device="cuda", on_epoch=lambda m, s: states.append(s()))
+    b = fit(cfg, DATA, device="cuda")
+    assert same_weights(weights(a.model), weights(b.model))
+    assert states[0]["rng"]["aug_device"] == "cuda" and len(states[0]["rng"]["cuda"]) == 1
+    assert fit(cfg, DATA, device="cpu", resume=states[0]).epochs == 2  # GPU checkpoint, CPU node
+    cpu_states = []
+    fit(cfg, DATA, device="cpu", on_epoch=lambda m, s: cpu_states.append(s()))
+    assert fit(cfg, DATA, device="cuda", resume=cpu_states[0]).epochs == 2  # and back

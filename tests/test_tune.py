@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TUNED, assert_one_line_error
 from typer.testing import CliRunner
 
-from fersearch.search import experiment as ex
+from conftest import TUNED, assert_one_line_error
 from fersearch.cli import app
 from fersearch.errors import ExperimentError, FersearchError, ResourceError
+from fersearch.search import experiment as ex
 from fersearch.search.driver import tune
 from fersearch.search.options import SearchOptions
 from fersearch.search.resources import local_gpu_count, plan_resources, storage_location
@@ -82,7 +82,7 @@ def one_line_error(result) -> str:
     (["--scheduler", "hyperband"], "asha, fifo"),
     (["--sampler", "grid"], "tpe, random"),
     (["--resume"], "--resume needs --name"),
-    (["--gpus-per-trial", "1.5"], "whole number"),
+    (["--gpus-per-trial", "1.5"], "a trial trains on one GPU"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),
     (["--space", "no_such_space"], "not found"),
 ])
@@ -116,16 +116,17 @@ def test_plan_resources_packs_fractional_gpus_and_cpus():
     plan = plan_resources({"CPU": 8}, gpus=None, gpus_per_trial=None, cpus_per_trial=2.5, trials=50)
     assert (plan.concurrency, plan.threads, plan.gpus_per_trial) == (3, 2, 0.0)
     assert plan_resources({"CPU": 8}, gpus=None, gpus_per_trial=None, cpus_per_trial=None, trials=3).concurrency == 3
-    # default with GPUs in the cluster: all of them, one per trial
+    # default with GPUs in the cluster: all of them, four trials per GPU (resources.TRIALS_PER_GPU)
     plan = plan_resources({"CPU": 8, "GPU": 2}, gpus=None, gpus_per_trial=None, cpus_per_trial=None, trials=50)
-    assert (plan.gpus, plan.gpus_per_trial, plan.concurrency) == (2, 1, 2)
+    assert (plan.gpus, plan.gpus_per_trial, plan.concurrency) == (2, 0.25, 8)
 
 
 @pytest.mark.parametrize("kwargs, expected", [
     (dict(gpus=4), "no GPUs in this Ray cluster (0 found); drop --gpus to run on CPUs"),
     (dict(gpus=3, cluster_gpus=2), "this Ray cluster has 2 GPU(s); use --gpus 2 or fewer"),
     (dict(gpus_per_trial=0.5), "the search may use no GPUs"),
-    (dict(gpus=1, gpus_per_trial=2, cluster_gpus=4), "more than the 1 GPU(s)"),
+    (dict(gpus=0.5, gpus_per_trial=1, cluster_gpus=4), "more than the 0.5 GPU(s)"),
+    (dict(gpus=4, gpus_per_trial=2, cluster_gpus=4), "a trial trains on one GPU"),
     (dict(cpus_per_trial=3), "no node of this Ray cluster has that many CPUs (largest: 2)"),
 ])
 def test_plan_resources_errors(kwargs, expected):
@@ -219,7 +220,7 @@ def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     for row in trials.itertuples():
         assert per_trial[row.trial_id] == list(range(1, row.epochs + 1))
         assert row.best_val_acc == history.query("trial_id == @row.trial_id")["val_acc"].max()
-        assert row.node and row.gpu_ids == ""
+        assert row.node and row.gpu_ids == "" and row.device == "cpu"
     best = ex.best_trial(trials)
     assert best["best_val_acc"] > majority_rate(tiny_data)
     cfg = ex.trial_config(best)
@@ -269,6 +270,36 @@ def test_the_study_in_the_experiment_folder_has_the_trials_and_values_of_trials_
 
 
 @pytest.mark.slow
+def test_a_finished_search_keeps_no_checkpoints_and_still_resumes_and_evaluates(ray_local, fast_space, tiny_csv,
+                                                                              tmp_path):
+    """Issue 18: ended trials' checkpoints are deleted at the end (nothing reads them); `status`,
+    `best --evaluate` and `--resume` work on what is left."""
+    from fersearch.search.checkpoints import folder_bytes
+
+    results = tmp_path / "results"
+    args = ["--space", fast_space, "--data", tiny_csv, "--trials", 3, "--max-epochs", 2, "--scheduler", "fifo",
+            "--gpus", 0, "--name", "slim", "--results", results, "--quiet"]
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    exp = results / "slim"
+    trials = ex.read_trials(exp)
+    assert set(trials["status"]) == {"completed"} and len(trials) == 3
+    assert sorted(p.name for p in exp.glob("trial_*")) == sorted(f"trial_{t}" for t in trials["trial_id"])
+    assert not list(exp.glob("trial_*/checkpoint_*"))  # each trial had one (epoch 2, its last) before the end
+    assert folder_bytes(exp) < 2_000_000
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    again = ex.read_trials(exp)
+    pd.testing.assert_frame_equal(again, trials)  # nothing rerun, nothing lost
+    assert len(ex.read_history(exp)) == 3 * 2
+    status = runner.invoke(app, ["status", "slim", "--results", str(results)])
+    assert status.exit_code == 0, status.output
+    best = runner.invoke(app, ["best", "slim", "--evaluate", "--epochs", "1", "--results", str(results)])
+    assert best.exit_code == 0, best.output
+    assert (exp / "best" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
 def test_fifo_trains_every_trial_to_the_end_and_more_epochs_than_asha(ray_local, tuned_experiment, fast_space,
                                                                       tiny_csv, tmp_path):
     fifo = tune(space=fast_space, data=tiny_csv, scheduler="fifo", name="fifo", results=tmp_path,
@@ -312,7 +343,13 @@ def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data
     assert result.meta["space"]["name"] == "notebook_space" and ex.param_columns(result.trials) == [
         "config/filters_1", "config/lr"]
     reports = _ray_results(result.path)
-    assert {r["device"] for r in reports} == {"cpu"}  # logical GPUs only: the trainer stays on the CPU
+    # Logical GPUs: Ray sets CUDA_VISIBLE_DEVICES to the trial's id, so only ids that exist (on a GPU
+    # box) train there; the rest, and every trial of a GPU-less machine, stay on the CPU and say so.
+    import torch
+
+    real = torch.cuda.device_count()
+    assert all(r["device"] == ("cuda" if int(r["gpu_ids"]) < real else "cpu") for r in reports), reports
+    assert list(result.trials["device"]) == [("cuda" if int(g) < real else "cpu") for g in result.trials["gpu_ids"]]
     spans = [(r["timestamp"] - r["time_total_s"], r["timestamp"]) for r in reports]
     assert _max_overlap(spans) > 2  # more than 2 CPUs x 1 trial could run at once
 

@@ -15,7 +15,6 @@ trials stay finished and the Optuna study and ASHA rungs carry over.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -29,15 +28,17 @@ from ..config import TrainConfig
 from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
-from .guard import (bridge_checkpoints, check_inside, check_ray_state, check_writable, experiment_lock,
-                    full_disk_error)
+from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
 from .noise import noise_inputs
 from .options import SearchOptions, api_signature, objective_list, safe_name
-from .resources import Resources, check_shared_storage, local_gpu_count, plan_resources, storage_location
+from .checkpoints import prune_ended, schedule_for
+from .resources import (Resources, check_local_gpus_usable, check_shared_storage, local_gpu_count, plan_resources,
+                        storage_location)
 from .session import cluster_info, ray_env, ray_running, ray_session
 from .spaces import Space, load_space, quiet_optuna, space_from_function
 from .study import SEARCH_METRIC, STUDY_FILE, close_study, reopen_study_journal, searcher
 from .trainable import TrialSettings, trainable, trial_dirname
+from .workarounds import bridge_checkpoints, quiet_experiment_analysis
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,9 +101,7 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
     """
     opts = replace(options, **settings) if options is not None else SearchOptions(**settings)
     log = log or (print if opts.verbose else (lambda _msg: None))
-    # Ray warns about every trial without results when it collects them (after an
-    # interruption, or restoring one); the trials table says the same, quietly.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    quiet_experiment_analysis()  # the trials table says quietly what Ray would warn about
     local_root, storage = storage_location(opts.results)
     base = TrainConfig().replace(seed=opts.seed)
     exp_dir, meta, space = _open_experiment(opts, local_root, storage, base)
@@ -133,6 +132,8 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
                               cpus_per_trial=opts.cpus_per_trial, trials=opts.trials, max_node_cpus=max_node_cpus)
         if opts.address is not None:
             check_shared_storage(local_root, storage)
+        else:
+            check_local_gpus_usable(plan)
         for line in dashboard_lines(opts.address):
             log(line)
         if opts.resume:
@@ -145,7 +146,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
             exp_dir.mkdir(parents=True)
             ex.write_meta(exp_dir, meta)
         trial_settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=meta["max_epochs"],
-                                  threads=plan.threads, experiment=name)
+                                  threads=plan.threads, experiment=name, checkpoint_at=schedule_for(meta))
         log(f"{'resuming' if opts.resume else 'search'} {name}: {plural(meta['trials'], 'trial')} x <= "
             f"{plural(meta['max_epochs'], 'epoch')}, "
             f"{plan.concurrency} at a time ({num(plan.cpus_per_trial)} CPU"
@@ -170,6 +171,9 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
                 if opts.resume:
                     recorder.LIVE = None
         mark_unfinished(exp_dir)
+        # Ended trials' checkpoints are read by nothing (checkpoints.py): a finished search stays small.
+        trials = ex.read_trials(exp_dir)
+        prune_ended(f"{meta.get('storage', storage)}/{name}", dict(zip(trials["trial_id"], trials["status"])))
         _record_end(exp_dir, time.time() - t0, opts.resume)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
     result = load_result(exp_dir)

@@ -18,9 +18,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -65,9 +66,10 @@ HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
     "lr", "images_per_s", "epoch_time_s",
 )
-# Each trial's deployment figures (fersearch.deploy.measure), after TRIAL_COLUMNS; optional on
-# reading: searches made before they existed lack them.
-DEPLOY_COLUMNS = ("latency_ms", "params", "onnx_bytes")
+# Each trial's deployment figures (fersearch.deploy.measure) and the device it trained on (cpu
+# or cuda: a trial holding a GPU that torch could not see says cpu), after TRIAL_COLUMNS;
+# optional on reading: searches made before they existed lack them.
+DEPLOY_COLUMNS = ("latency_ms", "params", "onnx_bytes", "device")
 PARAM_PREFIX = "config/"
 # Read as text so ids like "0e1" or gpu lists like "0,1" are never turned into numbers.
 _TEXT_COLUMNS = {"trial_id": str, "status": str, "node": str, "gpu_ids": str, "error": str, "config_json": str}
@@ -152,7 +154,8 @@ def _read_csv(path: Path, columns: Iterable[str], whole_lines: bool = False) -> 
         raise ExperimentError(f"{path} cannot be read as CSV ({str(e).splitlines()[0]}); the file is damaged") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ExperimentError(f"{path} lacks column(s) {', '.join(missing)}; it was not written by this fersearch version")
+        raise ExperimentError(f"{path} lacks column(s) {', '.join(missing)}; "
+                              "it was not written by this fersearch version")
     return df
 
 
@@ -181,7 +184,8 @@ def trial_config(row: Mapping[str, Any] | pd.Series) -> TrainConfig:
     try:
         d = json.loads(raw)
     except (TypeError, ValueError):
-        raise ExperimentError(f"trial {row.get('trial_id', '?')}: config_json is not valid JSON; trials.csv is damaged") from None
+        raise ExperimentError(f"trial {row.get('trial_id', '?')}: config_json is not valid JSON; "
+                              "trials.csv is damaged") from None
     return TrainConfig.from_dict(d)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 from ..errors import ExperimentError, FersearchError
+from .checkpoints import CHECKPOINT_EVERY
 
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("tpe", "random")
@@ -80,8 +81,10 @@ def _grace_check(v: int | None, o: SearchOptions) -> str | None:
 def _gpus_per_trial_check(v: float | None, o: SearchOptions) -> str | None:
     if v is not None and v < 0:
         return f"--gpus-per-trial {v}: must be >= 0"
-    if v is not None and v > 1 and v != int(v):
-        return f"--gpus-per-trial {v}: above 1 it must be a whole number of GPUs (Ray's rule)"
+    if v is not None:  # fit trains on one device: a second GPU would sit reserved and idle
+        from .resources import gpu_share_problem
+
+        return gpu_share_problem(v)
     return None
 
 
@@ -118,7 +121,8 @@ class SearchOptions:
         None, "GPUs the search may use (default: all the Ray cluster has; none = CPUs).", cli=Optional[int],
         check=lambda v, o: f"--gpus {v}: must be >= 0" if v is not None and v < 0 else None)
     gpus_per_trial: Optional[float] = setting(
-        None, "GPU share per trial; fractions pack several small CNNs on one GPU (default: 1 with GPUs).",
+        None, "GPU share per trial, at most 1; fractions pack several small CNNs on one GPU (default: 0.25 with "
+        "GPUs; raised so that the trials at once spread over every GPU).",
         cli=Optional[float], check=_gpus_per_trial_check)
     cpus_per_trial: Optional[float] = setting(
         None, "CPU share per trial (fractions allowed); its torch thread count is the whole part, at least 1 "
@@ -128,6 +132,10 @@ class SearchOptions:
     max_epochs: int = setting(
         30, "Epochs a trial may train at most (ASHA's max_t).", cli=int,
         check=lambda v, o: f"--max-epochs {v}: train at least 1 epoch per trial" if v < 1 else None)
+    checkpoint_every: int = setting(
+        CHECKPOINT_EVERY, "Epochs between a trial's checkpoints (also at ASHA's rungs and its last epoch); a "
+        "crashed trial is retried from its last one, so a crash costs it up to N-1 epochs.", cli=int,
+        check=lambda v, o: f"--checkpoint-every {v}: must be >= 1 (1: every epoch)" if v < 1 else None)
     grace_period: Optional[int] = setting(
         None, "Epochs every trial gets before ASHA may stop it (default: max-epochs/6, >= 1).",
         cli=Optional[int], check=_grace_check)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import experiment as ex
 from ..errors import ResourceError
 from ..fmt import num
+from . import experiment as ex
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -43,6 +43,16 @@ class Resources:
         return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
 
 
+# The packing default, from a model, not a measurement (no GPU has run fersearch yet; the README
+# says so). The seed CNN (1.1M parameters) needs about 0.1 GB for weights, Adam and the data
+# on the device plus ~0.5 GB of CUDA context per process, so memory allows dozens of trials per
+# GPU. Its step at batch 64 is ~25 small kernels, each shorter than the ~10 us the host needs
+# to launch it: one trial keeps a GPU busy roughly a quarter of the time, so about four trials,
+# each with its own CPU thread, are needed to fill one. benchmarks/bench_gpu.py measures it.
+TRIALS_PER_GPU = 4
+RAY_RESOURCE_STEP = 1e-4  # Ray stores fractional resources in units of 1/10000
+
+
 def plan_resources(cluster: dict[str, float], *, gpus: float | None, gpus_per_trial: float | None,
                    cpus_per_trial: float | None, trials: int, max_node_cpus: float | None = None) -> Resources:
     """Resources per trial and concurrency from what the cluster has (`ray.cluster_resources()`)."""
@@ -50,17 +60,21 @@ def plan_resources(cluster: dict[str, float], *, gpus: float | None, gpus_per_tr
     have_cpus = float(cluster.get("CPU", 0))
     if gpus is not None and gpus > have_gpus + 1e-9:
         if have_gpus == 0:
-            raise ResourceError(f"--gpus {num(gpus)}: no GPUs in this Ray cluster (0 found); drop --gpus to run on CPUs")
+            raise ResourceError(f"--gpus {num(gpus)}: no GPUs in this Ray cluster (0 found); "
+                                f"drop --gpus to run on CPUs")
         raise ResourceError(f"--gpus {num(gpus)}: this Ray cluster has {num(have_gpus)} GPU(s); "
                             f"use --gpus {num(have_gpus)} or fewer (or drop --gpus to use them all)")
     use_gpus = have_gpus if gpus is None else float(gpus)
+    if gpus_per_trial is not None:
+        check_gpu_share(gpus_per_trial)
     if gpus_per_trial is None:
-        gpus_per_trial = 1.0 if use_gpus >= 1 else use_gpus
+        gpus_per_trial = 1.0 / TRIALS_PER_GPU if use_gpus >= 1 else use_gpus
     if use_gpus == 0 and gpus_per_trial > 0:
         raise ResourceError(f"--gpus-per-trial {num(gpus_per_trial)}: the search may use no GPUs "
                             f"({num(have_gpus)} in the cluster); drop --gpus-per-trial or pass --gpus N")
     if use_gpus > 0 and gpus_per_trial == 0:
-        raise ResourceError("--gpus-per-trial 0 with --gpus: give each trial a share of a GPU, e.g. --gpus-per-trial 0.5")
+        raise ResourceError("--gpus-per-trial 0 with --gpus: give each trial a share of a GPU, "
+                            "e.g. --gpus-per-trial 0.5")
     if gpus_per_trial > use_gpus + 1e-9:
         raise ResourceError(f"--gpus-per-trial {num(gpus_per_trial)} is more than the {num(use_gpus)} GPU(s) "
                             f"the search may use; lower it or raise --gpus")
@@ -71,19 +85,83 @@ def plan_resources(cluster: dict[str, float], *, gpus: float | None, gpus_per_tr
                             f"(largest: {num(node_cap)}); lower --cpus-per-trial")
     by_cpu = math.floor(have_cpus / cpus + 1e-9)
     by_gpu = math.floor(use_gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else by_cpu
+    concurrency = max(1, min(by_cpu, by_gpu, trials))
     return Resources(
-        gpus=use_gpus, gpus_per_trial=float(gpus_per_trial), cpus_per_trial=cpus,
-        concurrency=max(1, min(by_cpu, by_gpu, trials)), threads=max(1, math.floor(cpus + 1e-9)),
+        gpus=use_gpus, gpus_per_trial=spread_share(float(gpus_per_trial), use_gpus, concurrency), cpus_per_trial=cpus,
+        concurrency=concurrency, threads=max(1, math.floor(cpus + 1e-9)),
         cluster_cpus=have_cpus, cluster_gpus=have_gpus,
     )
 
 
-def local_gpu_count() -> int | None:
-    """GPUs a fresh local Ray would detect (Ray's own detector), or None if it cannot tell."""
-    try:
-        from ray._private.accelerators import get_accelerator_manager_for_resource
+def gpu_share_problem(gpus_per_trial: float) -> str | None:
+    """A trial trains on one device, so a share above 1 would hold GPUs it never uses."""
+    if gpus_per_trial > 1 + 1e-9:
+        return (f"--gpus-per-trial {num(gpus_per_trial)}: a trial trains on one GPU, so it would hold "
+                f"GPUs it never uses; use 1 or less (0.25: four trials share a GPU)")
+    return None
 
-        return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+
+def check_gpu_share(gpus_per_trial: float) -> None:
+    problem = gpu_share_problem(gpus_per_trial)
+    if problem:
+        raise ResourceError(problem)
+
+
+def spread_share(share: float, gpus: float, concurrency: int) -> float:
+    """Each trial's GPU share once the number of trials at once is known.
+
+    Ray places fractional requests best-fit: it fills one GPU before it touches the next, so
+    `--gpus 4 --gpus-per-trial 0.25` with 8 trials at once would put them on 2 GPUs and leave 2
+    idle. When fewer trials run at once than there are slots, each trial gets the largest share
+    that still fits them all, 1 / ceil(concurrency / gpus): 8 trials on 4 GPUs get 0.5 each,
+    two per GPU. Shares below one GPU in all (--gpus 0.5) are kept as asked."""
+    if gpus < 1 or share <= 0 or share >= 1:
+        return share
+    per_gpu = math.ceil(concurrency / math.floor(gpus + 1e-9) - 1e-9)
+    spread = math.floor(1 / per_gpu / RAY_RESOURCE_STEP + 1e-9) * RAY_RESOURCE_STEP
+    return round(max(share, min(1.0, spread)), 4)
+
+
+def unseen_gpu_error(gpus_per_trial: float, hardware_gpus: int | None, torch_sees_cuda: bool,
+                     torch_version: str, cuda_version: str | None) -> ResourceError | None:
+    """The refusal when every trial of a local search would hold a GPU torch cannot use (a CPU
+    build of torch, a broken driver): each would train ~40x slower on the CPU. Logical GPUs of
+    a GPU-less machine (hardware_gpus 0, e.g. ray.init(num_gpus=4) in tests) are not refused:
+    their trials train on the CPU and say so (device=cpu in trials.csv)."""
+    if gpus_per_trial <= 0 or not hardware_gpus or torch_sees_cuda:
+        return None
+    build = f"torch {torch_version} " + (f"built for CUDA {cuda_version}" if cuda_version else "without CUDA")
+    return ResourceError(f"this machine has {hardware_gpus} GPU(s) but {build} cannot use them, so every trial would "
+                         f"train on the CPU; install a CUDA build of torch (make install TORCH=...) or pass --gpus 0")
+
+
+def check_local_gpus_usable(plan: Resources) -> None:
+    """unseen_gpu_error for a local search, from this machine's GPUs and this process's torch."""
+    import torch
+
+    error = unseen_gpu_error(plan.gpus_per_trial, local_gpu_count(), torch.cuda.is_available(), torch.__version__,
+                             torch.version.cuda)
+    if error is not None:
+        raise error
+
+
+def visible_gpus(detected: int, visible_ids: list[str] | None) -> int:
+    """GPUs a process may use: NVML's count, limited by CUDA_VISIBLE_DEVICES (None: unset), as Ray's
+    own node detection does."""
+    return detected if visible_ids is None else min(detected, len(visible_ids))
+
+
+def local_gpu_count() -> int | None:
+    """GPUs a fresh local Ray would detect (Ray's own detector, CUDA_VISIBLE_DEVICES honoured),
+    or None if it cannot tell."""
+    try:
+        from .workarounds import gpu_manager
+
+        manager = gpu_manager()
+        if manager is None:
+            return None
+        return visible_gpus(int(manager.get_current_node_num_accelerators()),
+                            manager.get_current_process_visible_accelerator_ids())
     except Exception:  # private API: fall back to the check after ray.init
         return None
 

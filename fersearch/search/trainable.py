@@ -2,19 +2,23 @@
 
 fit knows nothing of Ray; this module gives it the trial's config (TrialSettings
 + the sampled values), a device, the checkpoint to continue from, and an
-`on_epoch` that reports each epoch's metrics and a checkpoint to Tune.
+`on_epoch` that reports each epoch's metrics to Tune, with a checkpoint on the epochs
+checkpoints.py schedules.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import TrainConfig
 from .resources import Resources
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class TrialSettings:
     max_epochs: int
     threads: int
     experiment: str
+    # Epochs that save a checkpoint (checkpoints.schedule_for); empty: every epoch.
+    checkpoint_at: frozenset[int] = field(default_factory=frozenset)
+
+    def checkpoints(self, epoch: int) -> bool:
+        return not self.checkpoint_at or epoch in self.checkpoint_at
 
     def train_config(self, config: dict[str, Any]) -> TrainConfig:
         """A trial's full TrainConfig: the space's values on the base, epochs = --max-epochs."""
@@ -32,7 +41,7 @@ class TrialSettings:
 
 
 def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings | None = None) -> None:
-    """One trial: fit(config) on the shared data, reporting metrics + a checkpoint every epoch."""
+    """One trial: fit(config) on the shared data, reporting metrics every epoch, a checkpoint on schedule."""
     import ray
     import torch
     from ray import tune
@@ -44,6 +53,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
 
     # Ray logs every persisted checkpoint at INFO from the worker; one per epoch is noise.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    assert settings is not None  # given by trainable() through with_parameters
     cfg = settings.train_config(config)
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -52,9 +62,9 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
             # Tensors and plain data only: a tampered checkpoint cannot run code here.
             resume = torch.load(Path(d) / "state.pt", weights_only=True)
     gpu_ids = ray.get_gpu_ids()
-    # CUDA only when Ray gave this trial a GPU and it is real (logical GPUs from
-    # ray.init(num_gpus=N) on a GPU-less machine still train on the CPU).
-    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    device = trial_device(gpu_ids, torch.cuda.is_available())
+    if gpu_ids and device == "cpu":
+        log.warning(gpu_unseen_warning(gpu_ids, torch.__version__, torch.version.cuda))
     where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)),
                              "device": device}
     gauges = TrialGauges(settings.experiment, tune.get_context().get_trial_id())
@@ -68,12 +78,28 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
             # A diverged trial is worth nothing to the study: it scores worst, so TPE avoids its region.
             tune.report({**metrics, **where, "best_val_acc": 0.0})
             return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state(), Path(d) / "state.pt")
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+        if not settings.checkpoints(int(metrics["epoch"])):
+            tune.report({**metrics, **where})
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state(), Path(d) / "state.pt")
+                tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
         gauges.update(metrics)
 
     fit(cfg, data, on_epoch=on_epoch, resume=resume, device=device, threads=settings.threads)
+
+
+def trial_device(gpu_ids: list, cuda_available: bool) -> str:
+    """CUDA only when Ray gave this trial a GPU and torch sees it (logical GPUs from
+    ray.init(num_gpus=N) on a GPU-less machine still train on the CPU)."""
+    return "cuda" if gpu_ids and cuda_available else "cpu"
+
+
+def gpu_unseen_warning(gpu_ids: list, torch_version: str, cuda_version: str | None) -> str:
+    """A trial holding a GPU that torch cannot use trains ~40x slower on the CPU: say so."""
+    build = f"torch {torch_version} " + (f"built for CUDA {cuda_version}" if cuda_version else "without CUDA")
+    return (f"trial holds GPU {','.join(map(str, gpu_ids))} but torch cannot see it ({build}); training on the CPU "
+            f"(device=cpu in trials.csv); install a CUDA build of torch on this node or check its driver")
 
 
 def trainable(data: Any, plan: Resources, settings: TrialSettings) -> Any:

@@ -1,10 +1,13 @@
-"""Where and in what precision training runs: device choice, bf16 detection, autocast, seeding."""
+"""Where and in what precision training runs: device choice, bf16 detection, autocast, seeding,
+determinism, and a clock that waits for the device."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -29,10 +32,22 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs with bf16 tensor cores
+
+
+def bf16_capability(capability: tuple[int, int]) -> bool:
+    """Whether a CUDA compute capability runs bf16 natively. V100 (7.0) and T4 (7.5) only emulate it,
+    slower than fp32; `torch.cuda.is_bf16_supported()` answers True for them unless told
+    `including_emulation=False`, so the capability decides here."""
+    return tuple(capability) >= BF16_MIN_CAPABILITY
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matmul/conv run natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        if torch.version.hip:  # every ROCm GPU torch supports runs bf16 (torch's own rule)
+            return True
+        return bf16_capability(torch.cuda.get_device_capability(device))
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -52,6 +67,26 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def set_deterministic(enabled: bool) -> None:
+    """`deterministic=true`: bit-identical runs on a GPU for a seed, at a speed cost. cuDNN's
+    autotuner (`benchmark`) may pick different kernels per run, and atomic-add kernels
+    (some convolution backward passes, index_add) sum in a different order each time."""
+    if enabled:  # cuBLAS reorders its sums unless given a fixed workspace (read when its handle is made)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not enabled  # fixed 48x48 shapes: otherwise let cuDNN pick its fastest kernels
+    torch.backends.cudnn.deterministic = enabled
+    # warn_only: an op with no deterministic CUDA kernel warns instead of ending the trial.
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
+def device_clock(device: torch.device) -> float:
+    """perf_counter once the device has finished its queued work: CUDA kernels run
+    asynchronously, so a clock read without a sync times the launches, not the training."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def seed_everything(seed: int) -> None:

@@ -12,20 +12,27 @@ DIVERGENCE_CHECK_EVERY batches, which costs one host sync each, and at the end o
 instead of training on broken weights; that epoch is reported with `diverged` (the reason)
 and no validation figures, and `FitResult.diverged` says why.
 
-Reproducible: for a given seed, fp32 on the CPU gives bit-identical weights, and
-`fit(resume=state)` continues a run exactly where `state()` was taken (model,
-optimiser, scheduler, early stopping, history and every RNG).
+Reproducible: for a given seed, fp32 on the CPU gives bit-identical weights (on a GPU with
+`deterministic=true`, device.set_deterministic), and `fit(resume=state)` continues a run
+exactly where `state()` was taken (model, optimiser, scheduler, early stopping, history and
+every RNG). A state holds the RNG of its own device only (one GPU, not every visible one);
+resumed on another device type, whose generator cannot take that state (Philox on CUDA,
+mt19937 on the CPU), the augmentation generator is reseeded from the seed and the epoch,
+with a logged note: the run continues, but not bit-identically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,7 +43,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..model import build_model
 from .augment import augment_batch
-from .device import autocast, resolve_device, resolve_precision, seed_everything
+from .device import autocast, device_clock, resolve_device, resolve_precision, seed_everything, set_deterministic
 from .predict import EVAL_BATCH, as_input, log_probs, loss_acc
 from .progress import EpochProgress
 from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors
@@ -45,6 +52,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..data import FerData
+
+log = logging.getLogger(__name__)
 
 STATE_FORMAT = "fersearch-train-state"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_time_s",
@@ -101,7 +110,7 @@ class _Run:
             if y.numel() == 0:
                 raise DataError(f"data {data.source or '(in memory)'} has no labelled {name} images; "
                                 f"check its Usage/split column or pass another --data")
-        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
+        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.weights = class_weights(self.train_y, cfg.class_weighting)
@@ -130,7 +139,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        start = time.perf_counter()
+        start = device_clock(self.device)
         for i, idx in enumerate(self.batches(), 1):
             xb = augment_batch(as_input(self.train_x[idx]), self.cfg, self.aug_gen)
             yb = self.train_y[idx]
@@ -145,10 +154,10 @@ class _Run:
             correct += (logits.argmax(1) == yb).sum()
             seen += yb.numel()
             if progress:
-                progress.batch(seen, self.train_y.numel(), lambda: (float(loss_sum) / seen, float(correct) / seen))
+                progress.batch(seen, self.train_y.numel(), functools.partial(_running, loss_sum, correct, seen))
             if i % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
                 break  # diverged: more steps on NaN/inf weights only waste time
-        elapsed = time.perf_counter() - start
+        elapsed = device_clock(self.device) - start
         self.trained_images += seen
         self.trained_s += elapsed
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen, elapsed
@@ -198,6 +207,8 @@ class _Run:
     def state(self) -> dict:
         """A deep, CPU-side snapshot: later training never changes it, and it loads with weights_only=True."""
         np_state = np.random.get_state()
+        # The best weights are the model's own when this epoch is the best: not stored twice.
+        best_is_current = self.early.best_epoch == self.epoch and bool(self.early.best_weights)
         snap = {
             "format": STATE_FORMAT,
             "config": self.cfg.to_dict(),
@@ -206,13 +217,15 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "early": {"best_val_acc": self.early.best_val_acc, "best_epoch": self.early.best_epoch,
-                      "best_weights": self.early.best_weights, "stopped": self.early.stopped},
+                      "best_weights": {} if best_is_current else self.early.best_weights,
+                      "best_is_current": best_is_current, "stopped": self.early.stopped},
             "history": self.history,
             "rng": {
-                "perm": self.perm_gen.get_state(), "aug": self.aug_gen.get_state(),
+                "perm": self.perm_gen.get_state(), "aug": self.aug_gen.get_state(), "aug_device": self.device.type,
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                # This trial's GPU only: a state of every visible GPU cannot load where fewer are visible.
+                "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
+                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # type: ignore[index]
                 "python": random.getstate(),
             },
         }
@@ -229,23 +242,42 @@ class _Run:
             self.scheduler.load_state_dict(state["scheduler"])
         e = state["early"]
         self.early.best_val_acc, self.early.best_epoch = float(e["best_val_acc"]), int(e["best_epoch"])
-        self.early.best_weights = {k: v.to(self.device) for k, v in e["best_weights"].items()}
+        if e.get("best_is_current"):
+            self.early.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.early.best_weights = {k: v.to(self.device) for k, v in e["best_weights"].items()}
         self.early.stopped = bool(e["stopped"])
         self.history = [dict(h) for h in state["history"]]
         rng = state["rng"]
         self.perm_gen.set_state(rng["perm"])
-        self.aug_gen.set_state(rng["aug"])
+        self._load_aug(rng)
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            # Older states hold every visible GPU's; the first is the trial's own ("cuda" = its GPU under Ray).
+            torch.cuda.set_rng_state(rng["cuda"][0], self.device)
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
         random.setstate(_tuples(rng["python"]))
+
+    def _load_aug(self, rng: dict) -> None:
+        """The augmentation generator's state, when it comes from this device type; else a fresh seed."""
+        saved = rng.get("aug_device") or ("cpu" if rng["aug"].numel() > 16 else "cuda")  # mt19937: 5056 bytes
+        if saved == self.device.type:
+            self.aug_gen.set_state(rng["aug"])
+            return
+        self.aug_gen.manual_seed(self.cfg.seed + 1 + 1000 * self.epoch)
+        log.warning("resumed on %s from a %s state: augmentation continues from a fresh seed (epoch %d), "
+                    "so this run is not bit-identical to an uninterrupted one", self.device.type, saved, self.epoch)
 
     def finish(self) -> nn.Module:
         if self.early.best_weights:
             self.model.load_state_dict(self.early.best_weights)
         return self.model.eval()
+
+
+def _running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
+    """(mean loss, accuracy) so far: a device sync, so only when the progress bar asks."""
+    return float(loss_sum) / seen, float(correct) / seen
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -264,9 +296,10 @@ def _tuples(obj: Any) -> Any:
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    now = cfg.to_dict()
+    now, defaults = cfg.to_dict(), TrainConfig().to_dict()
     for key, value in now.items():
-        if key not in RESUMABLE_CHANGES and saved.get(key) != value:
+        # A key newer than the state (e.g. `deterministic`) held its default then.
+        if key not in RESUMABLE_CHANGES and saved.get(key, defaults[key]) != value:
             raise ConfigError(
                 f"cannot resume: config key {key!r} was {saved.get(key)!r} in the saved state but is {value!r} now; "
                 f"resume with the same config (only {', '.join(RESUMABLE_CHANGES)} may change)"
@@ -283,8 +316,8 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed 48x48 shapes: let cuDNN pick its fastest kernels once
+    if dev.type == "cuda" or cfg.deterministic or torch.are_deterministic_algorithms_enabled():
+        set_deterministic(cfg.deterministic)  # also turns off what an earlier deterministic fit turned on
     precision = resolve_precision(cfg.precision, dev)
     run = _Run(cfg, data, dev, precision)
     if resume is not None:
