@@ -8,7 +8,7 @@ inside commands so `fersearch --help` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import click
 import typer
@@ -27,6 +27,9 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except FersearchError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except typer.BadParameter as e:  # e.g. a choice flag's value: one line too, not a usage screen
+            typer.echo(f"error: {e.format_message()}", err=True)
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk is no bug of fersearch's: say so in one line
             full = full_disk_error(e)
@@ -56,6 +59,13 @@ DataOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars; print only the result.")]
+SYNTH_PRESETS = Literal["default", "hard"]  # data.presets.PRESETS (not imported: --help stays light; a test compares)
+
+
+def _load_quietly(quiet: bool) -> dict:
+    """fersearch.data.load's arguments for -q: no progress bar, no 'reading ...' lines."""
+    return {"progress": False, "log": lambda _msg: None} if quiet else {}
 
 
 @app.callback()
@@ -81,7 +91,7 @@ def data_synth_cmd(
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 4000; FER2013 has 35887).",
                                              show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
-    preset: Annotated[str, typer.Option(
+    preset: Annotated[Literal[SYNTH_PRESETS], typer.Option(
         "--preset", help="default, or hard: low-contrast faces at random brightness, stronger lighting and noise, "
         "weaker expressions (the seed recipe stays at the majority-class rate for its first epochs).")] = "default",
 ) -> None:
@@ -96,13 +106,13 @@ def data_synth_cmd(
 
 @data_app.command("info")
 def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt = False,
-                  resize: ResizeOpt = False) -> None:
+                  resize: ResizeOpt = False, quiet: QuietOpt = False) -> None:
     """Counts per split and emotion, the detected format, notes and the content hash."""
     import json
 
     from .data import load
 
-    d = load(path or data, resize=resize)
+    d = load(path or data, resize=resize, **_load_quietly(quiet))
     if json_out:
         typer.echo(json.dumps(d.info(), indent=2))
         return
@@ -119,7 +129,8 @@ def data_preview_cmd(
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("preview.png"),
     per_class: Annotated[int, typer.Option("--per-class", min=1, max=30, help="Samples per emotion.")] = 8,
-    split: Annotated[str, typer.Option("--split", help="Which split to sample: train, val or test.")] = "train",
+    split: Annotated[Literal["train", "val", "test"],
+                     typer.Option("--split", help="Which split to sample.")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed for picking the samples.")] = 0,
     resize: ResizeOpt = False,
 ) -> None:
@@ -152,6 +163,7 @@ def train_cmd(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's).",
                                                    show_default=False)] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train one configuration (the seed CNN unless --set/--config change it).
 
@@ -164,7 +176,8 @@ def train_cmd(
     from .report.run import format_summary, resolve_config, train_to_dir
 
     cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
-    summary = train_to_dir(cfg, load(data), out, command=command_line(), threads=threads, progress=not json_out)
+    summary = train_to_dir(cfg, load(data, **_load_quietly(quiet)), out, command=command_line(), threads=threads,
+                           progress=not (json_out or quiet))
     typer.echo(json.dumps(summary, indent=2) if json_out else format_summary(summary))
 
 
@@ -268,8 +281,8 @@ def best_cmd(
     ] = 1,
     tta: Annotated[bool, typer.Option("--tta", help="Also report horizontal-flip test-time augmentation.")] = False,
     split: Annotated[
-        str, typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when the data has "
-                          "no test labels, e.g. Kaggle test.csv).")
+        Literal["test", "val"], typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when "
+                                             "the data has no test labels, e.g. Kaggle test.csv).")
     ] = "test",
     max_latency_ms: Annotated[
         Optional[float], typer.Option("--max-latency-ms", help="Pick the most accurate trial whose model runs "
@@ -278,6 +291,7 @@ def best_cmd(
     ] = None,
     results: _ExperimentsDirOpt = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Show the best trial of a search; with --evaluate, retrain it and evaluate it on the test split.
 
@@ -304,12 +318,12 @@ def best_cmd(
 
     evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
     bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
-    log = (lambda msg: typer.echo(msg, err=True))
+    log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
-    if not json_out:
+    if not (json_out or quiet):
         typer.echo(format_best(bt) + "\n", err=True)
     ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,
-                             progress=not json_out, log=log)
+                             progress=not (json_out or quiet), log=log)
     typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
 
 
