@@ -174,3 +174,39 @@ def test_bad_input_is_one_line_and_changes_nothing(in_tmp, ray_never_started, ca
     assert_one_line_error(result, fragment)
     assert _snapshot(results) == before, "results/ changed"
     assert not (in_tmp / "pwned").exists(), "code ran"
+
+
+# ------------------------------------------------------------------ choice flags and -q
+def test_choice_flags_list_their_values_in_help_and_refuse_others_in_one_line():
+    from typing import get_args
+
+    from fersearch import cli
+    from fersearch.data.presets import PRESETS
+
+    assert get_args(cli.SYNTH_PRESETS) == PRESETS  # cli.py does not import data/ (a light --help)
+    for args, shown in ((["tune"], ("<asha|fifo>", "<tpe|random>")), (["best"], ("<test|val>",)),
+                        (["data", "synth"], ("<default|hard>",)), (["data", "preview"], ("<train|val|test>",))):
+        out = runner.invoke(app, [*args, "--help"], terminal_width=200).output
+        assert all(s in out for s in shown), (args, out)
+    assert_one_line_error(runner.invoke(app, ["tune", "--sampler", "grid"]), "--sampler", "'tpe', 'random'")
+    assert_one_line_error(runner.invoke(app, ["data", "synth", "--preset", "easy"]), "--preset", "'hard'")
+
+
+def test_quiet_commands_print_only_their_result(tiny_csv, tmp_path):
+    """-q on every command that prints progress: the loader's lines on a first (uncached) load
+    and train's epoch lines are gone; the result is still printed."""
+    import shutil
+
+    data = tmp_path / "fer2013.csv"
+    shutil.copy(tiny_csv, data)  # a first load of this path: the loader would report it
+    loud = runner.invoke(app, ["data", "info", str(data)])
+    assert loud.exit_code == 0 and loud.stderr.strip(), "the first load says nothing: this test checks nothing"
+    for name in ("quiet.csv", "loud.csv"):  # two more first loads: one quiet, one not (the check checks)
+        data.with_name(name).write_bytes(data.read_bytes())
+    quiet = runner.invoke(app, ["data", "info", "-q", str(data.with_name("quiet.csv"))])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "images" in quiet.stdout
+    assert runner.invoke(app, ["data", "info", str(data.with_name("loud.csv"))]).stderr.strip()
+    run = runner.invoke(app, ["train", "-q", "--data", str(data), "--epochs", "1", "--set", "blocks=1",
+                              "--set", "filters=8", "--set", "dense=16", "--out", str(tmp_path / "run")])
+    assert run.exit_code == 0 and run.stderr == "", run.output
+    assert "val_acc" in run.stdout or "accuracy" in run.stdout.lower(), run.stdout

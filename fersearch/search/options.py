@@ -14,9 +14,10 @@ from __future__ import annotations
 import inspect
 import os
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from ..errors import ExperimentError, FersearchError
 from .checkpoints import CHECKPOINT_EVERY
@@ -33,13 +34,15 @@ Check = Callable[[Any, "SearchOptions"], Optional[str]]  # (value, all options) 
 
 def setting(default: Any, help: str, *, cli: Any, flags: tuple[str, ...] = (), check: Check | None = None,
             error: type[FersearchError] = FersearchError, show_default: bool | None = None,
-            negated_as: str | None = None) -> Any:
+            negated_as: str | None = None, choices: tuple[str, ...] = (), flag_value: str | None = None) -> Any:
     """A SearchOptions field. `cli`: the type the command line parses it as; `flags`: its
     spellings (default --field-name); `show_default`: whether --help shows the default
     (default: only when it is not None); `negated_as`: a bool the command line sets the
-    other way round, under this name (verbose=True is --quiet off)."""
+    other way round, under this name (verbose=True is --quiet off); `choices`: the values
+    --help lists (the CLI refuses others); `check` still guards the Python API."""
     return field(default=default, metadata={
         "help": help, "cli": cli, "flags": flags, "check": check, "error": error, "negated_as": negated_as,
+        "choices": choices, "flag_value": flag_value,  # flag_value: the value of the flag given alone
         "show_default": default is not None if show_default is None else show_default})
 
 
@@ -146,11 +149,11 @@ class SearchOptions:
     scheduler: str = setting(
         "asha", "asha (stop trials clearly below the others at a rung, beyond the noise of the validation "
         "split, on val_acc or, where val_acc ties, on val_loss; decisions in scheduler.jsonl) or fifo (run all to "
-        "the end).", cli=str,
+        "the end).", cli=str, choices=SCHEDULERS,
         check=lambda v, o: (f"--scheduler {v!r}: choose one of {', '.join(SCHEDULERS)}"
                             if v not in SCHEDULERS else None))
     sampler: str = setting(
-        "tpe", "tpe (Optuna TPE, seeded) or random.", cli=str,
+        "tpe", "tpe (Optuna TPE, seeded) or random.", cli=str, choices=SAMPLERS,
         check=lambda v, o: f"--sampler {v!r}: choose one of {', '.join(SAMPLERS)}" if v not in SAMPLERS else None)
     objectives: str = setting(
         "val_acc", "What the sampler optimises: val_acc, or val_acc,latency (accuracy up and batch-1 CPU latency "
@@ -175,6 +178,10 @@ class SearchOptions:
                                   cli=str)
     dashboard_port: Optional[int] = setting(None, "Port of the local Ray dashboard (default: Ray's, 8265).",
                                             cli=Optional[int])
+    mlflow: Any = setting(  # Python API: also True (the local store)
+        None, "Track the search in MLflow: a parent run, a child run per trial. Alone: a local store, "
+        "sqlite:///results/<name>/mlflow.db; or any tracking URI (http://host:5000). Needs fersearch[mlflow].",
+        cli=Optional[str], flag_value="default")
     # The CLI says it the other way round: -q/--quiet turns the live view off.
     verbose: bool = setting(True, "No live view; print only the summary.", cli=bool, flags=("--quiet", "-q"),
                             show_default=False, negated_as="quiet")
@@ -220,9 +227,11 @@ def cli_signature() -> inspect.Signature:
     for f in fields(SearchOptions):
         m = f.metadata
         option = typer.Option(*(m["flags"] or ("--" + f.name.replace("_", "-"),)), help=m["help"],
-                              show_default=m["show_default"])
+                              show_default=m["show_default"],
+                              **({"is_flag": False, "flag_value": m["flag_value"]} if m["flag_value"] else {}))
         name, default = (m["negated_as"], not f.default) if m["negated_as"] else (f.name, f.default)
-        cli_type = m["cli"]
+        # a Literal of the choices: typer lists them in --help and refuses others (the CLI's one line: cli.py)
+        cli_type = Literal.__getitem__(m["choices"]) if m["choices"] else m["cli"]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[cli_type, option]))
     return inspect.Signature(params)
