@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..errors import ResultsError
 from .workarounds import JSON_STATE_GLOBS, RAY_STATE_GLOBS
-from .workarounds import bridge_checkpoints as bridge_checkpoints  # until driver.py imports it from workarounds
 
 PROBE_BYTES = 4096  # one block: enough for a full disk to say so
 FULL = (errno.ENOSPC, errno.EDQUOT)
