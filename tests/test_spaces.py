@@ -123,8 +123,10 @@ def test_spaces_command_lists_names_and_summaries(in_tmp):
 
 def test_spaces_command_prefers_local_folder_and_checks(in_tmp):
     (in_tmp / "search_spaces").mkdir()
-    write(in_tmp / "search_spaces", '"""Mine: just lr."""\ndef space(trial):\n    trial.suggest_float("lr", 1e-4, 1e-2, log=True)\n', "mine.py")
-    write(in_tmp / "search_spaces", '"""Broken."""\ndef space(trial):\n    trial.suggest_int("nope", 1, 2)\n', "broken.py")
+    write(in_tmp / "search_spaces",
+          '"""Mine: just lr."""\ndef space(trial):\n    trial.suggest_float("lr", 1e-4, 1e-2, log=True)\n', "mine.py")
+    write(in_tmp / "search_spaces", '"""Broken."""\ndef space(trial):\n    trial.suggest_int("nope", 1, 2)\n',
+          "broken.py")
     assert default_spaces_dir().resolve() == (in_tmp / "search_spaces").resolve()
     assert resolve_space_path("mine").name == "mine.py"
     assert resolve_space_path("seed").name == "seed.py"  # shipped spaces stay reachable by name

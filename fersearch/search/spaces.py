@@ -209,7 +209,8 @@ def _check(where: str, fn: Callable, points: list[dict], base: TrainConfig) -> t
             except Exception as e:  # the user's code or Optuna rejecting a range
                 raise SpaceError(f"{where}: space(trial) raised {type(e).__name__} ({what}): {first_line(e)}") from None
             if ret is not None and not (isinstance(ret, dict) and all(isinstance(k, str) for k in ret)):
-                raise SpaceError(f"{where}: space(trial) must return a dict with str keys or None, got {type(ret).__name__}")
+                raise SpaceError(f"{where}: space(trial) must return a dict with str keys or None, "
+                                 f"got {type(ret).__name__}")
             if strict:
                 unknown = sorted(set(fixed) - set(trial.params))
                 if unknown:
