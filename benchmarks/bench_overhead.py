@@ -2,7 +2,8 @@
 
 At GPU speed the seed CNN trains a FER2013 epoch in about half a second, so what decides a
 search's wall time is everything around its epochs (checkpoints, Ray's bookkeeping, start-up).
-This shrinks the data until a CPU epoch is that short (800 training faces, ~0.3 s on one core)
+This shrinks the data until a CPU epoch is that short (800 training faces, ~0.7 s on one idle core in bf16; --faces 500 for 400; a
+loaded machine needs fewer)
 and runs the real CLI, `fersearch tune`, on a fixed seed-CNN space (only lr varies; no early
 stopping), 2 trials at a time:
 
@@ -44,7 +45,7 @@ SPACE = '''"""The seed CNN, fixed (bench_overhead): only lr varies, no early sto
 
 def space(trial):
     trial.suggest_float("lr", 5e-4, 2e-3, log=True)
-    return {"patience": 0, "precision": "fp32"}
+    return {"patience": 0}
 '''
 CASES = {"overhead": dict(trials=8, max_epochs=20, scheduler="fifo"),
          "size": dict(trials=16, max_epochs=30, scheduler="asha")}
@@ -108,13 +109,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--before", help="git revision whose code is the 'before' variant (e.g. HEAD~3)")
     ap.add_argument("--cases", default="overhead,size")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--faces", type=int, default=1000, help="faces in the data set (80%% train; 1000: 800 train)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     from fersearch.data.synth import write_synthetic
 
     with tempfile.TemporaryDirectory(prefix="bench_overhead-") as tmp:
         work = Path(tmp)
-        data = write_synthetic(work / "data", n=300 if args.quick else 1000, seed=0)  # 80 % train: 800 faces
+        data = write_synthetic(work / "data", n=300 if args.quick else args.faces, seed=0)  # 80 % train
         n_train = _train_images(data)
         space = work / "fixed_seed.py"
         space.write_text(SPACE)

@@ -46,9 +46,9 @@ class Resources:
 # The packing default, from a model, not a measurement (no GPU has run fersearch yet; the README
 # says so). The seed CNN (1.1M parameters) needs about 0.1 GB for weights, Adam and the data
 # on the device plus ~0.5 GB of CUDA context per process, so memory allows dozens of trials per
-# GPU. Its step at batch 64 is ~25 small kernels, each shorter than the ~10 us the host needs
-# to launch it: one trial keeps a GPU busy roughly a quarter of the time, so about four trials,
-# each with its own CPU thread, are needed to fill one. benchmarks/bench_gpu.py measures it.
+# GPU. Its step at batch 64 is ~5.6 GFLOP (0.3 ms at an effective 20 TFLOP/s) in ~60 small
+# kernels that take the host 0.3-0.6 ms to launch: one trial keeps a GPU busy a third to a half
+# of the time, so 3-4 trials, each with its own CPU thread, fill one. bench_gpu.py measures it.
 TRIALS_PER_GPU = 4
 RAY_RESOURCE_STEP = 1e-4  # Ray stores fractional resources in units of 1/10000
 
