@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,7 +21,7 @@ from .search.options import cli_signature, from_cli
 class _Group(TyperGroup):
     """Turns a user's mistake into one line and exit 1, for every (sub)command."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]  # typer's Context is click's, vendored
         try:
             return super().invoke(ctx)
         except FersearchError as e:
@@ -199,7 +198,8 @@ def tune_cmd(**settings) -> None:
         raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
 
 
-tune_cmd.__signature__ = cli_signature()  # every option, its default and help: SearchOptions' fields
+# every option, its default and help: SearchOptions' fields
+tune_cmd.__signature__ = cli_signature()  # type: ignore[attr-defined]
 app.command("tune")(tune_cmd)
 
 

@@ -18,22 +18,29 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from . import experiment as ex
 from ..config import TrainConfig
 from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
+from . import experiment as ex
+from .checkpoints import prune_ended, schedule_for
 from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
 from .noise import noise_inputs
 from .options import SearchOptions, api_signature, objective_list, safe_name
-from .checkpoints import prune_ended, schedule_for
-from .resources import (Resources, check_local_gpus_usable, check_shared_storage, local_gpu_count, plan_resources,
-                        storage_location)
+from .resources import (
+    Resources,
+    check_local_gpus_usable,
+    check_shared_storage,
+    local_gpu_count,
+    plan_resources,
+    storage_location,
+)
 from .session import cluster_info, ray_env, ray_running, ray_session
 from .spaces import Space, load_space, quiet_optuna, space_from_function
 from .study import SEARCH_METRIC, STUDY_FILE, close_study, reopen_study_journal, searcher
@@ -137,11 +144,13 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
         for line in dashboard_lines(opts.address):
             log(line)
         if opts.resume:
+            assert meta is not None  # _open_experiment read it
             reopen_study_journal(exp_dir)
             meta.setdefault("resumed", []).append({"at": timestamp(), "command": command_line(),
                                                    "options": opts.to_dict(), "resources": plan.as_dict()})
             ex.write_meta(exp_dir, meta)
         else:
+            assert space is not None  # _open_experiment checked it
             meta = _meta(name, fer, space, opts, plan, storage, base)
             exp_dir.mkdir(parents=True)
             ex.write_meta(exp_dir, meta)
@@ -159,6 +168,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
 
                 recorder.LIVE = opts.verbose  # this run's -q, not the first run's
             else:
+                assert space is not None
                 tuner = _new_tuner(space, fer, plan, trial_settings, meta, exp_dir, storage, opts.verbose)
             try:
                 tuner.fit()
@@ -182,7 +192,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
     return result
 
 
-tune.__signature__ = api_signature(tune)  # help(fersearch.tune) lists every setting
+tune.__signature__ = api_signature(tune)  # type: ignore[attr-defined]  # help(fersearch.tune) lists every setting
 
 
 def load_result(exp_dir: str | os.PathLike) -> SearchResult:
@@ -205,6 +215,7 @@ def _open_experiment(opts: SearchOptions, local_root: Path, storage: str,
                      base: TrainConfig) -> tuple[Path, dict[str, Any] | None, Space | None]:
     """(experiment dir, its fersearch.json when resuming, the checked space when starting)."""
     if opts.resume:
+        assert opts.name is not None  # SearchOptions refuses --resume without --name
         exp_dir = local_root / opts.name
         check_inside(local_root, exp_dir)
         meta = _resumable_meta(exp_dir, storage, opts.name)
@@ -274,7 +285,8 @@ def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resource
         "space_constants": list(space.constants),
         "seed": opts.seed, "trials": opts.trials, "max_epochs": opts.max_epochs, "grace_period": opts.grace,
         "reduction_factor": opts.reduction_factor, "scheduler": opts.scheduler, "sampler": opts.sampler,
-        "objectives": objective_list(opts.objectives), "metric": METRIC, "mode": MODE, "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
+        "objectives": objective_list(opts.objectives), "metric": METRIC, "mode": MODE,
+        "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
         "options": opts.to_dict(), "resources": plan.as_dict(), "storage": storage,
         "host": socket.gethostname(), "base_config": base.to_dict(), "versions": versions(),
     }
