@@ -118,7 +118,7 @@ def format_dashboard_lines(url: str | None, address: str | None, auth_on: bool) 
         lines.append(f"  sign in with the token in ${TOKEN_ENV}; API clients send "
                      f"'{AUTH_HEADER}: Bearer <token>'")
     else:
-        note = "" if path.is_file() else " (on the head node)" if address else ""
+        note = "" if path is not None and path.is_file() else " (on the head node)" if address else ""
         lines.append(f"  sign in with the token in {path}{note}; API clients send "
                      f"'{AUTH_HEADER}: Bearer $(cat {path})'")
     return lines

@@ -34,13 +34,14 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 def full_disk_error(e: BaseException, hint: str = "") -> ResultsError | None:
     """A ResultsError for an ENOSPC/EDQUOT anywhere in e's chain (Ray may wrap it), else None."""
     seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in FULL:
-            where = f" writing {e.filename}" if e.filename else ""
-            return ResultsError(f"no space left on the device{where} ({e.strerror}); free some space"
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in FULL:
+            where = f" writing {cur.filename}" if cur.filename else ""
+            return ResultsError(f"no space left on the device{where} ({cur.strerror}); free some space"
                                 + (f", then {hint}" if hint else ""))
-        e = e.__cause__ or e.__context__
+        cur = cur.__cause__ or cur.__context__
     return None
 
 

@@ -240,7 +240,8 @@ def cli_signature() -> inspect.Signature:
 def from_cli(params: dict[str, Any]) -> SearchOptions:
     """SearchOptions from what typer parsed with cli_signature (negated flags turned back)."""
     negated = {f.metadata["negated_as"]: f.name for f in fields(SearchOptions) if f.metadata["negated_as"]}
-    return SearchOptions(**{negated.get(k, k): (not v if k in negated else v) for k, v in params.items()})
+    given: dict[str, Any] = {negated.get(k, k): (not v if k in negated else v) for k, v in params.items()}
+    return SearchOptions(**given)
 
 
 def api_signature(fn: Callable) -> inspect.Signature:

@@ -80,7 +80,7 @@ def _recorder_class() -> type:
             return self._elapsed_before + time.monotonic() - self._t0
 
         # ---- keeping up with Tune
-        def setup(self, **info: Any) -> None:
+        def setup(self, **info: Any) -> None:  # type: ignore[override]  # Tune passes only keywords
             if LIVE is not None:
                 self.view = LiveView() if LIVE else None
             self.state = type(self.state).load(self.exp_dir, self.state.total, self.state.max_epochs)

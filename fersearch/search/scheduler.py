@@ -171,7 +171,7 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         self._grace_period, self._brackets_n = grace_period, brackets
         self._brackets = self._make_brackets()
 
-    def _make_brackets(self) -> list[_NoiseAwareBracket]:
+    def _make_brackets(self) -> list[Any]:  # _NoiseAwareBracket each
         sign = -1.0 if self._mode == "min" else 1.0
         return [_NoiseAwareBracket(self.rule, self.decisions, sign, self._grace_period, self._max_t,
                                    self._reduction_factor, s, stop_last_trials=self._stop_last_trials)
@@ -191,20 +191,22 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         if self.decisions or len(self._brackets) != 1:
             return
         earlier = read_decisions(self.decisions.path)
-        rungs = dict(self._brackets[0]._rungs)
-        sign = self._brackets[0].sign
+        bracket: Any = self._brackets[0]  # a _NoiseAwareBracket (Ray's field is typed as its own _Bracket)
+        rungs = dict(bracket._rungs)
+        sign = bracket.sign
         for d in earlier:
             value, loss = d.get("value"), d.get("loss")
             if d.get("rung") in rungs and isinstance(value, (int, float)) and not math.isnan(value):
                 rungs[d["rung"]][d["trial_id"]] = sign * value
                 if isinstance(loss, (int, float)) and not math.isnan(loss):
-                    self._brackets[0].losses[d["rung"]][d["trial_id"]] = float(loss)
+                    bracket.losses[d["rung"]][d["trial_id"]] = float(loss)
         list.extend(self.decisions, earlier)  # already in the file
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         if not super().set_search_properties(metric, mode, **spec):
             return False
         for bracket in self._brackets:  # the mode may arrive only now (from TuneConfig)
+            assert isinstance(bracket, _NoiseAwareBracket)
             bracket.sign = -1.0 if self._mode == "min" else 1.0
         return True
 

@@ -35,7 +35,7 @@ class SpaceFunction:
         return {"path": self.path, "source": self.source}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["source"])
+        self.__init__(state["path"], state["source"])  # type: ignore[misc]  # unpickling: this class's own
 
     def module(self) -> types.ModuleType:
         name = "fersearch_space_" + hashlib.sha256(self.source.encode()).hexdigest()[:12]

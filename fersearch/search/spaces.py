@@ -129,7 +129,7 @@ def space_from_function(fn: Callable, points: list[dict] | tuple = (), name: str
     """
     if not callable(fn):
         raise SpaceError(f"space {fn!r} is not callable; pass a function space(trial) -> dict")
-    name = name or getattr(fn, "__name__", "space")
+    name = str(name or getattr(fn, "__name__", None) or "space")
     where = f"space function {name!r}"
     try:
         source = textwrap.dedent(inspect.getsource(fn))
@@ -211,7 +211,7 @@ def _check(where: str, fn: Callable, points: list[dict], base: TrainConfig) -> t
             if ret is not None and not (isinstance(ret, dict) and all(isinstance(k, str) for k in ret)):
                 raise SpaceError(f"{where}: space(trial) must return a dict with str keys or None, "
                                  f"got {type(ret).__name__}")
-            if strict:
+            if strict and fixed is not None:
                 unknown = sorted(set(fixed) - set(trial.params))
                 if unknown:
                     raise SpaceError(f"{where}: {what} sets {', '.join(unknown)}, which space(trial) does not suggest")
