@@ -326,7 +326,8 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
                     f"to estimate importance (needs {MIN_IMPORTANCE_TRIALS} or more)")
     everywhere = [p for p in varying if all(p in t.params for t in done)]  # fANOVA skips conditional ones
     evaluators: dict[str, tuple[Callable[[], Any], list[str]]] = {
-        "PED-ANOVA": (lambda: None, varying),  # Optuna's default evaluator
+        # by name, not Optuna's default (PED-ANOVA in Optuna 5, fANOVA in 4): the label says what ran
+        "PED-ANOVA": (lambda: optuna.importance.PedAnovaImportanceEvaluator(), varying),
         "fANOVA": (lambda: optuna.importance.FanovaImportanceEvaluator(seed=0), everywhere),
     }
     out: dict[str, dict[str, float]] = {}
