@@ -363,8 +363,8 @@ def predict_cmd(
     if annotate is not None:
         from .train.faces import annotate as draw
 
-        found = [p for p in preds if p.box]
-        draw(images[0], [p.box for p in found], [f"{p.emotion} {p.confidence:.2f}" for p in found], annotate)
+        found = [(p.box, f"{p.emotion} {p.confidence:.2f}") for p in preds if p.box is not None]
+        draw(images[0], [box for box, _ in found], [label for _, label in found], annotate)
     faceless = [p.image for p in preds if p.emotion is None]
     if json_out:
         typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds if p.emotion],

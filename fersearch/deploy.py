@@ -75,7 +75,7 @@ def export_onnx(model: Any, path: str | os.PathLike, cfg: Any = None) -> Path:
 
 
 def _session(model: str | os.PathLike | bytes, threads: int | None = None) -> Any:
-    import onnxruntime as ort  # type: ignore[import-untyped]
+    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # ORT's own warnings would break the one-line error contract

@@ -171,12 +171,14 @@ def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, 
             reason = "it references Python objects or code, which fersearch never loads"
         else:
             reason = "it is not a readable PyTorch file"
-        raise ModelFileError(f"{path} is not a fersearch model file: {reason}; pass a model.pt written by fersearch") from None
+        raise ModelFileError(f"{path} is not a fersearch model file: {reason}; "
+                             "pass a model.pt written by fersearch") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a fersearch model file (no format={MODEL_FORMAT!r} marker)")
     if payload.get("version") != MODEL_VERSION:
         raise ModelFileError(
-            f"{path} is fersearch model version {payload.get('version')!r}; this fersearch reads version {MODEL_VERSION}"
+            f"{path} is fersearch model version {payload.get('version')!r}; "
+            f"this fersearch reads version {MODEL_VERSION}"
         )
     try:
         cfg = TrainConfig.from_dict(payload.get("config"))

@@ -83,8 +83,9 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
     write_json(out / "fersearch.json", record)
     write_pages(ReportContext(
         experiment=bt.name, out_dir=out, metrics=m, config=ev.config.to_dict(),
-        config_diff=an.config_diff(ev.config), best={"trial_id": bt.trial_id, "best_val_acc": bt.best_val_acc,
-                                                     "best_epoch": bt.best_epoch, "epochs": bt.epochs, "status": bt.status},
+        config_diff=an.config_diff(ev.config),
+        best={"trial_id": bt.trial_id, "best_val_acc": bt.best_val_acc, "best_epoch": bt.best_epoch,
+              "epochs": bt.epochs, "status": bt.status},
         seed_runs=ev.seed_runs, commands=reproduce_commands(ev, fer), provenance=_report_provenance(record),
         analysis=bt.analysis, tta_metrics=ev.tta_metrics, images=images, notes=_notes(ev, fer),
     ))
@@ -101,7 +102,8 @@ def write_plots(out: Path, ev: Evaluation) -> dict[str, str]:
     plots.plot_learning_curves([r["history"] for r in runs], out / "learning_curves.png",
                                kept=next(i for i, r in enumerate(runs) if r["kept"]),
                                labels=[f"seed {r['seed']}" for r in runs])
-    images = {"Confusion matrix": "confusion_matrix.png", "Confusion matrix, normalised": "confusion_matrix_normalized.png",
+    images = {"Confusion matrix": "confusion_matrix.png",
+              "Confusion matrix, normalised": "confusion_matrix_normalized.png",
               "Learning curves": "learning_curves.png"}
     if a.params:
         plots.plot_param_scatter(a.trials, a.params, out / "search_params.png", a.best_trial, a.distributions,

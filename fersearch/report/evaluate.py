@@ -147,7 +147,7 @@ def _assemble(bt: BestTrial, fer: Any, labels: np.ndarray, split: str, runs: lis
     names = tuple(fer.names)
     run = runs[kept]
     metrics = compute_metrics(labels, run.probs, names, split)
-    tta_metrics = compute_metrics(labels, run.tta_probs, names, split) if tta else None
+    tta_metrics = compute_metrics(labels, run.tta_probs, names, split) if tta and run.tta_probs is not None else None
     seed_runs = [{"seed": r.seed, "best_val_acc": float(r.fit.best_val_acc), "best_epoch": int(r.fit.best_epoch),
                   "epochs": len(r.fit.history), "accuracy": float((r.probs.argmax(1) == labels).mean()),
                   "macro_f1": compute_metrics(labels, r.probs, names, split)["macro_f1"], "kept": i == kept,

@@ -52,7 +52,7 @@ def detect_faces(gray: Any) -> list[Box]:
     # Equalised for the detector only (it copes badly with dim photos); the crop keeps the real pixels.
     found = _detector().detectMultiScale(cv2.equalizeHist(arr), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     boxes = [tuple(round(v / scale) for v in b) for b in (found if len(found) else [])]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])  # type: ignore[return-value]
+    return sorted(boxes, key=lambda b: -b[2] * b[3])
 
 
 def fer_crop(box: Box) -> tuple[int, int, int, int]:
