@@ -324,6 +324,11 @@ def best_cmd(
         typer.echo(format_best(bt) + "\n", err=True)
     ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,
                              progress=not (json_out or quiet), log=log)
+    from .search.tracking import log_evaluation
+
+    tracked = log_evaluation(bt.experiment, bt.meta, ev)  # a search run with --mlflow: onto its parent run
+    if tracked:
+        typer.echo(tracked, err=True)
     typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
 
 

@@ -29,6 +29,7 @@ from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from . import experiment as ex
+from . import tracking
 from .checkpoints import prune_ended, schedule_for
 from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
 from .noise import noise_inputs
@@ -113,6 +114,7 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
     base = TrainConfig().replace(seed=opts.seed)
     exp_dir, meta, space = _open_experiment(opts, local_root, storage, base)
     check_writable(local_root)  # missing, read-only or full: one line now, not a traceback once Ray runs
+    tracking.check(tracking.wanted(opts))  # MLflow missing or its server not answering: one line, before any data or Ray
     with experiment_lock(local_root, exp_dir.name):  # a second search of this name stops here, before Ray
         return _search(opts, log, exp_dir, meta, space, local_root, storage, base)
 
@@ -153,6 +155,9 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
             assert space is not None  # _open_experiment checked it
             meta = _meta(name, fer, space, opts, plan, storage, base)
             exp_dir.mkdir(parents=True)
+            ex.write_meta(exp_dir, meta)
+        if tracking.wanted(opts) and not meta.get("mlflow"):  # the parent run, found again by --resume
+            meta["mlflow"] = tracking.start_parent(exp_dir, meta, tracking.wanted(opts))
             ex.write_meta(exp_dir, meta)
         trial_settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=meta["max_epochs"],
                                   threads=plan.threads, experiment=name, checkpoint_at=schedule_for(meta))
@@ -327,7 +332,8 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             name=meta["name"],
             storage_path=storage,
             verbose=0,  # the live view (or nothing) instead of Ray's tables
-            callbacks=[recorder],
+            callbacks=[recorder, *([tracking.make_tracker(meta["mlflow"], space.constants, meta["max_epochs"])]
+                                    if meta.get("mlflow") else [])],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -34,7 +34,7 @@ Check = Callable[[Any, "SearchOptions"], Optional[str]]  # (value, all options) 
 
 def setting(default: Any, help: str, *, cli: Any, flags: tuple[str, ...] = (), check: Check | None = None,
             error: type[FersearchError] = FersearchError, show_default: bool | None = None,
-            negated_as: str | None = None, choices: tuple[str, ...] = (), flag_value: str | None = None) -> Any:
+            negated_as: str | None = None, choices: tuple[str, ...] = ()) -> Any:
     """A SearchOptions field. `cli`: the type the command line parses it as; `flags`: its
     spellings (default --field-name); `show_default`: whether --help shows the default
     (default: only when it is not None); `negated_as`: a bool the command line sets the
@@ -42,7 +42,7 @@ def setting(default: Any, help: str, *, cli: Any, flags: tuple[str, ...] = (), c
     --help lists (the CLI refuses others); `check` still guards the Python API."""
     return field(default=default, metadata={
         "help": help, "cli": cli, "flags": flags, "check": check, "error": error, "negated_as": negated_as,
-        "choices": choices, "flag_value": flag_value,  # flag_value: the value of the flag given alone
+        "choices": choices,
         "show_default": default is not None if show_default is None else show_default})
 
 
@@ -178,10 +178,12 @@ class SearchOptions:
                                   cli=str)
     dashboard_port: Optional[int] = setting(None, "Port of the local Ray dashboard (default: Ray's, 8265).",
                                             cli=Optional[int])
-    mlflow: Any = setting(  # Python API: also True (the local store)
-        None, "Track the search in MLflow: a parent run, a child run per trial. Alone: a local store, "
-        "sqlite:///results/<name>/mlflow.db; or any tracking URI (http://host:5000). Needs fersearch[mlflow].",
-        cli=Optional[str], flag_value="default")
+    mlflow: bool = setting(
+        False, "Track the search in MLflow (a parent run, a child run per trial) in a local store, "
+        "sqlite:///results/<name>/mlflow.db. Needs fersearch[mlflow].", cli=bool, show_default=False)
+    mlflow_uri: Optional[str] = setting(
+        None, "Track the search in this MLflow tracking store instead (http://host:5000, sqlite:///file.db; "
+        "implies --mlflow).", cli=Optional[str])
     # The CLI says it the other way round: -q/--quiet turns the live view off.
     verbose: bool = setting(True, "No live view; print only the summary.", cli=bool, flags=("--quiet", "-q"),
                             show_default=False, negated_as="quiet")
@@ -227,8 +229,7 @@ def cli_signature() -> inspect.Signature:
     for f in fields(SearchOptions):
         m = f.metadata
         option = typer.Option(*(m["flags"] or ("--" + f.name.replace("_", "-"),)), help=m["help"],
-                              show_default=m["show_default"],
-                              **({"is_flag": False, "flag_value": m["flag_value"]} if m["flag_value"] else {}))
+                              show_default=m["show_default"])
         name, default = (m["negated_as"], not f.default) if m["negated_as"] else (f.name, f.default)
         # a Literal of the choices: typer lists them in --help and refuses others (the CLI's one line: cli.py)
         cli_type = Literal.__getitem__(m["choices"]) if m["choices"] else m["cli"]

@@ -1,0 +1,233 @@
+"""MLflow tracking of a search: one parent run per search, one child run per trial.
+
+    fersearch tune --mlflow                        # sqlite:///results/<name>/mlflow.db
+    fersearch tune --mlflow-uri http://host:5000   # any tracking URI MLflow accepts
+
+Through MLflow's own client, not Ray's MLflowLoggerCallback: Ray's makes no parent run
+(ray-project/ray#19978) and keys runs by experiment, so concurrent trials of one search
+collide. The child run of a trial holds its parameters, its per-epoch metrics (step = epoch)
+and a `fersearch.status` tag (completed, stopped, diverged, failed: trials.csv's words).
+`best --evaluate` logs the winner's test metrics and files to the parent (log_evaluation).
+
+A tracker is never worth a search: any MLflow failure after the start warns once, and the
+search goes on without it (trials.csv, history.csv and the study are fersearch's own record).
+fersearch.json's "mlflow" block names the URI and the parent run, so a resumed search and
+`best --evaluate` find them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import FersearchError
+from .workarounds import pickle_as
+
+DB_FILE = "mlflow.db"
+DEFAULT = "default"  # --mlflow without a URI: the store in the experiment folder
+STATUS_TAG = "fersearch.status"
+INSTALL = "pip install 'fersearch[mlflow]'"
+# MLflow retries an unanswering server for minutes by default: a check (and a dead server
+# mid-run) should cost seconds.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+RUN_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+
+
+def wanted(opts: Any) -> Any:
+    """What --mlflow / --mlflow-uri ask for: a URI, DEFAULT (the folder's store) or None."""
+    return opts.mlflow_uri or (DEFAULT if opts.mlflow else None)
+
+
+def tracking_uri(value: Any, exp_dir: Path) -> str:
+    """The tracking URI for --mlflow's value: the experiment folder's SQLite store by default."""
+    if value == DEFAULT:
+        return f"sqlite:///{Path(exp_dir).resolve() / DB_FILE}"
+    return str(value)
+
+
+def _client(uri: str) -> Any:
+    for k, v in HTTP_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise FersearchError(f"--mlflow needs MLflow, which is not installed: {INSTALL}") from None
+    return MlflowClient(tracking_uri=uri)
+
+
+def check(value: Any) -> None:
+    """Before the search starts: MLflow importable, and a given URI answers (one line if not).
+    The default store is made with the experiment folder, so only the import is checked for it."""
+    if not value:
+        return
+    client = _client("sqlite://" if value == DEFAULT else str(value))
+    if value == DEFAULT:
+        return
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as e:  # MLflow raises many kinds (MlflowException, requests', sqlalchemy's)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FersearchError(f"--mlflow-uri {value}: the tracking store does not answer ({first[:200]}); start "
+                             f"the server or pass another URI (or --mlflow alone: a store in the experiment folder)"
+                             ) from None
+
+
+def start_parent(exp_dir: Path, meta: dict[str, Any], value: Any) -> dict[str, Any]:
+    """Create (or, resuming, find) the search's parent run; returns fersearch.json's "mlflow" block."""
+    if meta.get("mlflow"):
+        return dict(meta["mlflow"])
+    uri = tracking_uri(value, exp_dir)
+    client = _client(uri)
+    name = meta["name"]
+    exp = client.get_experiment_by_name("fersearch")
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment("fersearch")
+    params = {k: meta.get(k) for k in ("trials", "max_epochs", "grace_period", "reduction_factor", "scheduler",
+                                       "sampler", "seed")}
+    params.update(space=meta["space"].get("name", meta["space"].get("path")), data_sha256=meta["data"].get("sha256"))
+    run = client.create_run(exp_id, run_name=name, tags={"fersearch.experiment": name,
+                                                         "fersearch.folder": str(Path(exp_dir).resolve())})
+    client.log_batch(run.info.run_id, params=_params(params))
+    return {"uri": uri, "experiment_id": exp_id, "parent_run_id": run.info.run_id}
+
+
+def _params(values: Mapping[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(str(k), str(v)[:6000]) for k, v in values.items()]
+
+
+def _metrics(result: Mapping[str, Any], step: int) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and k in METRIC_KEYS]
+
+
+METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr", "epoch_s", "latency_ms")
+
+
+def _tracker_class() -> type:
+    from ray.tune import Callback
+
+    class MlflowTracker(Callback):
+        """Child run per trial under the search's parent run; any MLflow failure: one warning, then off."""
+
+        def __init__(self, record: Mapping[str, Any], hide: frozenset[str], max_epochs: int):
+            self.record = dict(record)
+            self.hide = hide
+            self.max_epochs = max_epochs
+            self.runs: dict[str, str] = {}  # trial id -> child run id (kept in Ray's callback state)
+            self.last: dict[str, dict] = {}
+            self.broken = False
+            self._client: Any = None
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "_client": None, "last": {}}
+
+        def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> Any:
+            if self.broken:
+                return None
+            try:
+                if self._client is None:
+                    self._client = _client(self.record["uri"])
+                return getattr(self._client, fn_name)(*args, **kwargs)
+            except Exception as e:
+                self.broken = True  # one warning; the search goes on untracked
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                print(f"warning: MLflow stopped answering ({first}); the search goes on without tracking "
+                      f"(trials.csv keeps every trial)", file=sys.stderr)
+                return None
+
+        def _run(self, trial: Any) -> str | None:
+            if trial.trial_id not in self.runs:
+                run = self._call("create_run", self.record["experiment_id"], run_name=trial.trial_id,
+                                 tags={"mlflow.parentRunId": self.record["parent_run_id"],
+                                       "fersearch.trial_id": trial.trial_id, STATUS_TAG: "running"})
+                if run is None:
+                    return None
+                self.runs[trial.trial_id] = run.info.run_id
+                params = {k: v for k, v in trial.config.items() if k not in self.hide}
+                self._call("log_batch", run.info.run_id, params=_params(params))
+            return self.runs[trial.trial_id]
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._run(trial)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            run_id = self._run(trial)
+            self.last[trial.trial_id] = result
+            if run_id is not None:
+                self._call("log_batch", run_id, metrics=_metrics(result, int(result.get("training_iteration", 0))))
+
+        def _end(self, trial: Any, status: str) -> None:
+            run_id = self._run(trial)
+            if run_id is not None:
+                self._call("set_tag", run_id, STATUS_TAG, status)
+                self._call("set_terminated", run_id, RUN_STATUS[status])
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            last = self.last.get(trial.trial_id) or trial.last_result or {}
+            if last.get("diverged"):
+                status = "diverged"
+            elif last.get("done") and int(last.get("training_iteration", 0)) < self.max_epochs:
+                status = "stopped"  # state.end_status's rule: done before max_epochs is ASHA's stop
+            else:
+                status = "completed"
+            self._end(trial, status)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._end(trial, "failed")
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            if any(not t.is_finished() for t in trials):
+                return  # interrupted: the parent stays open for --resume
+            self._call("set_terminated", self.record["parent_run_id"], "FINISHED")
+
+    return MlflowTracker
+
+
+def make_tracker(record: Mapping[str, Any], hide: Any, max_epochs: int) -> Any:
+    """The Tune callback for fersearch.json's "mlflow" block."""
+    return __getattr__("MlflowTracker")(record, frozenset(hide), max_epochs)
+
+
+def log_evaluation(exp_dir: Path, meta: Mapping[str, Any], ev: Any) -> str | None:
+    """`best --evaluate` on a search tracked in MLflow: the winner's test metrics and the best/ folder's
+    files (confusion matrix, report, model) on the parent run. Returns a warning line, or None."""
+    record = meta.get("mlflow")
+    if not record:
+        return None
+    try:
+        client = _client(record["uri"])
+        run_id = record["parent_run_id"]
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"test_{k}", float(v), now, 0) for k, v in ev.metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        client.log_batch(run_id, metrics=metrics)
+        client.set_tag(run_id, "fersearch.best_trial", ev.best.trial_id)
+        client.log_artifacts(run_id, str(ev.out_dir), artifact_path="best")
+    except FersearchError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return f"warning: could not log the evaluation to MLflow ({first}); results/{exp_dir.name}/best/ has it all"
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MlflowTracker" and "MlflowTracker" in globals():
+        return globals()["MlflowTracker"]
+    if name == "MlflowTracker":  # built on first use (no Ray import for `fersearch status`); pickles find it here
+        cls = pickle_as(_tracker_class(), __name__, "MlflowTracker")
+        globals()["MlflowTracker"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
