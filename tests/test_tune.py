@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -231,8 +226,8 @@ def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     assert meta["data"]["counts"]["val"] and meta["versions"]["ray"] and meta["seed"] == 0
     assert (meta["scheduler"], meta["sampler"], meta["metric"], meta["mode"]) == ("asha", "tpe", "val_acc", "max")
     assert (tuned_experiment / "tuner.pkl").is_file()  # Ray's own experiment state, for --resume
-    assert meta["options"] == {**SearchOptions(**TUNED).to_dict(), "space": str(fast_space), "data": meta["data"]["path"],
-                               "name": "tuned", "results": str(tuned_experiment.parent), "verbose": False}
+    assert meta["options"] == {**SearchOptions(**TUNED).to_dict(), "space": str(fast_space),
+                               "data": meta["data"]["path"], "name": "tuned", "results": str(tuned_experiment.parent), "verbose": False}
     assert meta["grace_period"] == TUNED["grace_period"] and meta["study"]["name"] == "tuned"
     assert ex.resolve_experiment(results=tuned_experiment.parent) == tuned_experiment
 
@@ -354,8 +349,9 @@ def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data
     assert _max_overlap(spans) > 2  # more than 2 CPUs x 1 trial could run at once
 
 
-# A driver SIGKILLed mid-search and resumed: tests/test_faults.py::test_a_killed_driver_resumes_from_its_last_saved_state
-# (it also checks the study carried over and the `next:` line this file's copy of it checked).
+# A driver SIGKILLed mid-search and resumed:
+# tests/test_faults.py::test_a_killed_driver_resumes_from_its_last_saved_state (it also checks the study
+# carried over and the `next:` line that this file's copy of it checked).
 
 
 @pytest.mark.slow
