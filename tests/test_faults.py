@@ -315,6 +315,11 @@ def test_a_killed_driver_resumes_from_its_last_saved_state(local_ray, fast_space
     raw = history_rows(exp)
     for tid in rows.index:
         assert continued(epochs_of(raw, tid), int(rows.loc[tid, "epochs"])), (tid, epochs_of(raw, tid))
+    assert ex.read_meta(exp)["resumed"]
+    assert f"next: fersearch best sigkill --evaluate --results {results.resolve()}" in resumed.output
+    # the study carried over with Ray's saved searcher (its JournalStorage reopened the same file)
+    done = sorted(round(t.value, 9) for t in load_study(exp).trials if t.state.name == "COMPLETE")
+    assert done == sorted(round(v, 9) for v in rows["best_val_acc"])
 
 
 # ------------------------------------------------------------------ 4. a node goes away
