@@ -227,7 +227,8 @@ def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     assert (meta["scheduler"], meta["sampler"], meta["metric"], meta["mode"]) == ("asha", "tpe", "val_acc", "max")
     assert (tuned_experiment / "tuner.pkl").is_file()  # Ray's own experiment state, for --resume
     assert meta["options"] == {**SearchOptions(**TUNED).to_dict(), "space": str(fast_space),
-                               "data": meta["data"]["path"], "name": "tuned", "results": str(tuned_experiment.parent), "verbose": False}
+                               "data": meta["data"]["path"], "name": "tuned", "results": str(tuned_experiment.parent),
+                               "verbose": False}
     assert meta["grace_period"] == TUNED["grace_period"] and meta["study"]["name"] == "tuned"
     assert ex.resolve_experiment(results=tuned_experiment.parent) == tuned_experiment
 
