@@ -418,21 +418,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when absent (skipped only if that is impossible)."""
-    exe = shutil.which("chromium")
+    """A headless Chromium on PATH; skipped, saying how to get one, when absent (a test installs nothing)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if exe is None:
-        apt = shutil.which("apt-get")
-        if apt is None:
-            pytest.skip("chromium is not installed and there is no apt-get to install it")
-        try:
-            subprocess.run([apt, "update"], check=True, capture_output=True, timeout=300)
-            subprocess.run([apt, "install", "-y", "chromium"], check=True, capture_output=True, timeout=600,
-                           env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        except (subprocess.SubprocessError, OSError) as e:
-            pytest.skip(f"chromium is not installed and `apt-get install -y chromium` failed: {str(e)[:200]}")
-        exe = shutil.which("chromium")
-        if exe is None:
-            pytest.skip("apt-get reported success but no chromium executable is on PATH")
+        pytest.skip("no chromium on PATH: the report page is rendered only with one (README, Tests: "
+                    "`sudo apt-get install chromium` on Debian/Ubuntu)")
     return exe
 
 
