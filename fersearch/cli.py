@@ -332,6 +332,32 @@ def best_cmd(
     typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
 
 
+@app.command("compare")
+def compare_cmd(
+    experiments: Annotated[list[str], typer.Argument(help="Two or more searches: names under --results, or paths.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also plot best val_acc so far against epochs "
+                                                "trained, a line per search, to this PNG.")] = None,
+    results: _ExperimentsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Searches side by side: data, space, sampler, scheduler, trials, epochs, wall time, best val_acc, test acc."""
+    import json
+
+    from .report.compare import compare, format_table, plot, to_dict
+
+    rows, warnings = compare(experiments, results)
+    if out is not None:
+        plot(rows, out)
+    if json_out:
+        typer.echo(json.dumps(to_dict(rows, warnings), indent=2))
+        return
+    typer.echo(format_table(rows))
+    for line in warnings:
+        typer.echo(line, err=True)
+    if out is not None:
+        typer.echo(f"plot: {out}")
+
+
 NO_FACE_EXIT = 3  # some image had no face: not an error of fersearch's, not a full success either
 
 

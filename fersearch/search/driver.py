@@ -32,8 +32,8 @@ from . import experiment as ex
 from . import tracking
 from .checkpoints import prune_ended, schedule_for
 from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
-from .noise import noise_inputs
-from .options import SearchOptions, api_signature, objective_list, safe_name
+from .noise import noise_inputs, read_noise
+from .options import Resolved, SearchOptions, api_signature, safe_name
 from .resources import (
     Resources,
     check_local_gpus_usable,
@@ -159,10 +159,11 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
         if tracking.wanted(opts) and not meta.get("mlflow"):  # the parent run, found again by --resume
             meta["mlflow"] = tracking.start_parent(exp_dir, meta, tracking.wanted(opts))
             ex.write_meta(exp_dir, meta)
-        trial_settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=meta["max_epochs"],
-                                  threads=plan.threads, experiment=name, checkpoint_at=schedule_for(meta))
-        log(f"{'resuming' if opts.resume else 'search'} {name}: {plural(meta['trials'], 'trial')} x <= "
-            f"{plural(meta['max_epochs'], 'epoch')}, "
+        run = Resolved.from_meta(meta)  # a resumed search runs with the original's settings
+        trial_settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=run.max_epochs,
+                                       threads=plan.threads, experiment=name, checkpoint_at=schedule_for(meta))
+        log(f"{'resuming' if opts.resume else 'search'} {name}: {plural(run.trials, 'trial')} x <= "
+            f"{plural(run.max_epochs, 'epoch')}, "
             f"{plan.concurrency} at a time ({num(plan.cpus_per_trial)} CPU"
             f"{f', {num(plan.gpus_per_trial)} GPU' if plan.gpus_per_trial else ''} each); results in {exp_dir}")
         t0 = time.time()
@@ -174,7 +175,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
                 recorder.LIVE = opts.verbose  # this run's -q, not the first run's
             else:
                 assert space is not None
-                tuner = _new_tuner(space, fer, plan, trial_settings, meta, exp_dir, storage, opts.verbose)
+                tuner = _new_tuner(space, fer, plan, trial_settings, run, meta, exp_dir, storage, opts.verbose)
             try:
                 tuner.fit()
             except Exception as e:  # a result file that could not be written: the disk filled up mid-search
@@ -288,9 +289,7 @@ def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resource
         "data": data, "noise": noise_inputs(fer.labels[fer.split == 1]),  # noise.read_noise's record
         "space": space.record(), "space_params": list(space.params),
         "space_constants": list(space.constants),
-        "seed": opts.seed, "trials": opts.trials, "max_epochs": opts.max_epochs, "grace_period": opts.grace,
-        "reduction_factor": opts.reduction_factor, "scheduler": opts.scheduler, "sampler": opts.sampler,
-        "objectives": objective_list(opts.objectives), "metric": METRIC, "mode": MODE,
+        **Resolved.from_options(opts, name).to_meta(), "metric": METRIC, "mode": MODE,
         "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
         "options": opts.to_dict(), "resources": plan.as_dict(), "storage": storage,
         "host": socket.gethostname(), "base_config": base.to_dict(), "versions": versions(),
@@ -306,22 +305,24 @@ def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
 
 
 # ------------------------------------------------------------------ the Tuner
-def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings, meta: dict[str, Any],
-               exp_dir: Path, storage: str, verbose: bool) -> Any:
+def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings, run: Resolved,
+               meta: dict[str, Any], exp_dir: Path, storage: str, verbose: bool) -> Any:
     from ray import tune
 
     from .scheduler import make_scheduler
     from .state import make_recorder
 
-    recorder = make_recorder(exp_dir, total_trials=meta["trials"], max_epochs=meta["max_epochs"],
+    recorder = make_recorder(exp_dir, total_trials=run.trials, max_epochs=run.max_epochs,
                              to_config=settings.train_config, hide=space.constants, live=verbose)
     return tune.Tuner(
         trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(
-            search_alg=searcher(space, sampler=meta["sampler"], seed=meta["seed"], trials=meta["trials"],
-                                exp_dir=exp_dir, name=meta["name"], objectives=meta.get("objectives", ["val_acc"])),
-            scheduler=make_scheduler(meta, fer, exp_dir, metric=METRIC, mode=MODE),
-            num_samples=meta["trials"],
+            search_alg=searcher(space, sampler=run.sampler, seed=run.seed, trials=run.trials, exp_dir=exp_dir,
+                                name=run.name, objectives=run.objectives),
+            # fersearch.json's noise record; older folders: the data's validation split
+            scheduler=make_scheduler(run, read_noise(meta, fer.labels[fer.split == 1]), exp_dir, metric=METRIC,
+                                     mode=MODE),
+            num_samples=run.trials,
             max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=trial_dirname,
             # A new trial reuses a finished trial's worker process: no new process and
@@ -329,7 +330,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=meta["name"],
+            name=run.name,
             storage_path=storage,
             verbose=0,  # the live view (or nothing) instead of Ray's tables
             callbacks=[recorder, *([tracking.make_tracker(meta["mlflow"], space.constants, meta["max_epochs"])]

@@ -62,8 +62,8 @@ from .noise import (
     loss_cutoff,
     majority_rate,
     read_decisions,
-    read_noise,
 )
+from .options import Resolved
 from .workarounds import asha_bracket
 
 _Bracket: Any = asha_bracket()  # private in Ray: workarounds.py says which of its fields this module reads
@@ -244,16 +244,15 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         return f"{super().debug_string()}\nkept on noise where ASHA would stop: {held}"
 
 
-def make_scheduler(meta: dict[str, Any], fer: Any, exp_dir: Path, *, metric: str, mode: str) -> TrialScheduler:
-    """The search's scheduler from its fersearch.json settings: FIFO, or this ASHA on the data's
-    validation split (its size and majority-class rate), logging to <exp_dir>/scheduler.jsonl."""
+def make_scheduler(run: Resolved, noise: dict[str, Any], exp_dir: Path, *, metric: str, mode: str) -> TrialScheduler:
+    """The search's scheduler: FIFO, or this ASHA with the validation split's noise inputs
+    (noise.read_noise: its size, majority-class rate, z), logging to <exp_dir>/scheduler.jsonl."""
     from ray.tune.schedulers import FIFOScheduler
 
-    if meta["scheduler"] == "fifo":
+    if run.scheduler == "fifo":
         return FIFOScheduler()
-    noise = read_noise(meta, fer.labels[fer.split == 1])  # fersearch.json's record; older folders: the data
     # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
     return NoiseAwareASHA(n_val=max(1, noise["n_val"]), majority=noise["majority"], z=noise["z"],
                           log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
-                          metric=metric, mode=mode, max_t=meta["max_epochs"], grace_period=meta["grace_period"],
-                          reduction_factor=meta["reduction_factor"])
+                          metric=metric, mode=mode, max_t=run.max_epochs, grace_period=run.grace_period,
+                          reduction_factor=run.reduction_factor)
