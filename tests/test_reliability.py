@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import fersearch
 from conftest import assert_one_line_error
 from fersearch.cli import app
-from fersearch.errors import ResultsError
+from fersearch.errors import ExperimentError, ResultsError
 from fersearch.io import write_json
 from fersearch.search import experiment as ex
 from fersearch.search.guard import check_writable, experiment_lock, full_disk_error, lock_path
@@ -662,3 +662,25 @@ def test_resume_bridges_a_checkpoint_ray_deleted_just_before_a_crash(tmp_path):
     assert (made[0] / "state.pt").read_bytes() == b"epoch 3"
     assert os.stat(made[0] / "state.pt").st_ino == os.stat(raced / "state.pt").st_ino  # a link, not a copy
     assert bridge_checkpoints(tmp_path) == []  # idempotent
+
+
+# ------------------------------------------------------------------ fersearch.json across versions
+def test_resolved_settings_are_fersearch_jsons_keys_and_an_old_folder_still_reads(tuned_experiment, tmp_path):
+    """The driver, scheduler and trials read one typed Resolved; fersearch.json keeps the keys it
+    always had, and a folder written before `objectives` and the noise record existed still works."""
+    from conftest import copy_experiment
+    from fersearch.search.options import RESOLVED_KEYS, Resolved, SearchOptions
+
+    meta = ex.read_meta(tuned_experiment)
+    run = Resolved.from_meta(meta)
+    assert run.to_meta() == {k: meta[k] for k in RESOLVED_KEYS}
+    assert Resolved.from_options(SearchOptions(**{**meta["options"], "name": "tuned"}), "tuned") == run
+    old = copy_experiment(tuned_experiment, tmp_path / "results")
+    before = {k: v for k, v in ex.read_meta(old).items() if k not in ("objectives", "noise")}
+    write_json(old / "fersearch.json", before)
+    assert Resolved.from_meta(before).objectives == ("val_acc",)
+    for args in (["status", "tuned"], ["best", "tuned"]):
+        result = runner.invoke(app, [*args, "--results", str(tmp_path / "results")])
+        assert result.exit_code == 0 and "error" not in result.output, result.output
+    with pytest.raises(ExperimentError, match="grace_period"):
+        Resolved.from_meta({k: v for k, v in before.items() if k != "grace_period"})
