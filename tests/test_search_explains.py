@@ -37,6 +37,8 @@ def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_exper
     val = meta["data"]["counts"]["val"]
     first = next(d for d in decisions if d["reason"] not in ("few", "no value"))
     n_val = sum(val.values())  # the margin is computed on the validation split's size
+    # the noise inputs the scheduler used, recorded once when the search started (noise.noise_inputs)
+    assert meta["noise"] == {"n_val": n_val, "majority": pytest.approx(max(val.values()) / n_val), "z": 2.0}
     assert first["margin"] == pytest.approx(2 * ((first["value"] * (1 - first["value"]) + first["cutoff"]
                                                   * (1 - first["cutoff"])) / n_val) ** 0.5)
     result = CliRunner().invoke(app, ["best", str(tuned_experiment)])

@@ -20,7 +20,7 @@ Diagnosis has a kind, a sentence and the flag it points at:
                    would have stopped trials but every value sat within noise: the rung
                    decided nothing and cost a decision point (--grace-period).
   boundary         the winner's value of a parameter sits at an end of its range
-                   (analysis.find_boundaries): widen the space (--space).
+                   (boundaries.find_boundaries): widen the space (--space).
   seed             the seed configuration's result next to the winner's (no flag; when
                    the seed won: more --trials or a wider --space).
 """

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..fmt import plain
 from ..search.experiment import PARAM_PREFIX, TrialStatus
-from .analysis import is_bool
+from .boundaries import is_bool
 
 # One colour per status of the vocabulary (a test checks every member has one); the best trial is green.
 STATUS_COLORS = {TrialStatus.COMPLETED: "#1f77b4", TrialStatus.STOPPED: "#ff7f0e", TrialStatus.FAILED: "#d62728",
