@@ -2,10 +2,9 @@
 
 At GPU speed the seed CNN trains a FER2013 epoch in about half a second, so what decides a
 search's wall time is everything around its epochs (checkpoints, Ray's bookkeeping, start-up).
-This shrinks the data until a CPU epoch is that short (800 training faces, ~0.7 s on one idle core in bf16; --faces 500 for 400; a
-loaded machine needs fewer)
-and runs the real CLI, `fersearch tune`, on a fixed seed-CNN space (only lr varies; no early
-stopping), 2 trials at a time:
+This shrinks the data until a CPU epoch is that short (--faces 1000: 800 training faces, ~0.7 s
+on one idle core in bf16; a loaded machine needs fewer) and runs the real CLI, `fersearch
+tune`, on a fixed seed-CNN space (only lr varies; no early stopping), 2 trials at a time:
 
   overhead   8 trials x 20 epochs, FIFO
   size       16 trials x 30 epochs, ASHA (the default scheduler): the experiment folder's size
@@ -83,6 +82,10 @@ def run_case(case: str, variant: str, src: Path | None, data: Path, n_train: int
     slots = int(meta["resources"]["concurrency"])
     search_s = float(meta.get("search_s") or wall)
     ckpts = [p for p in exp.glob("trial_*/checkpoint_*") if p.is_dir()]
+    # Inside the trial, per epoch: Ray's iteration time minus fit's epoch time = the report and the
+    # checkpoint (if any). Less sensitive to other load on the machine than the wall-time figures.
+    reports = [json.loads(line) for f in exp.glob("trial_*/result.json") for line in f.read_text().splitlines()]
+    gaps = [r["time_this_iter_s"] - r["epoch_time_s"] for r in reports[1:] if r.get("epoch", 0) > 1]
     return {
         "name": name, "variant": variant, "case": case, "code": str(src or ROOT), **settings, "concurrency": slots,
         "epochs": epochs, "wall_s": round(wall, 1), "search_s": round(search_s, 1), "train_s": round(train_s, 1),
@@ -91,6 +94,7 @@ def run_case(case: str, variant: str, src: Path | None, data: Path, n_train: int
         "overhead_s_per_epoch": round((slots * wall - train_s) / max(epochs, 1), 3),
         "search_utilisation": round(train_s / (slots * search_s), 3),
         "search_overhead_s_per_epoch": round((slots * search_s - train_s) / max(epochs, 1), 3),
+        "in_trial_s_per_epoch_outside_fit": round(sum(gaps) / len(gaps), 4) if gaps else None,
         "folder_bytes": folder_bytes(exp), "checkpoints_left": len(ckpts),
         "checkpoint_bytes_each": round(sum(folder_bytes(c) for c in ckpts) / len(ckpts)) if ckpts else 0,
         "load_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
@@ -107,6 +111,9 @@ def _train_images(data: Path) -> int:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", help="git revision whose code is the 'before' variant (e.g. HEAD~3)")
+    ap.add_argument("--after", help="git revision for the 'after' variant (default: this checkout's files, "
+                    "uncommitted changes included)")
+    ap.add_argument("--variants", default="before,after", help="which to run (with --before: both, alternately)")
     ap.add_argument("--cases", default="overhead,size")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--faces", type=int, default=1000, help="faces in the data set (80%% train; 1000: 800 train)")
@@ -120,9 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
         n_train = _train_images(data)
         space = work / "fixed_seed.py"
         space.write_text(SPACE)
-        variants: list[tuple[str, Path | None]] = [("after", None)]
-        if args.before:
-            variants.insert(0, ("before", source_tree(args.before, work / "before-src")))
+        variants: list[tuple[str, Path | None]] = []
+        wanted = args.variants.split(",")
+        if args.before and "before" in wanted:
+            variants.append(("before", source_tree(args.before, work / "before-src")))
+        if "after" in wanted:
+            variants.append(("after", source_tree(args.after, work / "after-src") if args.after else None))
         runs = []
         for case in args.cases.split(","):
             settings = dict(CASES[case])
@@ -132,8 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(run_case(case, variant, src, data, n_train, space, work, settings))
                 print(json.dumps(runs[-1]), file=sys.stderr)
         result = {"benchmark": "bench_overhead", "train_images": n_train, "quick": args.quick,
-                  "before": args.before, "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
-                                                     "threads_per_trial": 1}, "runs": runs}
+                  "before": args.before, "after": args.after or "working tree",
+                  "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads_per_trial": 1},
+                  "runs": runs}
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
