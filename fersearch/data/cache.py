@@ -13,6 +13,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,9 @@ def read_cached(src: Source, resize: bool, use_cache: bool, log: Log, show_progr
             return hit
     # hashing releases the GIL, as does pyarrow's parser: hash in a thread while parsing
     with ThreadPoolExecutor(1) as pool:
-        sha = pool.submit(source_sha256, src)
+        hashing = pool.submit(source_sha256, src)
         if use_cache and path.is_file():
-            hit = _load_cache(path, src.format, resize, log, sha=sha.result())
+            hit = _load_cache(path, src.format, resize, log, sha=hashing.result())
             if hit:
                 _save_cache(path, hit[0], _meta(src, hit[1], stamp, resize), log)  # refresh the stamp
                 return hit
@@ -48,7 +49,7 @@ def read_cached(src: Source, resize: bool, use_cache: bool, log: Log, show_progr
         with load_progress(show_progress) as tick:
             parsed = readers.read(src, resize, tick)
         log(f"read {len(parsed.labels)} images in {time.perf_counter() - t0:.1f} s")
-        sha = sha.result()
+        sha = hashing.result()
     if use_cache:
         _save_cache(path, parsed, _meta(src, sha, stamp, resize), log)
     return parsed, sha
@@ -81,7 +82,7 @@ def _load_cache(path: Path, fmt: str, resize: bool, log: Log, *, stamp=None, sha
 
 def _save_cache(path: Path, parsed: Parsed, meta: dict, log: Log) -> None:
     meta = dict(meta, notes=parsed.notes)
-    arrays = {"images": parsed.images, "labels": parsed.labels, "usage": parsed.usage,
+    arrays: dict[str, Any] = {"images": parsed.images, "labels": parsed.labels, "usage": parsed.usage,
               "meta": np.array(json.dumps(meta))}
     try:
         atomic_write(path, lambda f: np.savez(f, **arrays))

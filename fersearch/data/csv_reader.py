@@ -99,7 +99,8 @@ def _bad_pixel_token(rows: list[str], start: int, where: Callable[[int], str]) -
         for j, tok in enumerate(row.split()):
             if not (tok.isascii() and tok.isdigit()):
                 if re.fullmatch(r"[-+]?\d+", tok):
-                    return DataError(f"{where(start + i)}: pixel {j + 1} is {tok}, outside 0-255; fix or delete that row")
+                    return DataError(f"{where(start + i)}: pixel {j + 1} is {tok}, outside 0-255; "
+                                     f"fix or delete that row")
                 return DataError(f"{where(start + i)}: pixel {j + 1} is {tok[:20]!r}, not a whole number 0-255; "
                                  f"fix or delete that row")
     return DataError(f"{where(start)}: unreadable pixel values; fix or delete that row")

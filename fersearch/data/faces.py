@@ -66,7 +66,7 @@ def draw_faces(p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray
     """Render a batch of faces from their parameters: float32 (B, 48, 48) in 0..1."""
     b = len(p["cx"])
     # float32 throughout: half the memory traffic of float64, and chunks small enough to stay in cache
-    c = {k: v.astype(np.float32)[:, None, None] for k, v in p.items()}
+    c: dict[str, np.ndarray] = {k: v.astype(np.float32)[:, None, None] for k, v in p.items()}
     c["cos"], c["sin"], c["batch"] = np.cos(c["rot"]), np.sin(c["rot"]), np.arange(b)[:, None, None]
     ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
     u, v = _to_face(c, xs[None], ys[None])

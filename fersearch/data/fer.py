@@ -58,7 +58,8 @@ class FerData:
         return {
             "source": self.source, "format": self.format, "synthetic": self.synthetic, "sha256": self.sha256,
             "n": self.n, "image_size": list(self.images.shape[1:]),
-            "splits": {s: {"n": int((self.split == i).sum()), "labeled": self.labeled(s)} for i, s in enumerate(SPLITS)},
+            "splits": {s: {"n": int((self.split == i).sum()), "labeled": self.labeled(s)}
+                       for i, s in enumerate(SPLITS)},
             "counts": self.counts(), "notes": list(self.notes),
         }
 

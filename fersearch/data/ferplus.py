@@ -37,7 +37,8 @@ def ferplus_labels(votes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, di
     skipped = {"no image name": int((~has_name).sum()),
                "no majority": int((has_name & ~majority).sum())}
     for c in ("contempt", "unknown", "nf"):
-        skipped[f"majority {c if c != 'nf' else 'NF'}"] = int((has_name & majority & (top == FERPLUS_VOTES.index(c))).sum())
+        chosen = has_name & majority & (top == FERPLUS_VOTES.index(c))
+        skipped[f"majority {c if c != 'nf' else 'NF'}"] = int(chosen.sum())
     return labels.astype(np.int64), skipped
 
 

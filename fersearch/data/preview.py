@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def preview_grid(data: FerData, out: str | os.PathLike, *, per_class: int = 8, s
                              squeeze=False)
     for k, name in enumerate(data.names):
         idx = np.flatnonzero(labels == k)
-        picked = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
+        picked: Any = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
         for j, ax in enumerate(axes[k]):
             ax.set_xticks([])
             ax.set_yticks([])

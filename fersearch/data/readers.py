@@ -24,6 +24,7 @@ def read(src: Source, resize: bool = False, tick: Tick = no_progress) -> Parsed:
     elif src.format == "kaggle-challenge":
         parsed = read_kaggle(src.main, src.extra, tick)
     elif src.format == "ferplus":
+        assert src.extra is not None  # detect() finds fer2013new.csv beside it, or it is no ferplus source
         parsed = read_ferplus(src.main, src.extra, tick)
     else:
         parsed = read_folders(src, resize, tick)

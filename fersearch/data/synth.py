@@ -191,5 +191,6 @@ def default_synthetic(log: Log = log_stderr) -> Path:
     if not path.is_file() or stale:
         log(f"no data/fer2013.csv: generating the synthetic default set ({DEFAULT_SYNTH_N} faces) in {SYNTH_DIR}/ ...")
         write_synthetic(SYNTH_DIR, DEFAULT_SYNTH_N, DEFAULT_SEED, auto=True)
-    log(f"using SYNTHETIC faces {path} (not FER2013; put fer2013.csv in data/ to use the real data, see data/README.md)")
+    log(f"using SYNTHETIC faces {path} (not FER2013; put fer2013.csv in data/ to use the real data, "
+        f"see data/README.md)")
     return path
