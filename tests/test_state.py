@@ -309,8 +309,8 @@ def test_status_json_and_missing_experiment(in_tmp):
                        "mode", "trials_planned", "counts", "epochs_run", "best", "best_by", "trials"]
     assert s["state"] == "finished" and s["counts"]["completed"] == 1 and s["best"]["trial_id"] == "t1"
     assert s["trials"][0] == {"trial_id": "t1", "status": "stopped", "epochs": 1, "best_val_acc": pytest.approx(0.36),
-                              "best_epoch": 1, "last_val_acc": pytest.approx(0.36), "node": "n1", "gpu_ids": "", "error": "",
-                              "params": {"filters_1": 16, "filters_2": 16, "lr": 0.002}}
+                              "best_epoch": 1, "last_val_acc": pytest.approx(0.36), "node": "n1", "gpu_ids": "",
+                              "error": "", "params": {"filters_1": 16, "filters_2": 16, "lr": 0.002}}
     assert_one_line_error(runner.invoke(app, ["status", "nope"]), "experiment 'nope' not found")
 
 
