@@ -464,4 +464,5 @@ def test_cli_synth_info_json_and_preview(in_tmp):
     assert r.exit_code == 0, r.output
     png = Image.open(in_tmp / "out" / "grid.png")
     assert png.format == "PNG" and png.size[0] > 200
-    assert_one_line_error(_cli("data", "preview", "s", "--split", "nope"), "unknown split 'nope'")
+    assert_one_line_error(_cli("data", "preview", "s", "--split", "nope"), "--split",
+                          "'nope' is not one of 'train', 'val', 'test'")
