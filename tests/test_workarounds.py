@@ -148,3 +148,32 @@ def test_tpe_settings_are_passed_because_the_default_depends_on_the_version(name
     assert getattr(sampler, f"_{name}") is wa.TPE_SETTINGS[name] is True
     default = inspect.signature(optuna.samplers.TPESampler.__init__).parameters[name].default
     assert default in (None, False, True)  # None (multivariate in Optuna 5): chosen at run time: pass it
+
+
+def _told(search_cls, result):
+    """How a standalone OptunaSearch tells a trial that reported epochs 1-2 and ended with `result`."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = search_cls(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="best_val_acc",
+                        mode="max", sampler=optuna.samplers.RandomSampler(seed=0))
+    search.max_epochs = 3 if search_cls is not OptunaSearch else None
+    search.suggest("t")
+    search.on_trial_result("t", {"best_val_acc": 0.4, "training_iteration": 1})
+    search.on_trial_complete("t", result=result)
+    t = search._ot_study.trials[0]
+    return t.state.name, t.value, sorted(t.intermediate_values)
+
+
+def test_ray_tells_an_asha_stop_complete_and_the_subclass_pruned_with_its_best_and_last_epoch():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from fersearch.search.study import __getattr__ as study_attr
+
+    stop = {"best_val_acc": 0.5, "training_iteration": 2, "done": True}  # ASHA's stop: done before max_epochs 3
+    assert _told(OptunaSearch, stop) == ("COMPLETE", 0.5, [1])  # the behaviour worked around; last epoch missing
+    assert _told(study_attr("OptunaSearchWithStates"), stop) == ("PRUNED", 0.5, [1, 2])
+    diverged = {**stop, "best_val_acc": 0.0, "diverged": "loss nan", "done": False}
+    assert _told(study_attr("OptunaSearchWithStates"), diverged)[:2] == ("FAIL", None)
+    cls = study_attr("OptunaSearchWithStates")
+    assert pickle.loads(pickle.dumps(cls)) is cls  # Ray's tuner.pkl finds it on --resume

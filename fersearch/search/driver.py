@@ -114,7 +114,7 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
     base = TrainConfig().replace(seed=opts.seed)
     exp_dir, meta, space = _open_experiment(opts, local_root, storage, base)
     check_writable(local_root)  # missing, read-only or full: one line now, not a traceback once Ray runs
-    tracking.check(tracking.wanted(opts))  # MLflow missing or its server not answering: one line, before any data or Ray
+    tracking.check(tracking.wanted(opts))  # MLflow missing, or its server silent: one line, before data or Ray
     with experiment_lock(local_root, exp_dir.name):  # a second search of this name stops here, before Ray
         return _search(opts, log, exp_dir, meta, space, local_root, storage, base)
 
@@ -318,7 +318,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
         trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(
             search_alg=searcher(space, sampler=run.sampler, seed=run.seed, trials=run.trials, exp_dir=exp_dir,
-                                name=run.name, objectives=run.objectives),
+                                name=run.name, objectives=run.objectives, max_epochs=run.max_epochs),
             # fersearch.json's noise record; older folders: the data's validation split
             scheduler=make_scheduler(run, read_noise(meta, fer.labels[fer.split == 1]), exp_dir, metric=METRIC,
                                      mode=MODE),
@@ -333,7 +333,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             name=run.name,
             storage_path=storage,
             verbose=0,  # the live view (or nothing) instead of Ray's tables
-            callbacks=[recorder, *([tracking.make_tracker(meta["mlflow"], space.constants, meta["max_epochs"])]
+            callbacks=[recorder, *([tracking.make_tracker(meta["mlflow"], space.constants, run.max_epochs)]
                                     if meta.get("mlflow") else [])],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

@@ -8,8 +8,9 @@ open a search, while it runs or after, without fersearch:
     optuna.load_study(study_name="<name>", storage=JournalStorage(JournalFileBackend("results/<name>/study.journal")))
 
 Each study trial's value is the trial's best val_acc so far (trials report a running
-`best_val_acc`, SEARCH_METRIC): a trial ASHA stops is told with its best, not its
-last epoch, and equals trials.csv's best_val_acc. Its params carry the space's
+`best_val_acc`, SEARCH_METRIC, also each epoch's intermediate value): a trial ASHA stops
+is PRUNED with its best, not its last epoch, as value, and equals trials.csv's
+best_val_acc; a trial that failed or diverged is FAIL (no value). Its params carry the space's
 declared distributions (what importance analysis and the plots need).
 """
 
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..io import cut_torn_tail
 from .experiment import read_meta
-from .workarounds import TPE_SETTINGS, remove_journal_lock
+from .workarounds import TPE_SETTINGS, optuna_search_with_states, remove_journal_lock
 
 if TYPE_CHECKING:
     from .spaces import Space
@@ -91,19 +92,23 @@ def make_sampler(sampler: str, seed: int, trials: int, **tpe: Any) -> Any:
 
 
 def searcher(space: Space, *, sampler: str, seed: int, trials: int, exp_dir: Path, name: str,
-             objectives: Sequence[str] = ("val_acc",)) -> Any:
-    """Ray's OptunaSearch over `space`, seeded, keeping its study in <exp_dir>/study.journal.
+             objectives: Sequence[str] = ("val_acc",), max_epochs: int | None = None) -> Any:
+    """Ray's OptunaSearch over `space` (telling stopped trials PRUNED, failed and diverged ones FAIL:
+    workarounds.optuna_search_with_states), seeded, keeping its study in <exp_dir>/study.journal.
     objectives val_acc,latency: a two-objective study (best_val_acc max, latency_ms min), so
     the journal (and optuna-dashboard) holds the Pareto front."""
-    from ray.tune.search.optuna import OptunaSearch
-
     metric: Any = SEARCH_METRIC
     mode: Any = MODE
     if "latency" in objectives:
         metric, mode = [SEARCH_METRIC, LATENCY_METRIC], [MODE, "min"]
-    return OptunaSearch(space=space.fn, metric=metric, mode=mode, sampler=make_sampler(sampler, seed, trials),
-                   points_to_evaluate=[dict(p) for p in space.points] or None,
-                   storage=storage(exp_dir), study_name=study_name(name))
+    # Only the warm-start points the search will run: Ray enqueues every point at once, and the rest
+    # would stay WAITING in the study for ever.
+    search = __getattr__("OptunaSearchWithStates")(
+        space=space.fn, metric=metric, mode=mode, sampler=make_sampler(sampler, seed, trials),
+        points_to_evaluate=[dict(p) for p in space.points[:trials]] or None,
+        storage=storage(exp_dir), study_name=study_name(name))
+    search.max_epochs = max_epochs  # ASHA's stops (done before max_epochs) are told PRUNED
+    return search
 
 
 def reopen_study_journal(exp_dir: Path) -> None:
@@ -113,3 +118,12 @@ def reopen_study_journal(exp_dir: Path) -> None:
     this search holds the experiment's own lock: no other search writes the journal."""
     cut_torn_tail(exp_dir / STUDY_FILE)
     remove_journal_lock(exp_dir / STUDY_FILE)
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use (no Ray import for `fersearch status`); Ray's tuner.pkl finds it here on --resume.
+    if name == "OptunaSearchWithStates":
+        cls = globals().get(name) or optuna_search_with_states(__name__)
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

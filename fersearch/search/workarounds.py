@@ -170,4 +170,51 @@ def remove_journal_lock(journal: Path) -> None:
 # point); Optuna 5 defaults to both, Optuna 4 to neither. Passed explicitly, so the pin does not decide.
 TPE_SETTINGS: dict[str, Any] = {"multivariate": True, "constant_liar": True}
 
-# ---- Trial states (room for the tracking entry: marking Optuna trials PRUNED)
+# ---- Trial states in the study, Ray 2.60.0 + Optuna 5.0.0 (fersearch issue 20; no upstream issue found:
+# ray.tune.search.optuna.OptunaSearch.on_trial_complete tells COMPLETE whenever the last result has the metric)
+# Ray tells a trial ASHA stopped COMPLETE, like one that ran to the end, and a trial that errored after
+# reporting COMPLETE with its last value. Optuna's convention: PRUNED (its value, Optuna's own rule, the last
+# intermediate value: the running best_val_acc, so the study value stays the best val_acc), and FAIL for a
+# trial that errored or diverged. Stopped = done before max_epochs, state.end_status's rule for trials.csv.
+# Ray also leaves the last result out of the intermediate values (it goes to on_trial_complete only):
+# reported here, so optuna-dashboard's curves end at the trial's last epoch.
+# What TPE proposes does not change (benchmarks/bench_pruned.py: identical proposals in 40 seeds x 40
+# trials; TPE only ranks pruned trials below the completed ones, where ASHA's stopped trials are anyway).
+def trial_end_state(result: dict | None, error: bool, max_epochs: int | None) -> Any:
+    """The Optuna state a trial ending with `result` is told in, or None for Ray's own (COMPLETE)."""
+    from optuna.trial import TrialState
+
+    if error or (result or {}).get("diverged"):
+        return TrialState.FAIL
+    if result and result.get("done") and max_epochs and int(result.get("training_iteration") or 0) < max_epochs:
+        return TrialState.PRUNED
+    return None
+
+
+def optuna_search_with_states(module: str) -> type:
+    """Ray's OptunaSearch telling PRUNED and FAIL as above; registered as <module>.OptunaSearchWithStates
+    (Ray pickles the searcher into tuner.pkl: --resume must find the class)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    class OptunaSearchWithStates(OptunaSearch):
+        max_epochs: int | None = None
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            # Ray reports every result but the last as an intermediate value: the curve would miss its last epoch.
+            step = int((result or {}).get("training_iteration") or 0)
+            ot = self._ot_trials.get(trial_id)
+            if (ot is not None and result and not isinstance(self.metric, list)
+                    and trial_id not in self._completed_trials and result.get(self.metric) is not None
+                    and step not in self._ot_study.get_trials(deepcopy=False)[ot.number].intermediate_values):
+                ot.report(result[self.metric], step)
+            state = trial_end_state(result, error, self.max_epochs)
+            if state is None or trial_id in self._completed_trials or (
+                    isinstance(self.metric, list) and state.name == "PRUNED"):  # no intermediate values there
+                return super().on_trial_complete(trial_id, result, error)
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], state=state)
+            except Exception as exc:  # as Ray does: a trial told twice must not end the search
+                logging.getLogger(__name__).warning(exc)
+            self._completed_trials.add(trial_id)
+
+    return pickle_as(OptunaSearchWithStates, module, "OptunaSearchWithStates")
