@@ -79,7 +79,8 @@ def test_no_experiment_and_bad_flags_are_one_line_errors(in_tmp):
     write_meta(in_tmp / "results" / "x", {"name": "x", "created": "2026"})
     assert_one_line_error(runner.invoke(app, ["best", "x"]), "no trial has reported")
     assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--seeds", "0"]), "--seeds 0")
-    assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--split", "train"]), "--split 'train'")
+    assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--split", "train"]), "--split",
+                          "'train' is not one of 'test', 'val'")
     assert_one_line_error(runner.invoke(app, ["best", "x", "--evaluate", "--epochs", "0"]), "--epochs 0")
 
 
