@@ -97,3 +97,11 @@ def test_ray_experiment_analysis_finds_the_same_best_trial(tuned_experiment):
     analysis = ExperimentAnalysis(str(tuned_experiment))
     best = analysis.get_best_trial("best_val_acc", "max", scope="all")
     assert best.trial_id == trials.loc[trials.best_val_acc.idxmax(), "trial_id"]
+
+
+def test_importance_still_counts_the_trials_asha_stopped(stopping_search):
+    from fersearch.report.analysis import param_importance
+    from fersearch.search.study import load_study
+
+    _, note = param_importance(load_study(stopping_search))
+    assert "(4)" in note or "over 4 finished trials" in note, note  # PRUNED trials are not dropped

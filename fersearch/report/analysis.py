@@ -201,7 +201,16 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
     import optuna
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.values is not None]
+    # Optuna's evaluators read COMPLETE trials only, and ASHA's stops are PRUNED (issue 20): a view with both.
+    from ..search.spaces import quiet_optuna
+
+    with quiet_optuna():  # no "A new study created in memory" line
+        view = optuna.create_study(directions=study.directions)
+    view.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values)
+                     for t in done])
+    study = view
     names = list(dict.fromkeys(p for t in done for p in t.params))
     varying = [p for p in names if len({repr(t.params[p]) for t in done if p in t.params}) > 1]
     if len(done) < MIN_IMPORTANCE_TRIALS or not varying:
