@@ -192,6 +192,7 @@ def test_choice_flags_list_their_values_in_help_and_refuse_others_in_one_line():
     assert_one_line_error(runner.invoke(app, ["data", "synth", "--preset", "easy"]), "--preset", "'hard'")
 
 
+@pytest.mark.slow
 def test_quiet_commands_print_only_their_result(tiny_csv, tmp_path):
     """-q on every command that prints progress: the loader's lines on a first (uncached) load
     and train's epoch lines are gone; the result is still printed."""

@@ -665,6 +665,7 @@ def test_resume_bridges_a_checkpoint_ray_deleted_just_before_a_crash(tmp_path):
 
 
 # ------------------------------------------------------------------ fersearch.json across versions
+@pytest.mark.slow
 def test_resolved_settings_are_fersearch_jsons_keys_and_an_old_folder_still_reads(tuned_experiment, tmp_path):
     """The driver, scheduler and trials read one typed Resolved; fersearch.json keeps the keys it
     always had, and a folder written before `objectives` and the noise record existed still works."""
