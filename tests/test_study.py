@@ -85,6 +85,7 @@ def test_tensorboard_reads_val_acc_per_epoch_for_every_trial(tuned_experiment):
         if tag:
             tid = next(t for t in history.trial_id.unique() if t in f.parent.name or t in str(f))
             seen[tid] = {e.step: e.value for e in acc.Scalars(tag)}
+            assert acc.PluginTagToContent("hparams"), f  # Ray writes the HParams view at the trial end
     assert set(seen) == set(history.trial_id)  # `tensorboard --logdir results/<name>` shows every trial
     for tid, curve in history.groupby("trial_id"):
         assert [seen[tid][e] for e in curve.epoch] == pytest.approx(list(curve.val_acc), abs=1e-6)

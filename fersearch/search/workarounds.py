@@ -202,17 +202,18 @@ def optuna_search_with_states(module: str) -> type:
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             # Ray reports every result but the last as an intermediate value: the curve would miss its last epoch.
             step = int((result or {}).get("training_iteration") or 0)
-            ot = self._ot_trials.get(trial_id)
+            ot, study = self._ot_trials.get(trial_id), self._ot_study
+            assert study is not None  # set up by Ray before any trial
             if (ot is not None and result and not isinstance(self.metric, list)
                     and trial_id not in self._completed_trials and result.get(self.metric) is not None
-                    and step not in self._ot_study.get_trials(deepcopy=False)[ot.number].intermediate_values):
+                    and step not in study.get_trials(deepcopy=False)[ot.number].intermediate_values):
                 ot.report(result[self.metric], step)
             state = trial_end_state(result, error, self.max_epochs)
             if state is None or trial_id in self._completed_trials or (
                     isinstance(self.metric, list) and state.name == "PRUNED"):  # no intermediate values there
                 return super().on_trial_complete(trial_id, result, error)
             try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=state)
+                study.tell(self._ot_trials[trial_id], state=state)
             except Exception as exc:  # as Ray does: a trial told twice must not end the search
                 logging.getLogger(__name__).warning(exc)
             self._completed_trials.add(trial_id)
