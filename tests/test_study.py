@@ -41,6 +41,7 @@ def stopping_search(tmp_path_factory, tiny_csv):
                 **dict(TUNED, trials=4, max_epochs=3)).path
 
 
+@pytest.mark.slow
 def test_the_study_says_pruned_for_asha_stops_and_keeps_best_values_and_curves(stopping_search):
     from optuna.trial import TrialState
 
@@ -100,6 +101,7 @@ def test_ray_experiment_analysis_finds_the_same_best_trial(tuned_experiment):
     assert best.trial_id == trials.loc[trials.best_val_acc.idxmax(), "trial_id"]
 
 
+@pytest.mark.slow
 def test_importance_still_counts_the_trials_asha_stopped(stopping_search):
     from fersearch.report.analysis import param_importance
     from fersearch.search.study import load_study

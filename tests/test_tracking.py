@@ -40,6 +40,7 @@ def _tune_args(fast_space, tiny_csv, results, name, **settings):
     return args
 
 
+@pytest.mark.slow
 def test_a_search_with_mlflow_has_a_parent_run_and_a_child_per_trial_with_curves_and_status(
         ray_here, in_tmp, fast_space, tiny_csv):
     res = CliRunner().invoke(app, [*_tune_args(fast_space, tiny_csv, in_tmp / "results", "tracked"), "--mlflow"])
@@ -103,6 +104,7 @@ def test_mlflow_not_installed_refuses_the_flag_saying_what_to_install(ray_never_
     assert_one_line_error(res, "pip install 'fersearch[mlflow]'")
 
 
+@pytest.mark.slow
 def test_a_store_broken_mid_run_warns_once_and_the_search_keeps_every_trial(ray_here, in_tmp, fast_space, tiny_csv,
                                                                             capfd):
     from fersearch.search.driver import tune
