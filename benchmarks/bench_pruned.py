@@ -76,11 +76,40 @@ def run(seed: int, trials: int, arm: str) -> tuple[float, float]:
     return float(np.mean(finals[start:])), max(finals), n_stopped, differ
 
 
+DIVERGE_LR = 0.02  # above it a trial's loss goes non-finite at epoch 2 (fersearch ends it: status diverged)
+
+
+def run_diverged(seed: int, trials: int, arm: str) -> tuple[float, float]:
+    """Diverged trials told COMPLETE at 0.0 (before issue 20) or FAIL: share of proposals after the start-up
+    that diverge, and their mean true final accuracy (a diverged one counts 0)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed, trials))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(trials):
+        t = study.ask()
+        lr, width = t.suggest_float("lr", 1e-5, 1e-1, log=True), t.suggest_float("width", 0.0, 1.0)
+        if lr > DIVERGE_LR:
+            t.report(0.0, 1)
+            out.append((1.0, 0.0))
+            study.tell(t, state=optuna.trial.TrialState.FAIL) if arm == "fail" else study.tell(t, 0.0)
+            continue
+        study.tell(t, max(curve(lr, width, rng)))
+        out.append((0.0, final_acc(lr, width)))
+    start = make_sampler("tpe", seed, trials)._n_startup_trials
+    diverged, acc = np.array(out[start:]).T
+    return float(diverged.mean()), float(acc.mean())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, default=30)
     p.add_argument("--trials", type=int, default=30)
     a = p.parse_args()
+    for arm in ("complete-0", "fail"):
+        div, acc = np.array([run_diverged(s, a.trials, arm) for s in range(a.seeds)]).T
+        print(f"diverged told {arm:10s}: proposals after start-up that diverge {div.mean():.3f}; their mean true "
+              f"final acc {acc.mean():.4f} (sd over seeds {acc.std():.4f})  [{a.seeds} seeds x {a.trials} trials]")
     for arm in ("complete", "pruned"):
         got = [run(s, a.trials, arm) for s in range(a.seeds)]
         mean, best, stopped, differ = np.array(got).T

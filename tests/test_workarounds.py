@@ -174,6 +174,6 @@ def test_ray_tells_an_asha_stop_complete_and_the_subclass_pruned_with_its_best_a
     assert _told(OptunaSearch, stop) == ("COMPLETE", 0.5, [1])  # the behaviour worked around; last epoch missing
     assert _told(study_attr("OptunaSearchWithStates"), stop) == ("PRUNED", 0.5, [1, 2])
     diverged = {**stop, "best_val_acc": 0.0, "diverged": "loss nan", "done": False}
-    assert _told(study_attr("OptunaSearchWithStates"), diverged)[:2] == ("FAIL", None)
+    assert _told(study_attr("OptunaSearchWithStates"), diverged)[:2] == ("COMPLETE", 0.0)  # TPE avoids it
     cls = study_attr("OptunaSearchWithStates")
     assert pickle.loads(pickle.dumps(cls)) is cls  # Ray's tuner.pkl finds it on --resume

@@ -131,6 +131,9 @@ def _tracker_class() -> type:
         def __getstate__(self) -> dict[str, Any]:
             return {**self.__dict__, "_client": None, "last": {}}
 
+        def setup(self, *args: Any, **info: Any) -> None:
+            self.broken = False  # a resumed search tries the store again (its run ids came back with Ray's state)
+
         def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> Any:
             if self.broken:
                 return None

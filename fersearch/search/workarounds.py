@@ -175,16 +175,20 @@ TPE_SETTINGS: dict[str, Any] = {"multivariate": True, "constant_liar": True}
 # Ray tells a trial ASHA stopped COMPLETE, like one that ran to the end, and a trial that errored after
 # reporting COMPLETE with its last value. Optuna's convention: PRUNED (its value, Optuna's own rule, the last
 # intermediate value: the running best_val_acc, so the study value stays the best val_acc), and FAIL for a
-# trial that errored or diverged. Stopped = done before max_epochs, state.end_status's rule for trials.csv.
+# trial that errored. Stopped = done before max_epochs, state.end_status's rule for trials.csv. A diverged
+# trial stays COMPLETE at 0.0 with user attr status=diverged (every trial gets trials.csv's word there): told
+# FAIL, TPE ignores it and keeps proposing the diverging region (bench_pruned.py: 63% of proposals after the
+# start-up diverged, against 11.5% at 0.0).
 # Ray also leaves the last result out of the intermediate values (it goes to on_trial_complete only):
 # reported here, so optuna-dashboard's curves end at the trial's last epoch.
 # What TPE proposes does not change (benchmarks/bench_pruned.py: identical proposals in 40 seeds x 40
 # trials; TPE only ranks pruned trials below the completed ones, where ASHA's stopped trials are anyway).
 def trial_end_state(result: dict | None, error: bool, max_epochs: int | None) -> Any:
-    """The Optuna state a trial ending with `result` is told in, or None for Ray's own (COMPLETE)."""
+    """The Optuna state a trial ending with `result` is told in (PRUNED: ASHA stopped it; FAIL: it errored),
+    or None for Ray's own (COMPLETE, also for a diverged trial: see above)."""
     from optuna.trial import TrialState
 
-    if error or (result or {}).get("diverged"):
+    if error:
         return TrialState.FAIL
     if result and result.get("done") and max_epochs and int(result.get("training_iteration") or 0) < max_epochs:
         return TrialState.PRUNED
@@ -209,6 +213,9 @@ def optuna_search_with_states(module: str) -> type:
                     and step not in study.get_trials(deepcopy=False)[ot.number].intermediate_values):
                 ot.report(result[self.metric], step)
             state = trial_end_state(result, error, self.max_epochs)
+            if ot is not None and trial_id not in self._completed_trials:  # trials.csv's word, in the dashboard too
+                ot.set_user_attr("status", "failed" if error else "diverged" if (result or {}).get("diverged")
+                                 else "stopped" if state is not None else "completed")
             if state is None or trial_id in self._completed_trials or (
                     isinstance(self.metric, list) and state.name == "PRUNED"):  # no intermediate values there
                 return super().on_trial_complete(trial_id, result, error)
