@@ -100,7 +100,8 @@ def test_evaluate_writes_every_promised_file(evaluated_experiment):
             assert img.format == "PNG" and 400 <= img.size[0] <= 3000 and 250 <= img.size[1] <= 3000, name
             assert np.asarray(img.convert("L")).std() > 10, f"{name} looks blank"
     payload = torch.load(best / "model.pt", weights_only=True)
-    assert payload["format"] == "fersearch-model" and payload["config"] == json.loads((best / "config.json").read_text())
+    assert payload["format"] == "fersearch-model"
+    assert payload["config"] == json.loads((best / "config.json").read_text())
     prov = json.loads((best / "fersearch.json").read_text())
     meta = read_meta(evaluated_experiment)
     assert prov["data"]["sha256"] == meta["data"]["sha256"] and prov["experiment"]["name"] == meta["name"]

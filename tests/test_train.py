@@ -67,7 +67,7 @@ def without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit_small(changes: tuple) -> tuple[dict, list[dict]]:
     result = fit(SMALL.replace(**dict(changes)), DATA)
     return weights(result.model), result.history

@@ -63,7 +63,8 @@ class EpochProgress:
     def start(self, epoch: int) -> None:
         self.epoch, self.t0, self.last = epoch, time.perf_counter(), 0.0
         if self.bar is not None:
-            self.task = self.bar.add_task("", total=self.n_train, epoch=epoch, epochs=self.epochs, loss="-", acc="-", rate="-")
+            self.task = self.bar.add_task("", total=self.n_train, epoch=epoch, epochs=self.epochs, loss="-", acc="-",
+                                          rate="-")
 
     def batch(self, seen: int, total: int, running: Callable[[], tuple[float, float]]) -> None:
         """After a batch: `seen` of `total` images; `running()` gives (loss, acc) so far."""
