@@ -357,6 +357,18 @@ def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch sees a GPU here")
+def test_gpus_torch_cannot_use_are_refused_before_any_trial(ray_local, in_tmp, tiny_csv, fast_space, monkeypatch):
+    # The machine's NVML count stands in for GPUs this CPU build of torch cannot use (issue 18, fault 2).
+    from fersearch.search import resources
+
+    monkeypatch.setattr(resources, "local_gpu_count", lambda: 2)
+    result = cli("--space", fast_space, "--data", tiny_csv, "--trials", 2, "--max-epochs", 1, "--quiet")
+    line = assert_one_line_error(result, "this machine has 2 GPU(s) but torch", "cannot use them", "--gpus 0")
+    assert not list(Path("results").glob("*/trial_*")), line  # refused before any trial ran
+
+
+@pytest.mark.slow
 def test_gpus_beyond_the_cluster_say_how_many_there_are(ray_local, in_tmp, tiny_csv, fast_space):
     line = one_line_error(cli("--space", fast_space, "--data", tiny_csv, "--gpus", 8, "--quiet"))
     assert "--gpus 8: this Ray cluster has 4 GPU(s); use --gpus 4 or fewer" in line
