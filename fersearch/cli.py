@@ -132,12 +132,14 @@ def data_preview_cmd(
                      typer.Option("--split", help="Which split to sample.")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed for picking the samples.")] = 0,
     resize: ResizeOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Draw a labelled grid of sample faces per emotion (PNG)."""
     from .data import load
     from .data.preview import preview_grid
 
-    written = preview_grid(load(path or data, resize=resize), out, per_class=per_class, split=split, seed=seed)
+    written = preview_grid(load(path or data, resize=resize, **_load_quietly(quiet)), out, per_class=per_class,
+                           split=split, seed=seed)
     typer.echo(f"wrote {written}")
 
 
