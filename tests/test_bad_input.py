@@ -202,11 +202,14 @@ def test_quiet_commands_print_only_their_result(tiny_csv, tmp_path):
     shutil.copy(tiny_csv, data)  # a first load of this path: the loader would report it
     loud = runner.invoke(app, ["data", "info", str(data)])
     assert loud.exit_code == 0 and loud.stderr.strip(), "the first load says nothing: this test checks nothing"
-    for name in ("quiet.csv", "loud.csv"):  # two more first loads: one quiet, one not (the check checks)
+    for name in ("quiet.csv", "loud.csv", "preview.csv"):  # more first loads: quiet ones and a loud one
         data.with_name(name).write_bytes(data.read_bytes())
     quiet = runner.invoke(app, ["data", "info", "-q", str(data.with_name("quiet.csv"))])
     assert quiet.exit_code == 0 and quiet.stderr == "" and "images" in quiet.stdout
     assert runner.invoke(app, ["data", "info", str(data.with_name("loud.csv"))]).stderr.strip()
+    grid = runner.invoke(app, ["data", "preview", "-q", str(data.with_name("preview.csv")), "--out",
+                               str(tmp_path / "grid.png")])
+    assert grid.exit_code == 0 and grid.stderr == "" and (tmp_path / "grid.png").is_file(), grid.output
     run = runner.invoke(app, ["train", "-q", "--data", str(data), "--epochs", "1", "--set", "blocks=1",
                               "--set", "filters=8", "--set", "dense=16", "--out", str(tmp_path / "run")])
     assert run.exit_code == 0 and run.stderr == "", run.output
