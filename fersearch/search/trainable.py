@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from .resources import Resources
+from .workarounds import quiet_checkpoint_logs
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     from ..train.loop import fit
     from .gauges import TrialGauges
 
-    # Ray logs every persisted checkpoint at INFO from the worker; one per epoch is noise.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    quiet_checkpoint_logs()  # workarounds.py: Ray Train's INFO line per checkpoint
     assert settings is not None  # given by trainable() through with_parameters
     cfg = settings.train_config(config)
     resume = None
