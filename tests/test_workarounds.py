@@ -62,6 +62,9 @@ def test_the_filtered_ray_log_lines_still_exist_and_are_filtered():
     import ray.tune.analysis.experiment_analysis as ea
 
     assert ea.logger.name == wa.ANALYSIS_LOGGER
+    import ray.train._internal.storage as storage  # where Ray Train logs each persisted checkpoint
+
+    assert storage.logger.name.startswith(wa.TRAIN_LOGGER + ".") and "logger.info" in inspect.getsource(storage)
 
 
 def test_the_private_ray_apis_still_exist_with_the_shape_used():

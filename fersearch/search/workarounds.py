@@ -65,6 +65,15 @@ def quiet_experiment_analysis() -> None:
     logging.getLogger(ANALYSIS_LOGGER).setLevel(logging.ERROR)
 
 
+# Ray Train logs every persisted checkpoint at INFO from the trial's worker: one line per checkpoint.
+TRAIN_LOGGER = "ray.train"
+
+
+def quiet_checkpoint_logs() -> None:
+    """In the trial's worker process (trainable.run_trial)."""
+    logging.getLogger(TRAIN_LOGGER).setLevel(logging.WARNING)
+
+
 # ---- Private Ray APIs, Ray 2.60.0 (no public route to these facts)
 def dashboard_webui_url() -> str | None:
     """The connected node's dashboard address (host:port); public only as ray.init()'s return
