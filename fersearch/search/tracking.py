@@ -131,6 +131,13 @@ def _tracker_class() -> type:
         def __getstate__(self) -> dict[str, Any]:
             return {**self.__dict__, "_client": None, "last": {}}
 
+        # Tune saves this with its experiment state: a resumed search logs on into the same child runs.
+        def get_state(self) -> dict[str, Any]:
+            return {"runs": dict(self.runs)}
+
+        def set_state(self, state: dict) -> None:
+            self.runs.update(state.get("runs") or {})
+
         def setup(self, *args: Any, **info: Any) -> None:
             self.broken = False  # a resumed search tries the store again (its run ids came back with Ray's state)
 
