@@ -158,8 +158,9 @@ def _nvml_process_mib(pid: int) -> float | None:
     return None
 
 
-def packing_worker(device: str, n_train: int, epochs: int, start_at: float) -> None:
-    """One 'trial' of the packing part (a process of its own, as a Ray trial is)."""
+def packing_worker(device: str, n_train: int, epochs: int, barrier: str, k: int) -> None:
+    """One 'trial' of the packing part (a process of its own, as a Ray trial is). After its warm-up it
+    waits until all k have warmed up (a file each in `barrier`), so their timed epochs overlap."""
     from fersearch.config import TrainConfig
     from fersearch.train import fit
 
@@ -167,7 +168,9 @@ def packing_worker(device: str, n_train: int, epochs: int, start_at: float) -> N
     dev = torch.device(device)
     data = fake_fer(n_train, 100)
     fit(TrainConfig(epochs=1, patience=0), data, device=dev)  # warm-up (CUDA context, cuDNN autotuning)
-    while time.time() < start_at:  # every process starts its timed epochs together
+    Path(barrier, f"ready-{os.getpid()}").touch()
+    deadline = time.time() + 300
+    while len(list(Path(barrier).glob("ready-*"))) < k and time.time() < deadline:
         time.sleep(0.01)
     t0 = time.time()
     result = fit(TrainConfig(epochs=epochs, patience=0), data, device=dev)
@@ -185,10 +188,11 @@ def packing(device: torch.device, quick: bool) -> dict:
     n_train, epochs = (1_000, 2) if quick else (28_709, 3)
     rows = []
     for k in counts:
-        start_at = time.time() + (20 if device.type == "cuda" else 8) + 2 * k  # after every warm-up
-        procs = [subprocess.Popen([sys.executable, __file__, "--packing-worker", str(device), str(n_train), str(epochs),
-                                   str(start_at)], stdout=subprocess.PIPE, text=True) for _ in range(k)]
-        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        with tempfile.TemporaryDirectory(prefix="bench_gpu-barrier-") as barrier:
+            procs = [subprocess.Popen([sys.executable, __file__, "--packing-worker", str(device), str(n_train),
+                                       str(epochs), barrier, str(k)], stdout=subprocess.PIPE, text=True)
+                     for _ in range(k)]
+            outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         wall = max(o["wall_s"] for o in outs)
         rows.append({"trials": k, "aggregate_images_per_s": round(sum(o["images"] for o in outs) / wall),
                      "per_trial_images_per_s": round(float(np.mean([o["images_per_s"] for o in outs]))),
@@ -273,6 +277,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--packing-worker":
-        packing_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        packing_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))
     else:
         main()

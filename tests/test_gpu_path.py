@@ -4,8 +4,10 @@ Makefile's TORCH line. Training on a device is tested in test_train.py (gpu-mark
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,15 @@ def test_checkpoints_at_rungs_every_n_epochs_and_the_end():
     assert sorted(checkpoint_epochs(30, 5, rung_epochs(30, 1, 3))) == [1, 3, 5, 9, 10, 15, 20, 25, 27, 30]
     assert sorted(checkpoint_epochs(7, 5)) == [5, 7]
     assert sorted(checkpoint_epochs(3, 1)) == [1, 2, 3]  # the benchmarks' every-epoch switch
+
+
+def test_the_device_benchmark_runs_here_and_skips_gpu_parts_with_a_note(tmp_path):
+    out = tmp_path / "bench_gpu.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--parts", "facts,fit", "--out",
+                    str(out)], capture_output=True, text=True, check=True, timeout=120)
+    figures = json.loads(out.read_text())
+    assert figures["facts"]["torch"] and "auto_precision" in figures["facts"]
+    import torch
+
+    if not torch.cuda.is_available():
+        assert figures["fit"].startswith("skipped: no CUDA device") and "--cpu" in figures["fit"]
