@@ -28,7 +28,7 @@ class _Group(TyperGroup):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
         except typer.BadParameter as e:  # e.g. a choice flag's value: one line too, not a usage screen
-            typer.echo(f"error: {e.format_message()}", err=True)
+            typer.echo(f"error: {e.format_message().replace('Value error, ', '')}", err=True)
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk is no bug of fersearch's: say so in one line
             full = full_disk_error(e)

@@ -74,8 +74,8 @@ def one_line_error(result) -> str:
     (["--name", "a/b"], "no path separators"),
     (["--name", ".."], "plain directory name"),
     (["--reduction-factor", "1"], "--reduction-factor"),
-    (["--scheduler", "hyperband"], "asha, fifo"),
-    (["--sampler", "grid"], "tpe, random"),
+    (["--scheduler", "hyperband"], "'hyperband' is not one of 'asha', 'fifo'"),
+    (["--sampler", "grid"], "'grid' is not one of 'tpe', 'random'"),
     (["--resume"], "--resume needs --name"),
     (["--gpus-per-trial", "1.5"], "a trial trains on one GPU"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),
@@ -163,7 +163,7 @@ def test_search_options_record_plain_values_and_drive_cli_and_api(tmp_path):
 
 
 def test_tune_help_lists_every_option_with_its_help_and_default():
-    result = runner.invoke(app, ["tune", "--help"], terminal_width=200)
+    result = runner.invoke(app, ["tune", "--help"], terminal_width=200, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for f in dataclasses.fields(SearchOptions):
         flag = f.metadata["flags"][0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
