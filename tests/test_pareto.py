@@ -94,7 +94,11 @@ def test_best_evaluate_retrains_the_trial_within_the_budget(two_objective, tmp_p
     table = pd.read_csv(best / "pareto.csv")
     assert table.loc[table["picked"] == "<- picked", "trial"].tolist() == [expected]
     assert f"--max-latency-ms {budget:g}" in json.loads((best / "fersearch.json").read_text())["command"]
-    assert "latency &lt;= " in (best / "report.html").read_text()
+    page = (best / "report.html").read_text()
+    assert "latency &lt;= " in page and "<h2>Accuracy against latency (Pareto front)</h2>" in page
+    assert page.count('alt="Accuracy against latency (Pareto front)"') == 1  # the plot, drawn once
+    assert f" >{expected}</td>" in page.split("Accuracy against latency (Pareto front)</h2>")[1]  # the table
+    assert "## Accuracy against latency (Pareto front)" in (best / "report.md").read_text()
 
 
 def test_an_unknown_objective_is_a_one_line_error_before_ray(ray_never_started, in_tmp):

@@ -22,7 +22,7 @@ from . import analysis as an
 from . import pareto, plots
 from .best import BestTrial
 from .metrics import report_file_text
-from .pages import ReportContext, write_pages
+from .pages import PARETO, ReportContext, write_pages
 from .run import history_csv
 
 BEST_DIR = "best"
@@ -88,6 +88,8 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
               "epochs": bt.epochs, "status": bt.status},
         seed_runs=ev.seed_runs, commands=reproduce_commands(ev, fer), provenance=_report_provenance(record),
         analysis=bt.analysis, tta_metrics=ev.tta_metrics, images=images, notes=_notes(ev, fer),
+        pareto=pareto.front_table(bt.analysis.trials, bt.trial_id) if pareto.has_latency(bt.analysis.trials) else None,
+        pareto_rule=pareto.rule_text(bt.max_latency_ms),
     ))
 
 
@@ -117,8 +119,7 @@ def write_plots(out: Path, ev: Evaluation) -> dict[str, str]:
         images["Hyperparameter importance"] = "importance.png"
     if pareto.has_latency(a.trials):
         pareto.plot_front(a.trials, out / "pareto.png", ev.best.trial_id, ev.best.max_latency_ms)
-        images["Accuracy against latency (Pareto front); picked: " + pareto.rule_text(ev.best.max_latency_ms)] = \
-            "pareto.png"
+        images[PARETO] = "pareto.png"
     return images
 
 
@@ -150,13 +151,6 @@ def _notes(ev: Evaluation, fer: Any) -> list[str]:
     if getattr(fer, "synthetic", False):
         notes.append("These figures are on the synthetic stand-in data set, not on FER2013; put fer2013.csv in "
                      "data/ (or pass --data) to measure the real thing.")
-    trials = ev.best.analysis.trials
-    if pareto.has_latency(trials):
-        front = pareto.front_table(trials, ev.best.trial_id)
-        notes.append(f"Picked trial {ev.best.trial_id} by the rule: {pareto.rule_text(ev.best.max_latency_ms)}. "
-                     f"Pareto front of accuracy and latency: {len(front)} of {len(trials)} trials ("
-                     + ", ".join(f"{r['trial']} {r['best val_acc']:.4f} at {r['latency ms']:.3f} ms"
-                                 for r in front.to_dict("records")) + "); table in pareto.csv, plot below.")
     if ev.best.unfinished:
         notes.append(f"The search was still running or was interrupted: {ev.best.unfinished} trial(s) had not "
                      "finished when this report was made; the winner is the best of what had reported.")

@@ -37,6 +37,8 @@ class ReportContext:
     tta_metrics: dict[str, Any] | None = None
     images: dict[str, str] = field(default_factory=dict)  # title -> file name in out_dir
     notes: list[str] = field(default_factory=list)
+    pareto: pd.DataFrame | None = None  # report.pareto.front_table, when the trials recorded latency
+    pareto_rule: str = ""  # the rule that picked the winner (report.pareto.rule_text)
 
 
 def write_pages(ctx: ReportContext) -> tuple[Path, Path]:
@@ -236,6 +238,15 @@ def _img(ctx: ReportContext, title: str) -> str:
             f"<figcaption>{html.escape(title)}</figcaption></figure>")
 
 
+PARETO = "Accuracy against latency (Pareto front)"
+
+
+def pareto_note(ctx: ReportContext) -> str:
+    n = 0 if ctx.pareto is None else len(ctx.pareto)
+    return (f"Picked trial {ctx.best.get('trial_id')} by the rule: {ctx.pareto_rule}. The front: the "
+            f"{plural(n, 'trial')} no other trial beats on both best val_acc and latency (batch 1, one CPU thread, ONNX Runtime, median).")
+
+
 def render_html(ctx: ReportContext) -> str:
     e = html.escape
     m = ctx.metrics
@@ -269,6 +280,9 @@ def render_html(ctx: ReportContext) -> str:
     parts.append("<h2>Reproduce</h2>" + "".join(f"<p class=note>{e(k)}</p><pre>{e(v)}</pre>"
                                                 for k, v in ctx.commands.items()))
     parts += _html_search(ctx)
+    if ctx.pareto is not None:
+        parts.append(f"<h2>{PARETO}</h2><p class=note>{e(pareto_note(ctx))}</p>"
+                     + html_table(ctx.pareto, "pareto", highlight_first=False) + _img(ctx, PARETO))
     parts.append("<h2>Provenance</h2>" + html_table(provenance_table(ctx), "provenance", css="text"))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
@@ -338,5 +352,8 @@ def render_markdown(ctx: ReportContext) -> str:
         if a.importance:
             lines += [md_table(importance_table(a)), ""]
         lines += [a.importance_note, ""]
+    if ctx.pareto is not None:
+        lines += [f"## {PARETO}", "", pareto_note(ctx), "", md_table(ctx.pareto), "",
+                  f"![{PARETO}]({ctx.images.get(PARETO, '')})", ""]
     lines += ["## Provenance", "", md_table(provenance_table(ctx)), ""]
     return "\n".join(lines)
