@@ -244,7 +244,8 @@ PARETO = "Accuracy against latency (Pareto front)"
 def pareto_note(ctx: ReportContext) -> str:
     n = 0 if ctx.pareto is None else len(ctx.pareto)
     return (f"Picked trial {ctx.best.get('trial_id')} by the rule: {ctx.pareto_rule}. The front: the "
-            f"{plural(n, 'trial')} no other trial beats on both best val_acc and latency (batch 1, one CPU thread, ONNX Runtime, median).")
+            f"{plural(n, 'trial')} no other trial beats on both best val_acc and latency "
+            "(batch 1, one CPU thread, ONNX Runtime, median).")
 
 
 def render_html(ctx: ReportContext) -> str:
