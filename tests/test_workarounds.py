@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,31 @@ def test_ray_tells_an_asha_stop_complete_and_the_subclass_pruned_with_its_best_a
     assert _told(study_attr("OptunaSearchWithStates"), diverged)[:2] == ("COMPLETE", 0.0)  # TPE avoids it
     cls = study_attr("OptunaSearchWithStates")
     assert pickle.loads(pickle.dumps(cls)) is cls  # Ray's tuner.pkl finds it on --resume
+
+
+def test_a_trial_the_journal_already_ended_is_not_updated_when_ray_replays_it_on_resume(tmp_path: Path):
+    """Ray's saved searcher state can predate a trial's end that the study journal already holds (a crash
+    between the two saves): Ray replays the trial's last results on --resume. Optuna refuses to update a
+    finished trial; plain OptunaSearch would raise there and end the resumed search."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from fersearch.search.study import __getattr__ as study_attr
+
+    def searcher(cls: type) -> Any:
+        search = cls(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="best_val_acc", mode="max",
+                     sampler=optuna.samplers.RandomSampler(seed=0))
+        search.max_epochs = 3 if cls is not OptunaSearch else None
+        search.suggest("t")
+        search.on_trial_result("t", {"best_val_acc": 0.4, "training_iteration": 1})
+        search.on_trial_complete("t", result={"best_val_acc": 0.5, "training_iteration": 3, "done": True})
+        search._completed_trials.discard("t")  # Ray's older saved state: the end not yet seen
+        return search
+
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # the behaviour worked around
+        searcher(OptunaSearch).on_trial_result("t", {"best_val_acc": 0.5, "training_iteration": 3})
+    search = searcher(study_attr("OptunaSearchWithStates"))
+    search.on_trial_result("t", {"best_val_acc": 0.6, "training_iteration": 3})
+    search.on_trial_complete("t", result={"best_val_acc": 0.6, "training_iteration": 3, "done": True})
+    t = search._ot_study.trials[0]
+    assert (t.state.name, t.value, sorted(t.intermediate_values)) == ("COMPLETE", 0.5, [1, 3])  # kept as told

@@ -212,7 +212,25 @@ def optuna_search_with_states(module: str) -> type:
     class OptunaSearchWithStates(OptunaSearch):
         max_epochs: int | None = None
 
+        def _told_before(self, trial_id: str) -> bool:
+            # On --resume the study journal may hold a trial's end that Ray's saved searcher state (older:
+            # saved at checkpoints) does not: Ray then replays the trial's last results, and Optuna refuses to
+            # update a finished trial (UpdateFinishedTrialError, which would end the resumed search).
+            ot, study = self._ot_trials.get(trial_id), self._ot_study
+            if trial_id in self._completed_trials or ot is None or study is None:
+                return trial_id in self._completed_trials
+            if study.get_trials(deepcopy=False)[ot.number].state.is_finished():
+                self._completed_trials.add(trial_id)
+                return True
+            return False
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if not self._told_before(trial_id):
+                super().on_trial_result(trial_id, result)
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if self._told_before(trial_id):
+                return
             # Ray reports every result but the last as an intermediate value: the curve would miss its last epoch.
             step = int((result or {}).get("training_iteration") or 0)
             ot, study = self._ot_trials.get(trial_id), self._ot_study
