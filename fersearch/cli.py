@@ -62,11 +62,6 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines
 SYNTH_PRESETS = Literal["default", "hard"]  # data.presets.PRESETS (not imported: --help stays light; a test compares)
 
 
-def _load_quietly(quiet: bool) -> dict:
-    """fersearch.data.load's arguments for -q: no progress bar, no 'reading ...' lines."""
-    return {"progress": False, "log": lambda _msg: None} if quiet else {}
-
-
 @app.callback()
 def _main() -> None:
     """Distributed hyperparameter search for facial-expression CNNs on FER2013."""
@@ -111,7 +106,7 @@ def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt
 
     from .data import load
 
-    d = load(path or data, resize=resize, **_load_quietly(quiet))
+    d = load(path or data, resize=resize, quiet=quiet)
     if json_out:
         typer.echo(json.dumps(d.info(), indent=2))
         return
@@ -138,7 +133,7 @@ def data_preview_cmd(
     from .data import load
     from .data.preview import preview_grid
 
-    written = preview_grid(load(path or data, resize=resize, **_load_quietly(quiet)), out, per_class=per_class,
+    written = preview_grid(load(path or data, resize=resize, quiet=quiet), out, per_class=per_class,
                            split=split, seed=seed)
     typer.echo(f"wrote {written}")
 
@@ -177,7 +172,7 @@ def train_cmd(
     from .report.run import format_summary, resolve_config, train_to_dir
 
     cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
-    summary = train_to_dir(cfg, load(data, **_load_quietly(quiet)), out, command=command_line(), threads=threads,
+    summary = train_to_dir(cfg, load(data, quiet=quiet), out, command=command_line(), threads=threads,
                            progress=not (json_out or quiet))
     typer.echo(json.dumps(summary, indent=2) if json_out else format_summary(summary))
 
@@ -216,18 +211,10 @@ def spaces_cmd(
     """List the search spaces with their docstring summaries."""
     import json
 
-    from .search.spaces import check_spaces, list_spaces
+    from .search.spaces import check_spaces, format_spaces, list_spaces
 
     spaces = check_spaces(directory) if check else list_spaces(directory)
-    if json_out:
-        typer.echo(json.dumps(spaces, indent=2))
-        return
-    if not spaces:
-        typer.echo(f"no search spaces (*.py) in {directory or 'search_spaces/'}")
-    width = max((len(s["name"]) for s in spaces), default=0)
-    for s in spaces:
-        status = f"  [{s['check']}]" if check else ""
-        typer.echo(f"{s['name']:<{width}}  {s['summary']}{status}\n{'':<{width}}  {s['path']}")
+    typer.echo(json.dumps(spaces, indent=2) if json_out else format_spaces(spaces, directory, check))
 
 
 @app.command("status")
@@ -306,15 +293,8 @@ def best_cmd(
 
     if not evaluate:
         bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
-        trials = bt.analysis.trials
-        if json_out:
-            typer.echo(json.dumps({**bt.to_dict(), "pareto": pareto.front_dict(trials, bt.trial_id, max_latency_ms)},
-                                  indent=2, default=str))
-        else:
-            typer.echo(format_best(bt))
-            front = pareto.format_front(trials, bt.trial_id, max_latency_ms)
-            if front:
-                typer.echo("\n" + front)
+        typer.echo(json.dumps(pareto.best_dict(bt, max_latency_ms), indent=2, default=str) if json_out
+                   else pareto.format_best_and_front(bt, max_latency_ms))
         return
     from .report import evaluate as evaluation
 
@@ -384,20 +364,18 @@ def predict_cmd(
     FER2013's faces were, 48x48 grayscale). Exit code 3 when some image has no face."""
     import json
 
-    from .errors import DataError
     from .report import console as report
     from .search.experiment import newest_best_model
     from .train.predict import predict
 
-    if annotate is not None and (len(images) != 1 or annotate.suffix.lower() not in (".png", ".jpg", ".jpeg")):
-        raise DataError(f"--annotate {annotate}: pass exactly one image and a .png or .jpg file to write")
+    if annotate is not None:
+        from .train.faces import annotate_predictions, check_annotate
+
+        check_annotate(images, annotate)  # a flag mistake: before any model is read
     path = model if model is not None else newest_best_model(results)
     preds = predict(images, path, detect=not no_detect)
     if annotate is not None:
-        from .train.faces import annotate as draw
-
-        found = [(p.box, f"{p.emotion} {p.confidence:.2f}") for p in preds if p.box is not None]
-        draw(images[0], [box for box, _ in found], [label for _, label in found], annotate)
+        annotate_predictions(images[0], preds, annotate)
     faceless = [p.image for p in preds if p.emotion is None]
     if json_out:
         typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds if p.emotion],

@@ -45,12 +45,15 @@ def resolve_data_path(path: str | os.PathLike | None = None, log: Log = log_stde
 
 
 def load(path: str | os.PathLike | None = None, *, val_fraction: float = 0.1, seed: int = 0,
-         resize: bool = False, cache: bool = True, log: Log = log_stderr, progress: bool | None = None) -> FerData:
+         resize: bool = False, cache: bool = True, log: Log = log_stderr, progress: bool | None = None,
+         quiet: bool = False) -> FerData:
     """Read FER2013 data in any supported format (see readers.py) into one FerData.
 
     progress: draw a transient bar on stderr while an uncached source is parsed. None (default):
     when stderr is a terminal and messages go to the default `log` (a caller with its own `log`,
-    e.g. a quiet one, decides for itself)."""
+    e.g. a quiet one, decides for itself). quiet (the CLI's -q): neither bar nor messages."""
+    if quiet:
+        log, progress = (lambda _msg: None), False
     if not 0 < val_fraction < 1:
         raise DataError(f"validation fraction must be between 0 and 1, got {val_fraction}; use e.g. 0.1")
     if progress is None:

@@ -61,6 +61,19 @@ def format_front(trials: pd.DataFrame, picked: str, max_latency_ms: float | None
     return "\n".join(lines)
 
 
+def format_best_and_front(bt: Any, max_latency_ms: float | None) -> str:
+    """What `fersearch best` prints: the winner (report.console.format_best), then the front if there is one."""
+    from .console import format_best
+
+    front = format_front(bt.analysis.trials, bt.trial_id, max_latency_ms)
+    return format_best(bt) + ("\n\n" + front if front else "")
+
+
+def best_dict(bt: Any, max_latency_ms: float | None) -> dict[str, Any]:
+    """`fersearch best --json`: the winner and the front."""
+    return {**bt.to_dict(), "pareto": front_dict(bt.analysis.trials, bt.trial_id, max_latency_ms)}
+
+
 def front_dict(trials: pd.DataFrame, picked: str, max_latency_ms: float | None) -> dict[str, Any]:
     """The same for --json and the report."""
     rows = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}

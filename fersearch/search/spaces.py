@@ -254,3 +254,15 @@ def _extremes(dist: Any) -> list[Any]:
 def _summary(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if doc and doc.strip() else ""
 
+
+
+def format_spaces(spaces: list[dict], directory: Path | None, check: bool) -> str:
+    """`fersearch spaces`: each space's name and summary (and its check with --check), its path below."""
+    if not spaces:
+        return f"no search spaces (*.py) in {directory or 'search_spaces/'}"
+    width = max(len(s["name"]) for s in spaces)
+    lines = []
+    for s in spaces:
+        status = f"  [{s['check']}]" if check else ""
+        lines.append(f"{s['name']:<{width}}  {s['summary']}{status}\n{'':<{width}}  {s['path']}")
+    return "\n".join(lines)

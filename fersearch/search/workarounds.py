@@ -225,8 +225,12 @@ def optuna_search_with_states(module: str) -> type:
             return False
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if not self._told_before(trial_id):
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            try:  # per result: no look into the study unless Optuna refuses (_told_before's case)
                 super().on_trial_result(trial_id, result)
+            except UpdateFinishedTrialError:
+                self._completed_trials.add(trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if self._told_before(trial_id):

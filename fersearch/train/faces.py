@@ -88,3 +88,14 @@ def annotate(photo: str | os.PathLike, boxes: Sequence[Box], labels: Sequence[st
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG" if out.suffix.lower() == ".png" else "JPEG")
     return out
+
+
+def annotate_predictions(photo: str | os.PathLike, predictions: Sequence[Any], out: str | os.PathLike) -> Path:
+    """`predict --annotate`: each found face's box labelled with its emotion and confidence."""
+    found = [p for p in predictions if p.box is not None]
+    return annotate(photo, [p.box for p in found], [f"{p.emotion} {p.confidence:.2f}" for p in found], out)
+
+
+def check_annotate(images: Sequence[str | os.PathLike], out: Path) -> None:
+    if len(images) != 1 or out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise DataError(f"--annotate {out}: pass exactly one image and a .png or .jpg file to write")
