@@ -1,23 +1,29 @@
-"""Does the default search beat a person's one-line change? Issue 10's benchmark; prints JSON.
+"""Does the default search beat a person's best guess at the budget users run? Prints JSON.
 
 On the default synthetic data and the hard preset, for each of N seeds, at the same
-budget (--trials, --max-epochs):
-  default            `fersearch tune` as shipped (wide space with its warm start, TPE, ASHA)
-  random_asha        --sampler random (ASHA)
-  random_fifo        --sampler random --scheduler fifo: the same configurations as
-                     random_asha (the seeded random sampler draws the same sequence), every
-                     one trained to the end, so ASHA's loss can be measured
-  seed               the seed configuration alone, trained --max-epochs
-  seed+<lever>       the seed with one lever changed: normalize=standardize, batch_norm,
-                     optimizer sgd (lr 0.01), augmentation (hflip, shift 4)
+budget (--trials, --max-epochs; issue 21: 16 x 30):
+  default            `fersearch tune` as shipped (wide space with its warm start, TPE, the
+                     paired noise-aware ASHA)
+  random_fifo        --sampler random --scheduler fifo: every configuration trained to the end
+                     (its curves, with each epoch's per-image validation records, go to
+                     --curves for benchmarks/replay_rungs.py to replay through the stop rules)
+  random_asha        --sampler random (ASHA): the same configurations as random_fifo (the seeded
+                     random sampler draws the same sequence); off unless named in --lines
+  seed+<lever>       the seed CNN with one lever changed, trained alone for --max-epochs:
+                     normalize=standardize, batch_norm, optimizer sgd (lr 0.01), augmentation
+  point:<name>       each warm-start point of the wide space (seed, std, bn-std, sgd-cosine,
+                     augment) trained alone for --max-epochs
 For each line: mean and std over seeds of the best val_acc, of the test accuracy of the
 winner retrained from scratch (for a single configuration: its own run, best epoch
-restored), epochs trained and wall time; then issue 10's targets, checked.
+restored), epochs trained (and as a share of trials x max epochs) and wall time; then issue
+21's targets, checked: the default search's retrained test accuracy against the best
+warm-start point and the best lever alone, and its share of the epochs.
 
     python benchmarks/bench_search.py                          # 2 data sets x 3 seeds: hours on 2 cores
     python benchmarks/bench_search.py --presets hard --seeds 0 # one seed of one data set
     python benchmarks/bench_search.py --quick                  # tiny data, 4 trials x 2 epochs, 1 seed: < 1 min
     python benchmarks/bench_search.py --log runs.jsonl         # cut short? run it again: finished runs are kept
+    python benchmarks/bench_search.py --keep DIR               # keep every search's folder (ties: report/ties.py)
 
 Searches run one after another in one local Ray (every CPU), so their wall times compare;
 then the single configurations and the winners' retrains (one thread each) run as Ray
@@ -36,11 +42,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-SEARCHES = {"default": {}, "random_asha": {"sampler": "random"},
-            "random_fifo": {"sampler": "random", "scheduler": "fifo"}}
-SINGLES = {"seed": {}, "seed+standardize": {"normalize": "standardize"}, "seed+batch_norm": {"batch_norm": True},
-           "seed+sgd": {"optimizer": "sgd", "lr": 0.01}, "seed+augment": {"hflip": True, "shift": 4}}
-QUICK = {"presets": ["hard"], "seeds": [0], "trials": 4, "max_epochs": 2, "n": 300}
+SEARCHES = {"default": {}, "random_fifo": {"sampler": "random", "scheduler": "fifo"},
+            "random_asha": {"sampler": "random"}}
+LEVERS = {"seed+standardize": {"normalize": "standardize"}, "seed+batch_norm": {"batch_norm": True},
+          "seed+sgd": {"optimizer": "sgd", "lr": 0.01}, "seed+augment": {"hflip": True, "shift": 4}}
+POINT_NAMES = ("seed", "std", "bn-std", "sgd-cosine", "augment")  # the wide space's `points`, in order
+
+
+def warm_start_points() -> dict[str, dict[str, Any]]:
+    """The default space's warm-start points as single lines, "point:<name>"."""
+    from fersearch.search.spaces import load_space
+
+    points = load_space().points
+    assert len(points) == len(POINT_NAMES), "search_spaces/wide.py's points changed: update POINT_NAMES"
+    return {f"point:{name}": dict(p) for name, p in zip(POINT_NAMES, points)}
+
+
+SINGLES = {**LEVERS, **warm_start_points()}
+LINES = ["default", "random_fifo", *SINGLES]
+QUICK = {"presets": ["hard"], "seeds": [0], "trials": 4, "max_epochs": 2, "n": 300,
+         "lines": ["default", "random_fifo", "seed+standardize", "point:std"]}
 
 
 def fit_and_test(cfg: Any, fer: Any) -> dict[str, Any]:
@@ -68,8 +89,25 @@ def run_search(line: str, fer: Any, seed: int, trials: int, max_epochs: int, roo
     winner = best(result.path)
     t = result.trials
     return {"best_val_acc": float(winner.best_val_acc), "epochs": int(t["epochs"].sum()), "wall_s": round(wall, 1),
-            "stopped": int((t["status"] == "stopped").sum()), "winner": winner.trial_id,
+            "stopped": int((t["status"] == "stopped").sum()), "winner": winner.trial_id, "folder": str(result.path),
             "retrain": winner.config.replace(epochs=max_epochs, seed=seed)}
+
+
+def search_curves(folder: str | Path) -> list[dict[str, Any]]:
+    """Every trial's curves in sampling order (val_acc, val_loss and the per-image records per epoch):
+    what replay_rungs.py replays."""
+    from fersearch import paired
+    from fersearch.search.experiment import read_history, read_per_image, read_trials
+
+    history, images = read_history(folder), read_per_image(folder)
+    curves = []
+    for trial_id in read_trials(folder)["trial_id"]:
+        h = history[history["trial_id"] == trial_id].sort_values("epoch")
+        recs = images.get(trial_id, {})
+        curves.append({"trial_id": trial_id, "val_acc": h["val_acc"].tolist(), "val_loss": h["val_loss"].tolist(),
+                       **{k: [recs.get(int(e), {}).get(k) for e in h["epoch"]]
+                          for k in (paired.CORRECT_KEY, paired.LOSSES_KEY)}})
+    return curves
 
 
 def trainings(jobs: dict[str, Any], fer: Any) -> dict[str, dict[str, Any]]:
@@ -91,6 +129,10 @@ def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root
     pending: dict[str, dict[str, Any]] = {}
     for line in (x for x in lines if x in SEARCHES and x not in done):
         pending[line] = run_search(line, fer, seed, args.trials, args.max_epochs, root)
+        if line == "random_fifo" and args.curves:  # for replay_rungs.py: the same curves through every rule
+            with args.curves.open("a") as f:
+                f.write(json.dumps({"preset": preset, "seed": seed, "variant": "random", "max_epochs": args.max_epochs,
+                                    "n": args.n, "curves": search_curves(pending[line]["folder"])}) + "\n")
     jobs = {line: run.pop("retrain") for line, run in pending.items()}
     jobs.update({line: TrainConfig.from_dict({**SINGLES[line], "epochs": args.max_epochs, "seed": seed})
                  for line in lines if line in SINGLES and line not in done})
@@ -110,29 +152,31 @@ def stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """Issue 10's targets on these runs (per data set)."""
+def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]], budget: int) -> dict[str, Any]:
+    """Issue 21's targets on these runs (per data set): the default search's retrained test accuracy
+    against the best warm-start point and the best lever trained alone (mean over seeds), and its
+    epochs as a share of the budget (trials x max epochs)."""
     import numpy as np
 
     out: dict[str, Any] = {}
     for preset, lines in per_seed.items():
         mean = {k: float(np.mean([r["test_acc"] for r in v])) for k, v in lines.items()}
-        levers = {k: v for k, v in mean.items() if k.startswith("seed+")}
-        best_lever = max(levers, key=levers.get) if levers else None
         t: dict[str, Any] = {}
-        if "default" in mean and best_lever:
-            t["default_test_vs_best_lever"] = {
-                "default": round(mean["default"], 4), best_lever: round(levers[best_lever], 4),
-                "points": round(100 * (mean["default"] - levers[best_lever]), 1)}
-        if "random_asha" in lines and "random_fifo" in lines:
-            pairs = list(zip(lines["random_asha"], lines["random_fifo"]))
-            kept = sum(abs(a["best_val_acc"] - f["best_val_acc"]) <= 0.01 or a["best_val_acc"] > f["best_val_acc"]
-                       for a, f in pairs)
-            share = sum(a["epochs"] for a, _ in pairs) / max(1, sum(f["epochs"] for _, f in pairs))
-            t["asha_keeps_fifo_winner"] = {"seeds": f"{kept} of {len(pairs)}", "epochs_share": round(share, 3)}
-        if "default" in lines and "random_asha" in lines:
-            val = {k: float(np.mean([r["best_val_acc"] for r in lines[k]])) for k in ("default", "random_asha")}
-            t["tpe_vs_random_best_val_acc"] = {k: round(v, 4) for k, v in val.items()}
+        for group, prefix in (("warm_start_point", "point:"), ("lever", "seed+")):
+            alone = {k: v for k, v in mean.items() if k.startswith(prefix)}
+            if "default" in mean and alone:
+                top = max(alone, key=alone.get)
+                points = round(100 * (mean["default"] - alone[top]), 1)
+                t[f"default_test_vs_best_{group}"] = {"default": round(mean["default"], 4), top: round(alone[top], 4),
+                                                      "points": points, "target": ">= +2 points",
+                                                      "met": bool(points >= 2) if group == "warm_start_point" else None}
+        for line in ("default", "random_fifo", "random_asha"):
+            if line in lines:
+                share = float(np.mean([r["epochs"] for r in lines[line]])) / budget
+                t[f"{line}_epochs_share"] = {"share": round(share, 3), **(
+                    {"target": "<= 0.40", "met": bool(share <= 0.40)} if line == "default" else {})}
+        if "random_fifo" in mean:
+            t["default_vs_random_fifo_test"] = round(100 * (mean.get("default", float("nan")) - mean["random_fifo"]), 1)
         out[preset] = t
     return out
 
@@ -158,9 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--presets", nargs="+", default=["default", "hard"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--n", type=int, default=4000, help="synthetic faces per data set")
-    ap.add_argument("--lines", nargs="+", default=[*SEARCHES, *SINGLES], choices=[*SEARCHES, *SINGLES])
+    ap.add_argument("--lines", nargs="+", default=LINES, choices=[*SEARCHES, *SINGLES])
+    ap.add_argument("--curves", type=Path, help="append random_fifo's curves here (JSON lines) for replay_rungs.py")
+    ap.add_argument("--keep", type=Path, help="keep every search's folder under this directory (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="tiny data, 4 trials x 2 epochs, 1 seed, hard preset")
     ap.add_argument("--log", type=Path, help="append each finished run here (JSON lines); runs already there "
                                              "at the same --trials/--max-epochs/--n are kept, not rerun")
@@ -184,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     try:
         with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
+            if args.keep:
+                tmp = str(args.keep)
             data = {p: synthetic_data(args.n, 0, p) for p in args.presets}
             for seed in args.seeds:  # seed outermost: a run cut short still has whole seeds of both data sets
                 for preset, fer in data.items():
@@ -200,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "total_s": round(time.time() - t0, 1),
            "results": {p: {k: stats(v) for k, v in lines.items()} for p, lines in per_seed.items()},
-           "targets": targets(per_seed), "runs": per_seed}
+           "targets": targets(per_seed, args.trials * args.max_epochs), "runs": per_seed}
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).write_text(text)

@@ -6,6 +6,8 @@ This module is the one place that knows the file contract (pure pandas, no Ray):
     fersearch.json  what made the experiment (command, data hash, space source, seed, versions)
     trials.csv      one row per trial: TRIAL_COLUMNS, then `config/<param>` per space parameter
     history.csv     one row per trial per epoch: HISTORY_COLUMNS
+    per_image.jsonl one line per trial per epoch: its validation images' correctness and loss
+                    (fersearch.paired), for paired comparisons (ties); searches before it lack it
 
 While a search runs, trials.csv is rewritten atomically (a reader always sees a
 complete file) and history.csv grows a row per epoch (search/state.py writes both);
@@ -33,6 +35,7 @@ from ..io import parse_timestamp, read_json, write_json
 META_FILE = "fersearch.json"
 TRIALS_FILE = "trials.csv"
 HISTORY_FILE = "history.csv"
+PER_IMAGE_FILE = "per_image.jsonl"
 DEFAULT_RESULTS = "results"
 
 
@@ -171,6 +174,23 @@ def read_history(exp: str | os.PathLike) -> pd.DataFrame:
     df = _read_csv(Path(exp) / HISTORY_FILE, HISTORY_COLUMNS, whole_lines=True)
     df = df.drop_duplicates(["trial_id", "epoch"], keep="last")
     return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def read_per_image(exp: str | os.PathLike) -> dict[str, dict[int, dict[str, Any]]]:
+    """per_image.jsonl: trial id -> epoch -> its record (the last one of an epoch reported twice);
+    {} without the file. A torn last line is skipped."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    try:
+        lines = (Path(exp) / PER_IMAGE_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            out.setdefault(str(rec["trial_id"]), {})[int(rec["epoch"])] = rec
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def param_columns(trials: pd.DataFrame) -> list[str]:

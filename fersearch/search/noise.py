@@ -114,9 +114,11 @@ class NoiseRule:
         """z * SE of the difference of two accuracies a and b on n_val images."""
         return self.z * math.hypot(accuracy_se(a, self.n_val), accuracy_se(b, self.n_val))
 
-    def judge(self, value: float, others: list[float], cutoff: float) -> tuple[str, float]:
-        """(reason, margin) for an accuracy `value` at a rung whose other accuracies are `others`."""
-        margin = self.margin(value, cutoff)
+    def judge(self, value: float, others: list[float], cutoff: float, acc_se: float | None = None) -> tuple[str, float]:
+        """(reason, margin) for an accuracy `value` at a rung whose other accuracies are `others`.
+        `acc_se`: the paired SE of the trial's difference with the rung's cutoff trial on the same
+        images (fersearch.paired); the margin is then z * acc_se. None or NaN: the unpaired margin."""
+        margin = self.z * acc_se if acc_se is not None and math.isfinite(acc_se) else self.margin(value, cutoff)
         if len(others) < self.min_compared:
             return "few", margin
         if value >= cutoff:
@@ -137,19 +139,22 @@ class NoiseRule:
         return self.z * (self.loss_sd or 0.0) * math.sqrt(2 / self.n_val)
 
     def decide(self, value: float, others: list[float], cutoff: float, loss: float | None = None,
-               other_losses: list[float] | None = None, cut_loss: float | None = None) -> dict:
+               other_losses: list[float] | None = None, cut_loss: float | None = None,
+               acc_se: float | None = None, loss_se: float | None = None) -> dict:
         """judge, then, where val_acc cannot tell the trial from the cutoff (flat, majority, close, or
         above it by no more than the margin: a tie at the majority rate), the loss: stop ("loss") only
-        when `loss` exceeds the rung's cutoff loss `cut_loss` by more than loss_margin. The dict: reason,
+        when `loss` exceeds the rung's cutoff loss `cut_loss` by more than the loss margin: z * `loss_se`
+        (the paired SE against the cutoff-loss trial) when given, else loss_margin(). The dict: reason,
         margin (of the accuracy), metric (the one that decided) and loss_margin (when the loss was asked)."""
-        reason, margin = self.judge(value, others, cutoff)
+        reason, margin = self.judge(value, others, cutoff, acc_se)
         out = {"reason": reason, "margin": margin, "metric": "val_acc"}
         finite = [v for v in other_losses or () if v is not None and not math.isnan(v)]
         tied = reason in ACC_HOLDS or (reason == "above" and value - cutoff <= margin)
         if (not tied or self.loss_sd is None or loss is None or math.isnan(loss)
                 or cut_loss is None or math.isnan(cut_loss) or len(finite) < self.min_compared):
             return out
-        out["loss_margin"] = margin_loss = self.loss_margin()
+        paired = loss_se is not None and math.isfinite(loss_se)
+        out["loss_margin"] = margin_loss = self.z * loss_se if paired else self.loss_margin()
         if loss - cut_loss > margin_loss:
             out.update(reason="loss", metric="val_loss")
         return out

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import paired
 from ..fmt import cut, first_line
-from .experiment import HISTORY_FILE, TRIALS_FILE
+from ..io import cut_torn_tail
+from .experiment import HISTORY_FILE, PER_IMAGE_FILE, TRIALS_FILE
 from .live import LiveView, end_line, recover_line
 from .trial_files import HistoryFile, TrialsFile
 from .workarounds import pickle_as
@@ -85,6 +87,7 @@ def _recorder_class() -> type:
                 self.view = LiveView() if LIVE else None
             self.state = type(self.state).load(self.exp_dir, self.state.total, self.state.max_epochs)
             self.history.repair()  # a torn last line from a crash must not swallow the next row
+            cut_torn_tail(self.exp_dir / PER_IMAGE_FILE)
             self._seen, self._reconciled, self._t0 = 0, False, time.monotonic()
 
         def _sync(self, trials: list, trial: Any = None) -> None:
@@ -122,6 +125,11 @@ def _recorder_class() -> type:
             self._sync(trials, trial)
             before = self.state.best_id, self.state.best_acc()
             self.history.append(self.state.result(trial.trial_id, result, stop_decided=bool(result.get("done"))))
+            if isinstance(result.get(paired.CORRECT_KEY), str):
+                with open(self.exp_dir / PER_IMAGE_FILE, "a") as f:
+                    f.write(json.dumps({"trial_id": trial.trial_id, "epoch": result.get("epoch"),
+                                        paired.CORRECT_KEY: result[paired.CORRECT_KEY],
+                                        paired.LOSSES_KEY: result.get(paired.LOSSES_KEY)}) + "\n")
             self._save()
             self._draw(force=(self.state.best_id, self.state.best_acc()) != before)  # a new best shows at once
 

@@ -52,6 +52,7 @@ from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
 from ..io import cut_torn_tail
+from ..paired import PerImage, acc_diff_se, as_record, decode, loss_diff_se
 from .noise import (
     DECISIONS_FILE,
     LOSS_SD,
@@ -87,32 +88,40 @@ def _json_number(v: float) -> float | None:
 class _NoiseAwareBracket(_Bracket):
     """ASHA's bracket (rungs, cutoff, records) with NoiseRule deciding each stop."""
 
-    def __init__(self, rule: NoiseRule, decisions: list[dict], sign: float, *args: Any, **kwargs: Any):
+    def __init__(self, rule: NoiseRule, decisions: list[dict], sign: float, *args: Any, paired: bool = True,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.rule, self.decisions, self.sign = rule, decisions, sign
+        self.rule, self.decisions, self.sign, self.paired = rule, decisions, sign, paired
         self.losses: dict[int, dict[str, float]] = {milestone: {} for milestone, _ in self._rungs}
+        # The per-image records (fersearch.paired) of the trials recorded at each rung, by trial id.
+        self.images: dict[int, dict[str, PerImage]] = {milestone: {} for milestone, _ in self._rungs}
 
     def on_result(self, trial, cur_iter: int, cur_rew: float | None, log: bool = True,
-                  loss: float | None = None) -> str:
+                  loss: float | None = None, images: PerImage | None = None) -> str:
         for milestone, recorded in self._rungs:  # highest milestone first, as in _Bracket.on_result
             if cur_iter >= milestone and trial.trial_id in recorded and not self._stop_last_trials:
                 break
             if cur_iter < milestone or trial.trial_id in recorded:
                 continue
-            action = self._decide(trial, milestone, cur_iter, cur_rew, recorded, log, loss)
+            action = self._decide(trial, milestone, cur_iter, cur_rew, recorded, log, loss, images)
             if cur_rew is not None and not math.isnan(cur_rew):
                 recorded[trial.trial_id] = cur_rew
                 if loss is not None and not math.isnan(loss):
                     self.losses[milestone][trial.trial_id] = float(loss)
+                if images is not None:
+                    self.images[milestone][trial.trial_id] = images
             return action
         return TrialScheduler.CONTINUE
 
-    def _decide(self, trial, milestone, cur_iter, cur_rew, recorded: dict, log: bool, loss: float | None) -> str:
+    def _decide(self, trial, milestone, cur_iter, cur_rew, recorded: dict, log: bool, loss: float | None,
+                images: PerImage | None) -> str:
         cutoff = self.cutoff(recorded)
         entry = {"trial_id": trial.trial_id, "rung": milestone, "iteration": cur_iter, "compared": len(recorded)}
         losses = list(self.losses[milestone].values())
         cut_loss = loss_cutoff(losses, self.rf) if losses else None
         said: dict = {"metric": "val_acc"}
+        unpaired: dict = {}
+        refs: dict[str, Any] = {}
         if cur_rew is None or math.isnan(cur_rew):
             reason, margin, value = "no value", float("nan"), float("nan")
         else:
@@ -123,8 +132,11 @@ class _NoiseAwareBracket(_Bracket):
             if cutoff is None or math.isnan(cutoff):
                 reason, margin = "few", float("nan")
             else:
-                said = self.rule.decide(acc(value), [acc(o) for o in others], acc(self.sign * cutoff),
-                                        loss, losses, cut_loss)
+                args = (acc(value), [acc(o) for o in others], acc(self.sign * cutoff), loss, losses, cut_loss)
+                unpaired = said = self.rule.decide(*args)
+                if self.paired and images is not None:
+                    refs = self._refs(milestone, recorded, cutoff, cut_loss, images)
+                    said = self.rule.decide(*args, acc_se=refs.get("acc_se"), loss_se=refs.get("loss_se"))
                 reason, margin = said["reason"], said["margin"]
         action = TrialScheduler.STOP if reason in ("stop", "loss") else TrialScheduler.CONTINUE
         if log:
@@ -135,8 +147,33 @@ class _NoiseAwareBracket(_Bracket):
                 "loss_cutoff": None if cut_loss is None else _json_number(cut_loss),
                 "loss_margin": said.get("loss_margin"),
                 "asha_would_stop": bool(cutoff is not None and cur_rew is not None and cur_rew < cutoff),
+                # the paired rule: the trials it compared with, and what the unpaired rule would have said
+                "paired": bool(refs.get("acc_ref") or refs.get("loss_ref")),
+                "ref_trial": refs.get("acc_ref"), "loss_ref_trial": refs.get("loss_ref"),
+                "unpaired_reason": unpaired.get("reason", reason),
+                "unpaired_margin": _json_number(unpaired.get("margin", margin)),
+                "unpaired_loss_margin": unpaired.get("loss_margin"),
+                **(as_record(images) if images is not None else {}),
             })
         return action
+
+    def _refs(self, milestone: int, recorded: dict, cutoff: float, cut_loss: float | None,
+              images: PerImage) -> dict[str, Any]:
+        """The rung's cutoff as a trial on the same images: the lowest recorded value at or above the
+        cutoff (the weakest trial the rung keeps), and for the loss the highest recorded loss at or
+        below the cutoff loss; the paired SEs of the trial against each (fersearch.paired)."""
+        rung = self.images[milestone]
+        out: dict[str, Any] = {}
+        kept = [(v, t) for t, v in recorded.items() if t in rung and not math.isnan(v) and v >= cutoff]
+        if kept:
+            ref = min(kept)[1]
+            out.update(acc_ref=ref, acc_se=acc_diff_se(images, rung[ref]))
+        if cut_loss is not None:
+            low = [(v, t) for t, v in self.losses[milestone].items() if t in rung and v <= cut_loss]
+            if low:
+                ref = max(low)[1]
+                out.update(loss_ref=ref, loss_se=loss_diff_se(images, rung[ref]))
+        return out
 
     def _accuracy(self, metric_value: float) -> float:
         """The metric as an accuracy: itself in mode max, 1 - error rate in mode min."""
@@ -158,14 +195,14 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
 
     def __init__(self, *, n_val: int, majority: float | None = None, z: float = 2.0, min_compared: int = 2,
                  loss_metric: str = "val_loss", loss_sd: float | None = LOSS_SD,
-                 log_path: str | os.PathLike | None = None, time_attr: str = "training_iteration",
+                 log_path: str | os.PathLike | None = None, paired: bool = True, time_attr: str = "training_iteration",
                  metric: str | None = None, mode: str | None = None,
                  max_t: int = 100, grace_period: int = 1, reduction_factor: float = 4, brackets: int = 1,
                  stop_last_trials: bool = True):
         super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=brackets, stop_last_trials=stop_last_trials)
         self.rule = NoiseRule(n_val, majority, z, min_compared, loss_sd)
-        self.loss_metric = loss_metric
+        self.loss_metric, self.paired = loss_metric, paired
         self.decisions = DecisionLog(log_path)
         self._replayed = False  # the log's earlier decisions are read back once (a resumed search)
         self._grace_period, self._brackets_n = grace_period, brackets
@@ -174,7 +211,8 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
     def _make_brackets(self) -> list[Any]:  # _NoiseAwareBracket each
         sign = -1.0 if self._mode == "min" else 1.0
         return [_NoiseAwareBracket(self.rule, self.decisions, sign, self._grace_period, self._max_t,
-                                   self._reduction_factor, s, stop_last_trials=self._stop_last_trials)
+                                   self._reduction_factor, s, stop_last_trials=self._stop_last_trials,
+                                   paired=self.paired)
                 for s in range(self._brackets_n)]
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -200,6 +238,9 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
                 rungs[d["rung"]][d["trial_id"]] = sign * value
                 if isinstance(loss, (int, float)) and not math.isnan(loss):
                     bracket.losses[d["rung"]][d["trial_id"]] = float(loss)
+                images = decode(d)
+                if images is not None:
+                    bracket.images[d["rung"]][d["trial_id"]] = images
         list.extend(self.decisions, earlier)  # already in the file
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -219,7 +260,7 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         else:
             action = self._trial_info[trial.trial_id].on_result(
                 trial, result[self._time_attr], self._metric_op * result[self._metric],
-                loss=result.get(self.loss_metric))
+                loss=result.get(self.loss_metric), images=decode(result) if self.paired else None)
         self._num_stopped += action == TrialScheduler.STOP
         return action
 
@@ -229,7 +270,7 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
             return
         bracket = self._trial_info.pop(trial.trial_id)
         bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric], log=False,
-                          loss=result.get(self.loss_metric))
+                          loss=result.get(self.loss_metric), images=decode(result) if self.paired else None)
 
     def summary(self) -> dict[str, int]:
         """Decisions per reason, plus `held`: keeps where plain ASHA would have stopped the trial."""

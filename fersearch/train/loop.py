@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import paired
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..model import build_model
@@ -170,7 +171,8 @@ class _Run:
         images_per_s = train_n / train_s if train_s > 0 else float("nan")
         if not math.isfinite(train_loss):
             return self._diverge(lr, train_loss, train_acc, images_per_s, epoch_start)
-        val_loss, val_acc = loss_acc(log_probs(self.model, self.val_x, EVAL_BATCH), self.val_y)
+        val_lp = log_probs(self.model, self.val_x, EVAL_BATCH)
+        val_loss, val_acc = loss_acc(val_lp, self.val_y)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_acc)
         elif self.scheduler is not None:
@@ -183,7 +185,8 @@ class _Run:
             "epoch_time_s": time.perf_counter() - epoch_start, "best_val_acc": self.early.best_val_acc,
         }
         self.history.append(metrics)
-        return metrics
+        # Per validation image (fersearch.paired): not history (text, ~1.5 bytes an image), only the report.
+        return {**metrics, **per_image(val_lp, self.val_y)}
 
     def _diverge(self, lr: float, train_loss: float, train_acc: float, images_per_s: float,
                  epoch_start: float) -> dict:
@@ -273,6 +276,14 @@ class _Run:
         if self.early.best_weights:
             self.model.load_state_dict(self.early.best_weights)
         return self.model.eval()
+
+
+def per_image(log_probs: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
+    """The labelled validation images' correctness and cross-entropy, encoded (fersearch.paired)."""
+    labelled = y >= 0
+    lp, y = log_probs[labelled], y[labelled]
+    losses = -lp.gather(1, y[:, None])[:, 0]
+    return paired.encode((lp.argmax(1) == y).cpu().numpy(), losses.cpu().numpy())
 
 
 def _running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
