@@ -26,8 +26,10 @@ import pandas as pd
 from ..config import TrainConfig
 from ..fmt import first_line, missing, plain
 from ..search.experiment import PARAM_PREFIX, TrialStatus, best_trial, param_columns, trial_config
+from ..search.noise import read_noise
 from .boundaries import Boundary, declared_ranges, find_boundaries, is_bool, trial_distributions
 from .diagnose import diagnose
+from .ties import Ties, find_ties
 
 __all__ = ["Boundary", "SearchAnalysis", "analyze", "is_bool", "rank_trials", "top_table", "trial_params"]
 
@@ -61,6 +63,7 @@ class SearchAnalysis:
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
     diagnoses: list[Any] = field(default_factory=list)  # diagnose.Diagnosis: what to change, flag named
     loss_rose: list[str] = field(default_factory=list)  # trials whose training loss ended above where it started
+    ties: Ties | None = None  # the trials within noise of the best, paired on the validation images (ties.py)
 
     def top(self, n: int = 5) -> pd.DataFrame:
         return top_table(self.trials, self.params, n)
@@ -105,11 +108,13 @@ def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFra
 
 # ---------------------------------------------------------------- analysis
 def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], study: Any = None,
-            importance: bool = True, decisions: list[dict[str, Any]] | None = None) -> SearchAnalysis:
+            importance: bool = True, decisions: list[dict[str, Any]] | None = None,
+            per_image: dict[str, dict[int, dict[str, Any]]] | None = None) -> SearchAnalysis:
     """Everything the report says about the search. `study`: the search's optuna.Study (its
     declared distributions and trial values), None when the search saved none.
     `importance=False` skips Optuna's importance estimates (the slow part), e.g. for a quick
-    `fersearch best`. `decisions`: the scheduler's log (noise.read_decisions), for the diagnoses."""
+    `fersearch best`. `decisions`: the scheduler's log (noise.read_decisions), for the diagnoses.
+    `per_image`: the trials' per-image validation records (experiment.read_per_image), for the ties."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
     best = best_trial(ranked)  # the ranking's first scored row, by the search's one rule
@@ -122,6 +127,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], s
     estimates, note = param_importance(study) if importance else ({}, "importance not computed")
     seed_trial = find_seed_trial(ranked)
     decisions = list(decisions or [])
+    ties = find_ties(ranked, per_image or {}, float(read_noise(meta)["z"]))
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
@@ -129,8 +135,8 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], s
         boundaries=boundaries, boundary_basis="declared" if own else "tried", importance=estimates,
         importance_note=note,
         seed_trial=seed_trial, rungs=asha_rungs(meta), distributions=dists, study=study, decisions=decisions,
-        diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial),
-        loss_rose=loss_rose(history),
+        diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial, ties),
+        loss_rose=loss_rose(history), ties=ties,
     )
 
 

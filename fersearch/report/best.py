@@ -19,7 +19,15 @@ import pandas as pd
 from ..config import TrainConfig
 from ..errors import ConfigError, ExperimentError
 from ..fmt import int_or_none, json_value
-from ..search.experiment import TrialStatus, read_history, read_meta, read_trials, resolve_experiment, trial_config
+from ..search.experiment import (
+    TrialStatus,
+    read_history,
+    read_meta,
+    read_per_image,
+    read_trials,
+    resolve_experiment,
+    trial_config,
+)
 from . import analysis as an
 
 TOP_N = 5
@@ -78,7 +86,7 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
     meta = read_meta(exp)
     trials = read_trials(exp)
     analysis = an.analyze(trials, read_history(exp), meta, load_study(exp), importance=importance,
-                          decisions=read_decisions(exp))
+                          decisions=read_decisions(exp), per_image=read_per_image(exp))
     if analysis.best_trial is None and analysis.counts.get("diverged"):
         raise ExperimentError(f"{exp}: every trial that reported diverged ({analysis.counts['diverged']}, non-finite "
                               "training loss); narrow the space's learning-rate range and search again")

@@ -7,6 +7,10 @@ Diagnosis has a kind, a sentence and the flag it points at:
 
   still-improving  the winner's best epoch was its last one and it trained the whole
                    budget: more epochs would likely help (--max-epochs).
+  too-short        the best is tied with other trials (paired on the validation images,
+                   ties.find_ties) and it and at least one of them were still improving at
+                   the end: this budget cannot rank them; how far to raise --max-epochs.
+                   Said instead of still-improving.
   noise-stop       trials stopped at a rung where their val_acc could not be told apart
                    from the rung's other values, or from the majority-class rate, on
                    this many validation images (noise.NoiseRule on history.csv): the
@@ -69,6 +73,21 @@ def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int
                      f"The winner (trial {best['trial_id']}) was still improving at its last epoch: val_acc "
                      f"{acc(accs[back])} at epoch {back + 1}, {acc(accs[-1])} at epoch {len(accs)} of {max_epochs}: "
                      f"raise --max-epochs.", "--max-epochs")
+
+
+def too_short(ties: Any, ranked: pd.DataFrame, max_epochs: int | None) -> Diagnosis | None:
+    """The top trials tied within noise and still improving at the end (ties.budget_too_small)."""
+    from .ties import budget_too_small
+
+    found = budget_too_small(ties, ranked, max_epochs)
+    if found is None:
+        return None
+    n = len(ties.ids)
+    return Diagnosis("too-short",
+                     f"This budget cannot rank the top trials: {plural(n, 'trial')} ({', '.join(ties.ids)}) are within "
+                     f"noise of the best on the same validation images, and {len(found['trials'])} of them were still "
+                     f"improving at epoch {max_epochs}: raise --max-epochs from {max_epochs} to about "
+                     f"{found['suggest']}.", "--max-epochs")
 
 
 def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
@@ -175,12 +194,13 @@ def seed_comparison(ranked: pd.DataFrame, seed_trial: str | None) -> Diagnosis |
 
 def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
              decisions: Iterable[dict[str, Any]] = (), boundaries: Iterable[Any] = (),
-             seed_trial: str | None = None) -> list[Diagnosis]:
+             seed_trial: str | None = None, ties: Any = None) -> list[Diagnosis]:
     """Every diagnosis that applies, in the order they are shown. `ranked`: trials sorted best first
-    (analysis.rank_trials); `decisions`: the scheduler's log (noise.read_decisions)."""
+    (analysis.rank_trials); `decisions`: the scheduler's log (noise.read_decisions); `ties`: ties.Ties."""
     ranked = ranked[pd.to_numeric(ranked["best_val_acc"], errors="coerce").notna()] if len(ranked) else ranked
     decisions = list(decisions)
-    found = [still_improving(ranked, history, meta.get("max_epochs")), noise_stops(ranked, history, meta, decisions),
-             loss_stops(decisions), held_rungs(decisions), *boundary_notes(boundaries),
-             seed_comparison(ranked, seed_trial)]
+    short = too_short(ties, ranked, meta.get("max_epochs")) if ties is not None else None
+    found = [short or still_improving(ranked, history, meta.get("max_epochs")),
+             noise_stops(ranked, history, meta, decisions), loss_stops(decisions), held_rungs(decisions),
+             *boundary_notes(boundaries), seed_comparison(ranked, seed_trial)]
     return [d for d in found if d is not None]

@@ -25,6 +25,7 @@ import numpy as np
 from ..data import Log, log_stderr
 from ..errors import ConfigError, DataError, ExperimentError
 from ..fmt import acc
+from ..search.experiment import read_per_image
 from . import analysis as an
 from . import bestdir
 from .best import BestTrial, best
@@ -53,7 +54,8 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results, max_latency_ms=max_latency_ms)
     a = bt.analysis
     if not a.importance:
-        bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study, decisions=a.decisions)
+        bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study, decisions=a.decisions,
+                                 per_image=read_per_image(bt.experiment))
     fer, images, labels = prepare_data(bt.meta, data, split, log, experiment=bt.experiment)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()
