@@ -125,14 +125,18 @@ def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root
     """Every line of one (data set, seed) not already in `done`: searches one after another, then the
     single configurations and the search winners' retrains, in parallel."""
     from fersearch.config import TrainConfig
+    from fersearch.search.experiment import read_meta
+    from fersearch.search.noise import read_noise
 
     pending: dict[str, dict[str, Any]] = {}
     for line in (x for x in lines if x in SEARCHES and x not in done):
         pending[line] = run_search(line, fer, seed, args.trials, args.max_epochs, root)
         if line == "random_fifo" and args.curves:  # for replay_rungs.py: the same curves through every rule
             with args.curves.open("a") as f:
+                folder = pending[line]["folder"]
                 f.write(json.dumps({"preset": preset, "seed": seed, "variant": "random", "max_epochs": args.max_epochs,
-                                    "n": args.n, "curves": search_curves(pending[line]["folder"])}) + "\n")
+                                    "n": args.n, "noise": read_noise(read_meta(folder)),
+                                    "curves": search_curves(folder)}) + "\n")
     jobs = {line: run.pop("retrain") for line, run in pending.items()}
     jobs.update({line: TrainConfig.from_dict({**SINGLES[line], "epochs": args.max_epochs, "seed": seed})
                  for line in lines if line in SINGLES and line not in done})

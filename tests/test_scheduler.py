@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from fersearch import paired
 from fersearch.search.scheduler import (
     NoiseAwareASHA,
     NoiseRule,
@@ -30,9 +31,9 @@ class FakeTrial:
     trial_id: str
 
 
-def make(n_val=600, majority=0.25, **kw):
+def make(n_val=600, majority=0.25, paired=True, **kw):
     kw = {"metric": "val_acc", "mode": "max", "max_t": 10, "grace_period": 1, "reduction_factor": 3, **kw}
-    return NoiseAwareASHA(n_val=n_val, majority=majority, **kw), ASHAScheduler(**kw)
+    return NoiseAwareASHA(n_val=n_val, majority=majority, paired=paired, **kw), ASHAScheduler(**kw)
 
 
 def feed(scheduler, values, iteration=1, metric="val_acc"):
@@ -320,3 +321,109 @@ def test_a_resumed_scheduler_reads_the_losses_back(tmp_path):
     resumed = pickle.loads(fresh)
     assert feed_pairs(resumed, [(0.25, 1.85)]) == [STOP]
     assert resumed.decisions[-1]["reason"] == "loss" and resumed.decisions[-1]["compared"] == 4
+
+
+# ------------------------------------------------------------------ paired: the same validation images
+def correct_on(n_right, n=400, start=0):
+    """A correctness vector: right on images start .. start + n_right - 1 (of n)."""
+    v = np.zeros(n, dtype=bool)
+    v[start:start + n_right] = True
+    return v
+
+
+def feed_images(scheduler, vectors, losses=None, iteration=1):
+    """Report one trial per correctness vector (its val_acc is the vector's mean; with `losses`, per-image
+    losses whose mean is the reported val_loss); the trial ids and actions, in order."""
+    ids, actions = [], []
+    for i, v in enumerate(vectors):
+        trial = FakeTrial(f"t{next(_IDS)}")
+        scheduler.on_trial_add(None, trial)
+        result = {"training_iteration": iteration, "val_acc": float(v.mean())}
+        if losses is not None:
+            result.update(paired.encode(v, losses[i]), val_loss=float(np.mean(np.rint(losses[i] * 16) / 16)))
+        else:
+            result.update(paired.encode(v, None))
+        ids.append(trial.trial_id)
+        actions.append(scheduler.on_trial_result(None, trial, result))
+    return ids, actions
+
+
+RUNG = [correct_on(200), correct_on(224), correct_on(248)]  # 0.50, 0.56, 0.62: cutoff (rf 3) 0.58, kept from 0.62
+
+
+def test_paired_rule_stops_a_trial_the_unpaired_rule_holds_when_it_agrees_with_the_cutoff_trial():
+    """0.53 against a cutoff of 0.58 on 400 images: unpaired, a gap of 0.05 is within z * 0.035 = 0.070.
+    The trial is right on a subset of the cutoff trial's images (36 fewer, none more): the paired SE of
+    the difference is sqrt(36 - 36^2/400)/400 = 0.0143, the margin 0.029, and the gap is beyond it."""
+    ours, _ = make(n_val=400)
+    ids, actions = feed_images(ours, [*RUNG, correct_on(212)])
+    assert actions == [CONTINUE] * 3 + [STOP]
+    d = ours.decisions[-1]
+    assert (d["reason"], d["unpaired_reason"], d["paired"], d["ref_trial"]) == ("stop", "close", True, ids[2])
+    assert d["margin"] == pytest.approx(2 * (36 - 36**2 / 400) ** 0.5 / 400)
+    assert d["cutoff"] - d["value"] <= d["unpaired_margin"] == pytest.approx(ours.rule.margin(0.53, 0.58))
+    assert d["cutoff"] - d["value"] > d["margin"]
+    # The same trial under the unpaired rule is held, for the reason the paired rule logged beside its stop.
+    unpaired, _ = make(n_val=400, paired=False)
+    assert feed_images(unpaired, [*RUNG, correct_on(212)])[1][-1] == CONTINUE
+    assert unpaired.decisions[-1]["reason"] == "close" and not unpaired.decisions[-1]["paired"]
+
+
+def test_paired_rule_holds_a_trial_that_disagrees_with_the_cutoff_trial_on_many_images():
+    """0.53 again, but right on 64 images the cutoff trial gets wrong and wrong on 100 it gets right: the
+    paired SE is sqrt(164 - 36^2/400)/400 = 0.0317, the margin 0.063 > the gap 0.05: both rules hold."""
+    ours, _ = make(n_val=400)
+    loose = correct_on(148) | correct_on(64, start=248)
+    assert loose.sum() == 212
+    _, actions = feed_images(ours, [*RUNG, loose])
+    assert actions == [CONTINUE] * 4
+    d = ours.decisions[-1]
+    assert (d["reason"], d["unpaired_reason"]) == ("close", "close")
+    assert d["margin"] == pytest.approx(2 * (164 - 36**2 / 400) ** 0.5 / 400)
+    assert d["cutoff"] - d["value"] <= min(d["margin"], d["unpaired_margin"])
+
+
+def test_paired_rule_keeps_the_guards_few_flat_and_majority():
+    """Pairing narrows only the margin against the cutoff: a rung with too few values, a flat rung and a
+    rung at the majority rate hold whatever the images say."""
+    ours, _ = make(n_val=400, majority=None)
+    assert feed_images(ours, [correct_on(248), correct_on(100)])[1] == [CONTINUE] * 2  # few
+    flat, _ = make(n_val=400, majority=None)
+    assert feed_images(flat, [correct_on(160), correct_on(164), correct_on(162), correct_on(120)])[1][-1] == CONTINUE
+    assert flat.decisions[-1]["reason"] == "flat"
+    low, _ = make(n_val=400, majority=0.25)
+    assert feed_images(low, [correct_on(80), correct_on(112), correct_on(108), correct_on(76)])[1][-1] == CONTINUE
+    assert low.decisions[-1]["reason"] == "majority"
+
+
+def test_paired_loss_stops_where_the_assumed_loss_sd_holds_and_both_hold_on_a_noisy_difference():
+    """Accuracies tie at the majority rate; the last trial's loss is 0.07 nats above the cutoff trial's on
+    every image. Unpaired (loss_sd 0.6) the margin is 0.085 nats: held. Paired, the per-image
+    differences barely vary: stopped. With per-image differences of SD 1 nat, the paired margin
+    (2 * 1 / sqrt(400) = 0.1) holds it too."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.2, 2.0, 400)
+    stuck = correct_on(100)
+    learners = [base + d for d in (0.0, 0.02, 0.04, 0.06)]
+    ours, _ = make(n_val=400)
+    tight = learners[1] + 0.07  # the loss-cutoff trial is the second (its loss is the highest below the cutoff)
+    ids, actions = feed_images(ours, [stuck] * 5, [*learners, tight])
+    d = ours.decisions[-1]
+    assert actions[-1] == STOP and d["reason"] == "loss" and d["loss_ref_trial"] == ids[1]
+    assert d["unpaired_reason"] != "loss" and d["unpaired_loss_margin"] == pytest.approx(ours.rule.loss_margin())
+    noisy = learners[1] + 0.07 + rng.choice([-1.0, 1.0], 400)
+    noisy += tight.mean() - noisy.mean()
+    held, _ = make(n_val=400)
+    _, actions = feed_images(held, [stuck] * 5, [*learners, noisy])
+    assert actions[-1] == CONTINUE and held.decisions[-1]["loss_margin"] > 0.09
+
+
+def test_a_resumed_scheduler_reads_the_per_image_records_back(tmp_path):
+    log = tmp_path / "scheduler.jsonl"
+    first = NoiseAwareASHA(n_val=400, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
+                           reduction_factor=3)
+    feed_images(first, RUNG)
+    again = NoiseAwareASHA(n_val=400, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
+                           reduction_factor=3)
+    _, actions = feed_images(again, [correct_on(212)])
+    assert actions == [STOP] and again.decisions[-1]["paired"]  # compared with the replayed cutoff trial

@@ -28,10 +28,24 @@ the learners from the stuck; within noise on the loss too, the trial runs on. SE
 two accuracies a, b: sqrt(a(1-a)/n + b(1-b)/n). Values are accuracies in
 [0, 1] (mode "max"), or error rates (mode "min", the same SE).
 
+Paired (the default, `paired=True`): every trial is scored on the same validation
+images and reports which it got right and each one's loss (fersearch.paired). The
+cutoff is then compared as a trial: the weakest trial the rung keeps (the lowest
+recorded value at or above the cutoff) for val_acc, and the trial with the highest
+recorded loss at or below the cutoff loss for val_loss. `close` and the loss test use
+z times the paired SE of the trial's difference with that trial (McNemar: models that
+agree on most images have a much smaller SE of their difference than two independent
+samples), the same z. `few`, `above`, `flat` and `majority` are unchanged, so the
+paired rule stops only where the unpaired one held a trial as `close` (or on its
+loss margin). A trial or rung without per-image records falls back to the unpaired
+margins.
+
 Every decision is kept in `scheduler.decisions` (one dict per rung decision:
 trial, rung, value, cutoff, margin, action, reason, the metric that decided,
-the loss, cutoff loss and loss margin, and whether plain ASHA would have stopped
-it) so the search can explain itself afterwards. With `log_path` (the driver
+the loss, cutoff loss and loss margin, whether plain ASHA would have stopped
+it, and for the paired rule the trials compared with, the unpaired rule's reason and
+margins, and the trial's per-image records, which a resumed search reads back) so the
+search can explain itself afterwards. With `log_path` (the driver
 passes results/<name>/scheduler.jsonl) each decision is also appended there as
 one JSON line as it is made: `read_decisions` gives them to the report. Ray
 does not save a scheduler's state (a resumed search gets the scheduler as it
@@ -190,12 +204,14 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
     exceed), `min_compared` (other values a rung needs before it may stop anyone),
     `loss_metric` and `loss_sd` (the reported loss that decides where val_acc holds, and
     the SD in nats of one image's cross-entropy; loss_sd None: accuracy only) and
-    `log_path` (a scheduler.jsonl to append each decision to, and to read back on resume).
+    `log_path` (a scheduler.jsonl to append each decision to, and to read back on resume) and
+    `paired` (compare with the cutoff trial on the same images where per-image records are reported).
     """
 
     def __init__(self, *, n_val: int, majority: float | None = None, z: float = 2.0, min_compared: int = 2,
                  loss_metric: str = "val_loss", loss_sd: float | None = LOSS_SD,
-                 log_path: str | os.PathLike | None = None, paired: bool = True, time_attr: str = "training_iteration",
+                 log_path: str | os.PathLike | None = None, paired: bool = True,
+                 time_attr: str = "training_iteration",
                  metric: str | None = None, mode: str | None = None,
                  max_t: int = 100, grace_period: int = 1, reduction_factor: float = 4, brackets: int = 1,
                  stop_last_trials: bool = True):
