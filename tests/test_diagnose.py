@@ -134,3 +134,31 @@ def test_the_warm_start_seed_point_counts_as_the_seed_configuration():
 
     assert find_seed_trial(rows(weight_decay=1e-6)) == "t2"
     assert find_seed_trial(rows(weight_decay=1e-4)) is None
+
+
+def test_a_tied_top_still_improving_at_the_end_says_the_budget_is_too_short_and_by_how_much():
+    """Issue 21: the two best trials end at 0.66 and 0.65, still rising at epoch 10, and agree on most of
+    the 600 validation images: a tie the budget cannot break. Said instead of still-improving, naming both
+    trials and twice the budget; a clear lead, or a tie whose trials had peaked, says nothing of it."""
+    import numpy as np
+
+    from fersearch import paired
+    from fersearch.report.ties import find_ties
+
+    rising = [0.3, 0.4, 0.5, 0.55, 0.6, 0.62, 0.63, 0.64, 0.645]
+    ranked, history = frames({"a": [*rising, 0.66], "b": [*rising, 0.65], "c": [0.3] * 10})
+    i = np.arange(600)
+    b_right = (i < 380) | ((i >= 396) & (i < 406))  # 390 right; 16 only a gets, 10 only b: SE 0.0085, diff 0.01
+    per_image = {"a": {10: paired.encode(i < 396, None)}, "b": {10: paired.encode(b_right, None)},
+                 "c": {1: paired.encode(i < 180, None)}}
+    ties = find_ties(ranked, per_image, 2.0)
+    assert ties.ids == ["a", "b"] and [t.tied for t in ties.compared] == [True, False]
+    found = diagnose(ranked, history, META, ties=ties)
+    assert "too-short" in kinds(found) and "still-improving" not in kinds(found)
+    d = next(d for d in found if d.kind == "too-short")
+    assert d.flag == "--max-epochs" and "(a, b)" in d.message and "from 10 to about 20" in d.message
+    per_image["b"] = {10: paired.encode(i < 390, None)}  # the same 0.65, but a subset of a's images: not a tie
+    assert "too-short" not in kinds(diagnose(ranked, history, META, ties=find_ties(ranked, per_image, 2.0)))
+    ranked, history = frames({"a": [0.3, 0.66] + [0.6] * 8, "b": [0.3, 0.65] + [0.6] * 8})  # peaked at epoch 2
+    per_image = {"a": {2: paired.encode(i < 396, None)}, "b": {2: paired.encode(b_right, None)}}
+    assert "too-short" not in kinds(diagnose(ranked, history, META, ties=find_ties(ranked, per_image, 2.0)))
