@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fersearch import paired
 from fersearch.cli import app
+from fersearch.search.experiment import read_history, read_per_image
 from fersearch.search.noise import REASONS, read_decisions
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search.py"
@@ -39,8 +41,20 @@ def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_exper
     n_val = sum(val.values())  # the margin is computed on the validation split's size
     # the noise inputs the scheduler used, recorded once when the search started (noise.noise_inputs)
     assert meta["noise"] == {"n_val": n_val, "majority": pytest.approx(max(val.values()) / n_val), "z": 2.0}
-    assert first["margin"] == pytest.approx(2 * ((first["value"] * (1 - first["value"]) + first["cutoff"]
-                                                  * (1 - first["cutoff"])) / n_val) ** 0.5)
+    unpaired = 2 * ((first["value"] * (1 - first["value"]) + first["cutoff"] * (1 - first["cutoff"])) / n_val) ** 0.5
+    assert first["unpaired_margin"] == pytest.approx(unpaired)
+    # Paired (issue 21): the margin is z * the McNemar SE against the rung's cutoff trial, on the same images,
+    # whose per-image record the log holds beside its own decision at that rung.
+    assert first["paired"] and first["ref_trial"]
+    ref = next(d for d in decisions if d["trial_id"] == first["ref_trial"] and d["rung"] == first["rung"])
+    mine, theirs = paired.decode(first), paired.decode(ref)
+    assert mine.n == theirs.n == n_val and mine.acc == pytest.approx(first["value"], abs=1e-6)
+    assert first["margin"] == pytest.approx(2 * paired.acc_diff_se(mine, theirs))
+    # Every epoch of every trial wrote its per-image record (per_image.jsonl), for ties after the search.
+    records = read_per_image(tuned_experiment)
+    history = read_history(tuned_experiment)
+    assert sum(len(v) for v in records.values()) == len(history)
+    assert all(paired.decode(r).n == n_val for v in records.values() for r in v.values())
     result = CliRunner().invoke(app, ["best", str(tuned_experiment)])
     assert result.exit_code == 0, result.output
     assert "what the search saw:" in result.output
@@ -51,8 +65,11 @@ def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_exper
 def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
     out, log = tmp_path / "bench.json", tmp_path / "runs.jsonl"
 
+    curves = tmp_path / "curves.jsonl"
+
     def bench():
-        proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--log", str(log), "--out", str(out)],
+        proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--log", str(log), "--out", str(out),
+                               "--curves", str(curves)],
                               check=False, capture_output=True, text=True, timeout=180, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         report = json.loads(out.read_text())
@@ -60,18 +77,31 @@ def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
         return report
 
     report = bench()
-    assert len(log.read_text().splitlines()) == 8  # one line per finished run
+    assert len(log.read_text().splitlines()) == 4  # one line per finished run
     assert bench()["results"] == report["results"]  # run again: every run read back from the log,
-    assert len(log.read_text().splitlines()) == 8  # none trained again
+    assert len(log.read_text().splitlines()) == 4  # none trained again
     lines = report["results"]["hard"]
-    assert set(lines) == {"default", "random_asha", "random_fifo", "seed", "seed+standardize", "seed+batch_norm",
-                          "seed+sgd", "seed+augment"}
+    assert set(lines) == {"default", "random_fifo", "seed+standardize", "point:std"}
     for line in lines.values():
         assert 0 <= line["best_val_acc"]["mean"] <= 1 and 0 <= line["test_acc"]["mean"] <= 1
     assert lines["random_fifo"]["epochs"]["mean"] == 4 * 2  # FIFO: every trial to --max-epochs
-    assert lines["seed"]["epochs"]["mean"] == 2
-    assert set(report["targets"]["hard"]) == {"default_test_vs_best_lever", "asha_keeps_fifo_winner",
-                                             "tpe_vs_random_best_val_acc"}
+    assert lines["point:std"]["epochs"]["mean"] == 2
+    t = report["targets"]["hard"]
+    assert set(t) == {"default_test_vs_best_warm_start_point", "default_test_vs_best_lever", "default_epochs_share",
+                      "random_fifo_epochs_share", "default_vs_random_fifo_test"}
+    assert t["random_fifo_epochs_share"]["share"] == 1.0
+    # random_fifo's curves, every epoch with its per-image record, for replay_rungs.py (written once: the rerun
+    # trained nothing); they replay through the paired and the unpaired rule.
+    (search,) = [json.loads(line) for line in curves.read_text().splitlines()]
+    assert len(search["curves"]) == 4 and search["noise"]["n_val"] > 0
+    assert all(len(c["val_correct"]) == len(c["val_acc"]) == 2 and all(c["val_correct"]) for c in search["curves"])
+    proc = subprocess.run([sys.executable, str(BENCH.parent / "replay_rungs.py"), str(curves), "--graces", "1",
+                           "--reduction-factors", "2"], check=True, capture_output=True, text=True, timeout=120)
+    replayed = json.loads(proc.stdout)
+    assert set(replayed["searches"][0]["replays"]) >= {"paired/grace1/rf2", "noise/grace1/rf2"}
+    assert replayed["paired"]["grace1/rf2"]["stops_against_unpaired_guard"] == 0
+    assert t["default_test_vs_best_warm_start_point"]["met"] == (t["default_test_vs_best_warm_start_point"]["points"]
+                                                                 >= 2)
 
 
 @pytest.mark.slow
