@@ -72,7 +72,9 @@ def find_ties(ranked: pd.DataFrame, per_image: Mapping[str, Mapping[int, Mapping
     records = {}
     for row in scored.itertuples(index=False):
         epoch = int_or_none(row.best_epoch)
-        rec = decode(per_image.get(str(row.trial_id), {}).get(epoch)) if epoch is not None else None
+        if epoch is None:
+            continue
+        rec = decode(per_image.get(str(row.trial_id), {}).get(epoch))
         if rec is not None:
             records[str(row.trial_id)] = (row, epoch, rec)
     best_id = str(scored.iloc[0]["trial_id"])

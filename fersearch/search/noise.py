@@ -153,8 +153,8 @@ class NoiseRule:
         if (not tied or self.loss_sd is None or loss is None or math.isnan(loss)
                 or cut_loss is None or math.isnan(cut_loss) or len(finite) < self.min_compared):
             return out
-        paired = loss_se is not None and math.isfinite(loss_se)
-        out["loss_margin"] = margin_loss = self.z * loss_se if paired else self.loss_margin()
+        out["loss_margin"] = margin_loss = (self.z * loss_se if loss_se is not None and math.isfinite(loss_se)
+                                            else self.loss_margin())
         if loss - cut_loss > margin_loss:
             out.update(reason="loss", metric="val_loss")
         return out
