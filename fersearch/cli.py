@@ -187,9 +187,9 @@ def tune_cmd(**settings) -> None:
         typer.echo(line)
     if result.best and not result.interrupted:  # the rules live in report/ (search/ cannot import it)
         from .report.best import best
-        from .report.console import diagnosis_lines
+        from .report.console import closing_lines
 
-        for line in diagnosis_lines(best(result.path).analysis.diagnoses):
+        for line in closing_lines(best(result.path)):
             typer.echo(line)
     if result.interrupted:
         raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
@@ -268,6 +268,9 @@ def best_cmd(
         int, typer.Option("--seeds", help="Retrain K times with different seeds, report mean ± std and keep "
                           "the best-validation model.")
     ] = 1,
+    ties: Annotated[int, typer.Option("--ties", help="With --evaluate: retrain up to K configurations tied with "
+                                      "the best (within validation noise), max(--seeds, 2) seeds each, and keep the "
+                                      "highest mean val_acc; 1: the best alone.")] = 3,  # tiebreak.DEFAULT_TIES
     tta: Annotated[bool, typer.Option("--tta", help="Also report horizontal-flip test-time augmentation.")] = False,
     split: Annotated[
         Literal["test", "val"], typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when "
@@ -298,13 +301,13 @@ def best_cmd(
         return
     from .report import evaluate as evaluation
 
-    evaluation.check_args(epochs, seeds, split)  # flag mistakes first, before any reading or training
+    evaluation.check_args(epochs, seeds, split, ties)  # flag mistakes first, before any reading or training
     bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
     log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
     if not (json_out or quiet):
         typer.echo(format_best(bt) + "\n", err=True)
-    ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data,
+    ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data, ties=ties,
                              progress=not (json_out or quiet), log=log)
     from .search.tracking import log_evaluation
 

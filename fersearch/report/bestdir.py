@@ -24,6 +24,7 @@ from .best import BestTrial
 from .metrics import report_file_text
 from .pages import PARETO, ReportContext, write_pages
 from .run import history_csv
+from .tiebreak import DEFAULT_TIES
 
 BEST_DIR = "best"
 
@@ -40,6 +41,7 @@ class Evaluation:
     out_dir: Path
     predictions: pd.DataFrame  # predictions.csv: per image true/predicted emotion and probabilities
     files: dict[str, Path] = field(default_factory=dict)
+    ties_limit: int = DEFAULT_TIES  # --ties: how many tied configurations a tie-break may retrain
 
     @property
     def accuracy(self) -> float:
@@ -89,7 +91,7 @@ def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: f
         seed_runs=ev.seed_runs, commands=reproduce_commands(ev, fer), provenance=_report_provenance(record),
         analysis=bt.analysis, tta_metrics=ev.tta_metrics, images=images, notes=_notes(ev, fer),
         pareto=pareto.front_table(bt.analysis.trials, bt.trial_id) if pareto.has_latency(bt.analysis.trials) else None,
-        pareto_rule=pareto.rule_text(bt.max_latency_ms),
+        pareto_rule=pareto.rule_text(bt.max_latency_ms), tie_break=m.get("tie_break"),
     ))
 
 
@@ -132,6 +134,7 @@ def evaluate_command(ev: Evaluation) -> str:
     flags += " --tta" if ev.tta_metrics else ""
     flags += " --split val" if m["split"] == "val" else ""
     flags += f" --max-latency-ms {bt.max_latency_ms:g}" if bt.max_latency_ms is not None else ""
+    flags += f" --ties {ev.ties_limit}" if ev.ties_limit != DEFAULT_TIES else ""
     return f"fersearch best {bt.name if under_default else bt.experiment} --evaluate{flags}"
 
 
@@ -140,7 +143,7 @@ def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
     data = bt.meta.get("data", {}).get("path") or fer.source
     return {
         "The search (from its fersearch.json):": str(bt.meta.get("command", "")),
-        "Retrain the winner and rebuild this report:": evaluate_command(ev),
+        "Retrain the winner (and any trials tied with it) and rebuild this report:": evaluate_command(ev),
         "Train the winning configuration alone (kept seed, same epoch budget):":
             f"fersearch train --data {data} --config {bt.experiment / BEST_DIR / 'config.json'}",
     }
@@ -169,6 +172,7 @@ def provenance(ev: Evaluation, fer: Any, elapsed: float, run: RetrainRun) -> dic
         "data": {"path": rec.get("path") or fer.source, "format": fer.format, "sha256": fer.sha256},
         "split": ev.metrics["split"], "epoch_budget": ev.metrics["epoch_budget"], "seeds": ev.metrics["seeds"]["seeds"],
         "tta": ev.tta_metrics is not None, "device": str(run.fit.device), "elapsed_s": round(elapsed, 1),
+        "tie_break": ev.metrics.get("tie_break"),  # None: no tie to break (report/tiebreak.py)
         "versions": versions(),
     }
 

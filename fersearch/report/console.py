@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..fmt import acc, cells, num
 from .analysis import config_diff
+from .tiebreak import tie_break_lines, tie_lines
 
 
 def format_table(df: pd.DataFrame) -> str:
@@ -36,8 +37,14 @@ def format_best(bt: Any, n: int = 5) -> str:
     changes = ", ".join(f"{k} {num(old, 4)} -> {num(new, 4)}" for k, (old, new) in config_diff(bt.config).items())
     lines.append("differs from the seed CNN: " + (changes or "nothing (it is the seed configuration)"))
     lines += ["", f"top {min(n, len(a.trials))} trials by best val_acc:", format_table(bt.top(n))]
+    lines += ["", *tie_lines(a.ties)]
     lines += diagnosis_lines(a.diagnoses)
     return "\n".join(lines)
+
+
+def closing_lines(bt: Any) -> list[str]:
+    """What `fersearch tune` prints after its summary: the ties with the best, then the diagnoses."""
+    return ["", *tie_lines(bt.analysis.ties), *diagnosis_lines(bt.analysis.diagnoses)]
 
 
 def diagnosis_lines(diagnoses: Sequence[Any]) -> list[str]:
@@ -61,6 +68,7 @@ def format_evaluation(ev: Any) -> str:
         lines.append(f"{s['n']} seeds {s['seeds']}: {m['split']} accuracy {acc(s['accuracy']['mean'])} ± "
                      f"{acc(s['accuracy']['std'])}, val_acc {acc(s['val_acc']['mean'])} ± {acc(s['val_acc']['std'])} "
                      f"(mean ± sample std); kept seed {s['kept_seed']} (best val_acc)")
+    lines += tie_break_lines(m.get("tie_break"))
     lines += ["", ev.report.rstrip(), "", f"wrote {ev.out_dir}/:"]
     lines += [f"  {p.name}" for p in ev.files.values()]
     lines.append(f"open {ev.out_dir / 'report.html'} in a browser for the full report")

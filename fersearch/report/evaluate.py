@@ -5,8 +5,10 @@
 
 The retrain uses the data file the search used (checked by content hash), the full epoch
 budget (the search's --max-epochs unless told otherwise), early stopping on the
-validation split with its best weights restored. The test split is touched here only,
-once per retrained model, after all training is done. Results are assembled in a
+validation split with its best weights restored. A winner tied with others within the
+validation noise is first told apart from them by retraining each (report/tiebreak.py, --ties),
+on validation only. The test split is touched here only, once per retrained model of the
+pick, after all training is done. Results are assembled in a
 temporary directory and swapped in as results/<name>/best/, so a failure midway never
 leaves a half-written best/ behind.
 """
@@ -27,7 +29,7 @@ from ..errors import ConfigError, DataError, ExperimentError
 from ..fmt import acc
 from ..search.experiment import read_per_image
 from . import analysis as an
-from . import bestdir
+from . import bestdir, tiebreak
 from .best import BestTrial, best
 from .bestdir import Evaluation, RetrainRun
 from .metrics import classification_report_text, compute_metrics, predictions_frame, seed_summary
@@ -39,7 +41,8 @@ SPLITS = ("test", "val")
 def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs: int | None = None, seeds: int = 1,
              tta: bool = False, split: str = "test", results: str | os.PathLike | None = None,
              data: Any = None, threads: int | None = None, progress: bool = False,
-             log: Log | None = None, max_latency_ms: float | None = None) -> Evaluation:
+             log: Log | None = None, max_latency_ms: float | None = None,
+             ties: int = tiebreak.DEFAULT_TIES) -> Evaluation:
     """Retrain the best trial's configuration from scratch and evaluate it on `split`.
 
     experiment: a name, a path, None (the newest) or a BestTrial from `best()`.
@@ -48,9 +51,12 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     model and report mean +- std. tta: add horizontal-flip test-time augmentation figures.
     data: the FerData the search used, if it was passed in memory (default: reload the
     search's data file, checked against its recorded sha256). max_latency_ms: retrain the most
-    accurate trial whose model is within this latency budget instead (report/pareto.py)."""
+    accurate trial whose model is within this latency budget instead (report/pareto.py).
+    ties: break a tie with the best by retraining up to this many tied configurations, each
+    with max(seeds, 2) seeds, and keeping the highest mean best val_acc (report/tiebreak.py);
+    1: retrain the winner alone."""
     log = log or log_stderr
-    check_args(epochs, seeds, split)
+    check_args(epochs, seeds, split, ties)
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results, max_latency_ms=max_latency_ms)
     a = bt.analysis
     if not a.importance:
@@ -59,21 +65,29 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     fer, images, labels = prepare_data(bt.meta, data, split, log, experiment=bt.experiment)
     budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
     started = time.time()
-    runs = [_retrain(bt, fer, images, budget, bt.config.seed + i, tta, threads, progress, log) for i in range(seeds)]
+    picked, fits, record = _retrain_tie_set(bt, ties, seeds, fer, budget, threads, progress, log)
+    # The test split is touched here only: the pick's models, after all training is done.
+    runs = [_score(fit, seed, images, tta) for seed, fit in fits]
     kept = max(range(len(runs)), key=lambda i: runs[i].fit.best_val_acc)
-    ev = _assemble(bt, fer, labels, split, runs, kept, budget, tta)
+    ev = _assemble(picked, fer, labels, split, runs, kept, budget, tta)
+    ev.ties_limit = ties
+    if record:
+        ev.metrics["tie_break"] = record
     ev.out_dir = write_best_dir(ev, runs[kept], fer, elapsed=time.time() - started)
     ev.files = {p.name: p for p in sorted(ev.out_dir.iterdir())}
     return ev
 
 
-def check_args(epochs: int | None, seeds: int, split: str) -> None:
+def check_args(epochs: int | None, seeds: int, split: str, ties: int = tiebreak.DEFAULT_TIES) -> None:
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs {epochs}: retrain at least 1 epoch (default: the search's --max-epochs)")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: retrain at least once")
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    if ties < 1:
+        raise ConfigError(f"--ties {ties}: retrain at least the best configuration (--ties 1: no tie-break; "
+                          f"default {tiebreak.DEFAULT_TIES})")
 
 
 # ---------------------------------------------------------------- data
@@ -130,9 +144,27 @@ def split_with_labels(fer: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- retrain and assemble
-def _retrain(bt: BestTrial, fer: Any, images: np.ndarray, budget: int, seed: int, tta: bool,
-             threads: int | None, progress: bool, log: Log) -> RetrainRun:
-    from ..train import fit, predict_proba
+def _retrain_tie_set(bt: BestTrial, ties: int, seeds: int, fer: Any, budget: int, threads: int | None,
+                     progress: bool, log: Log) -> tuple[BestTrial, list[tuple[int, Any]], dict[str, Any] | None]:
+    """Retrain the winner, or each configuration of its tie set (report/tiebreak.py), on validation
+    only. Returns the pick, its (seed, FitResult) runs and the tie-break record (None without a tie)."""
+    configs = {tid: tiebreak.trial_as_best(bt, tid) for tid in tiebreak.tie_set(bt, ties)}
+    n_seeds = tiebreak.tie_seeds(seeds, list(configs))
+    seed_lists = {tid: [c.config.seed + i for i in range(n_seeds)] for tid, c in configs.items()}
+    if len(configs) > 1:
+        log(f"tie-break: trials {', '.join(configs)} are within noise of the best on the validation images; "
+            f"retraining each with {n_seeds} seeds, picking the highest mean best val_acc (test split unused)")
+    fits = {tid: [_retrain(c, fer, budget, seed, threads, progress, log) for seed in seed_lists[tid]]
+            for tid, c in configs.items()}
+    val_accs = {tid: [float(f.best_val_acc) for f in runs] for tid, runs in fits.items()}
+    picked = tiebreak.pick(val_accs)
+    record = tiebreak.tie_break_record(bt, ties, seed_lists, val_accs, picked) if len(configs) > 1 else None
+    return configs[picked], list(zip(seed_lists[picked], fits[picked])), record
+
+
+def _retrain(bt: BestTrial, fer: Any, budget: int, seed: int, threads: int | None, progress: bool, log: Log) -> Any:
+    """One retrain of the trial's configuration from scratch: train.FitResult (validation only)."""
+    from ..train import fit
 
     cfg = bt.config.replace(epochs=budget, seed=seed)
     log(f"retraining trial {bt.trial_id} from scratch: seed {seed}, up to {budget} epochs, "
@@ -140,6 +172,13 @@ def _retrain(bt: BestTrial, fer: Any, images: np.ndarray, budget: int, seed: int
     result = fit(cfg, fer, threads=threads, progress=progress)
     log(f"  seed {seed}: best val_acc {acc(result.best_val_acc)} at epoch {result.best_epoch} "
         f"of {len(result.history)}{' (stopped early)' if result.stopped_early else ''}")
+    return result
+
+
+def _score(result: Any, seed: int, images: np.ndarray, tta: bool) -> RetrainRun:
+    """A retrained model's probabilities on the split to score."""
+    from ..train import predict_proba
+
     probs = predict_proba(result.model, images)
     return RetrainRun(seed, result, probs, predict_proba(result.model, images, tta=True) if tta else None)
 

@@ -18,6 +18,7 @@ from pandas.io.formats.style import Styler
 
 from ..fmt import acc, cells, num, pct, plural
 from ..io import atomic_write_text
+from .tiebreak import tie_break_summary, tie_break_table, ties_summary, ties_table
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)
     pareto: pd.DataFrame | None = None  # report.pareto.front_table, when the trials recorded latency
     pareto_rule: str = ""  # the rule that picked the winner (report.pareto.rule_text)
+    tie_break: dict[str, Any] | None = None  # metrics.json's tie_break (report.tiebreak), None without a tie
 
 
 def write_pages(ctx: ReportContext) -> tuple[Path, Path]:
@@ -138,6 +140,21 @@ def top_tables(a: Any, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
     shared = pd.DataFrame([{"hyperparameter": p, "value": top[p].iloc[0]} for p in same],
                           columns=["hyperparameter", "value"])
     return top.drop(columns=same), shared
+
+
+TIES = "Ties with the best"
+
+
+def tie_tables(ctx: ReportContext) -> list[tuple[str, pd.DataFrame | None]]:
+    """The ties section, for both pages: (sentence, table or None) pairs; [] without an analysis."""
+    if ctx.analysis is None:
+        return []
+    ties = ctx.analysis.ties
+    listed = ties is not None and ties.known and bool(ties.tied)
+    out: list[tuple[str, pd.DataFrame | None]] = [(ties_summary(ties), ties_table(ties) if listed else None)]
+    if ctx.tie_break:
+        out.append((tie_break_summary(ctx.tie_break) + ".", tie_break_table(ctx.tie_break)))
+    return out
 
 
 # ---------------------------------------------------------------- tables (pandas frames)
@@ -263,6 +280,10 @@ def render_html(ctx: ReportContext) -> str:
     parts.append("<div class=cards>" + "".join(
         f"<div class=card><div class=l>{e(label)}</div><div class=v>{e(v)}</div><div class=d>{e(d)}</div></div>"
         for label, v, d in headline(ctx)) + "</div>")
+    if tie_tables(ctx):
+        parts.append(f"<h2>{TIES}</h2>" + "".join(
+            f"<p class=note>{e(text)}</p>" + (html_table(df, f"ties{i}") if df is not None else "")
+            for i, (text, df) in enumerate(tie_tables(ctx))))
     parts.append("<h2>Per-class metrics</h2>" + html_table(per_class_table(ctx), "per_class"))
     parts += [f"<p class=note>{e(n)}</p>" for n in class_notes(ctx.metrics)]
     if ctx.tta_metrics:
@@ -324,6 +345,10 @@ def render_markdown(ctx: ReportContext) -> str:
              f"split ({m['n']} images). Data: `{ctx.provenance.get('data_path', '')}`.", ""]
     lines += [f"> {n}" for n in ctx.notes] + ([""] if ctx.notes else [])
     lines += [md_table(pd.DataFrame(headline(ctx), columns=["figure", "value", "detail"])), ""]
+    if tie_tables(ctx):
+        lines += [f"## {TIES}", ""]
+        for text, df in tie_tables(ctx):
+            lines += [text, ""] + ([md_table(df), ""] if df is not None else [])
     lines += ["## Per-class metrics", "", md_table(per_class_table(ctx)), ""]
     notes = class_notes(ctx.metrics)
     lines += [*notes, ""] if notes else []

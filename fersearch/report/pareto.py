@@ -70,8 +70,10 @@ def format_best_and_front(bt: Any, max_latency_ms: float | None) -> str:
 
 
 def best_dict(bt: Any, max_latency_ms: float | None) -> dict[str, Any]:
-    """`fersearch best --json`: the winner and the front."""
-    return {**bt.to_dict(), "pareto": front_dict(bt.analysis.trials, bt.trial_id, max_latency_ms)}
+    """`fersearch best --json`: the winner, the trials tied with it (report/ties.py) and the front."""
+    ties = bt.analysis.ties
+    return {**bt.to_dict(), "ties": ties.to_dict() if ties is not None else None,
+            "pareto": front_dict(bt.analysis.trials, bt.trial_id, max_latency_ms)}
 
 
 def front_dict(trials: pd.DataFrame, picked: str, max_latency_ms: float | None) -> dict[str, Any]:
