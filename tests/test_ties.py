@@ -103,7 +103,7 @@ def test_find_ties_gives_exactly_the_trials_within_z_paired_se(tied_study):
 def test_best_text_and_json_list_the_tied_trials_with_their_paired_test(tied_study):
     res = runner.invoke(app, ["best", str(tied_study)])
     assert res.exit_code == 0, res.output
-    assert "2 trials of 3 within noise of the best trial best" in res.stdout
+    assert "tied: 2 of the other 3 trials are within noise of the best trial best" in res.stdout
     table = res.stdout.split("within noise of the best", 1)[1].split("\n\n", 1)[0]
     ties = best(tied_study).analysis.ties
     assert ties is not None
@@ -115,7 +115,8 @@ def test_best_text_and_json_list_the_tied_trials_with_their_paired_test(tied_stu
     assert out["ties"]["tied"] == ["near", "close"] and out["ties"]["best"] == "best"
     assert out["ties"] == json.loads(json.dumps(ties.to_dict()))
     # the end of `tune` says the same (closing_lines is what the CLI prints after the summary)
-    assert "2 trials of 3 within noise of the best trial best" in "\n".join(closing_lines(best(tied_study)))
+    closing = "\n".join(closing_lines(best(tied_study)))
+    assert "tied: 2 of the other 3 trials are within noise of the best trial best" in closing
 
 
 def test_no_tie_and_old_folders_take_one_line(tied_study, tmp_path):

@@ -51,8 +51,9 @@ def ties_table(ties: Ties) -> pd.DataFrame:
     """The tied trials with their paired test against the best: difference and SE in points, z."""
     return pd.DataFrame([{"trial": t.trial_id, "best val_acc": t.best_val_acc, "best epoch": t.best_epoch,
                           "diff (points)": points(t.diff, sign=True), "paired SE (points)": points(t.se),
-                          "z": f"{tie_z(t):+.2f}"} for t in ties.tied],
-                        columns=["trial", "best val_acc", "best epoch", "diff (points)", "paired SE (points)", "z"])
+                          "diff / SE": f"{tie_z(t):+.2f}"} for t in ties.tied],
+                        columns=["trial", "best val_acc", "best epoch", "diff (points)", "paired SE (points)",
+                                 "diff / SE"])
 
 
 def ties_summary(ties: Ties | None) -> str:
@@ -65,8 +66,8 @@ def ties_summary(ties: Ties | None) -> str:
         return f"no tie: no other trial to compare with the best ({rule})"
     if not ties.tied:
         return f"no tie: each of the other {plural(len(ties.compared), 'trial')} is beyond noise of the best ({rule})"
-    return (f"{plural(len(ties.tied), 'trial')} of {len(ties.compared)} within noise of the best trial {ties.best} "
-            f"({rule}):")
+    return (f"tied: {len(ties.tied)} of the other {plural(len(ties.compared), 'trial')} are within noise of the best "
+            f"trial {ties.best} ({rule}):")
 
 
 def tie_lines(ties: Ties | None) -> list[str]:
