@@ -79,7 +79,11 @@ def replay(curves: list[dict[str, list[float]]], scheduler: Any, concurrency: in
         stops = [d for d in decisions if d["action"] == TrialScheduler.STOP]
         out["paired_stops_unpaired_held"] = sum(d.get("unpaired_reason") in ("close",) for d in stops
                                                 if d["reason"] != d.get("unpaired_reason"))
-        out["stops_against_unpaired_guard"] = sum(d.get("unpaired_reason") not in MARGIN_REASONS for d in stops)
+        # A stop is a margin call when the unpaired rule held the trial on a margin: its accuracy within the
+        # margin of the cutoff ("close"), or its loss within the loss margin (it asked the loss: flat, majority,
+        # close or a tie above the cutoff). Anything else would break a guard (few, flat/majority on val_acc).
+        out["stops_against_unpaired_guard"] = sum(d.get("unpaired_reason") not in MARGIN_REASONS
+                                                  and d.get("unpaired_loss_margin") is None for d in stops)
     return out
 
 
@@ -100,7 +104,7 @@ def replay_search(search: dict[str, Any], graces: list[int], factors: list[float
     """Every (grace, reduction factor, scheduler) on one recorded search, next to FIFO. The search's own
     noise block (n_val, majority), when it recorded one, wins over the arguments."""
     curves = search["curves"]
-    noise = search.get("noise") or {}
+    noise = search.get("noise") or synthetic_noise(search) or {}
     n_val = int(noise.get("n_val") or n_val or recorded_n(curves))
     majority = noise.get("majority", majority)
     max_t = max(len(c["val_acc"]) for c in curves)
@@ -118,6 +122,18 @@ def replay_search(search: dict[str, Any], graces: list[int], factors: list[float
                 rows[f"{name}/grace{grace}/rf{rf:g}"] = r
     return {"preset": search.get("preset"), "seed": search.get("seed"), "variant": search.get("variant"),
             "n_val": n_val, "majority": majority, "max_t": max_t, "fifo": fifo, "replays": rows}
+
+
+def synthetic_noise(search: dict[str, Any]) -> dict[str, Any] | None:
+    """The noise block of a bench_search.py search that recorded none (curves written before it did): its
+    data set is synthetic (preset, n, data seed 0), so the validation labels are made again."""
+    if "preset" not in search or "n" not in search:
+        return None
+    from fersearch.data.synth import synthetic_data
+    from fersearch.search.noise import noise_inputs
+
+    fer = synthetic_data(int(search["n"]), 0, search["preset"])
+    return noise_inputs(fer.labels[fer.split == 1])
 
 
 def recorded_n(curves: list[dict[str, Any]]) -> int:
