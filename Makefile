@@ -37,8 +37,13 @@ bench: install  ## the benchmarks that take minutes (bench_search in its --quick
 	@for b in bench_data bench_train bench_state bench_tune; do echo "== $$b"; $(BIN)/python benchmarks/$$b.py; done
 	@echo "== bench_search --quick"; $(BIN)/python benchmarks/bench_search.py --quick
 
-bench-search: install  ## issue 10's full comparison: 2 data sets x 3 seeds (~2 h on 2 CPU cores); cut short, run it again
-	$(BIN)/python benchmarks/bench_search.py --log results/bench_search.jsonl --out results/bench_search.json
+B := results/bench_search
+bench-search: install  ## issue 21's comparison at 16 x 30: 2 data sets x 3 seeds (~2 h on 2 CPU cores); cut short, run it again
+	mkdir -p $(B)
+	$(BIN)/python benchmarks/bench_search.py --n 2400 --log $(B)/runs.jsonl --curves $(B)/curves.jsonl --keep $(B)/keep --out $(B)/bench.json
+	$(BIN)/python benchmarks/replay_rungs.py $(B)/curves.jsonl > $(B)/replay.json
+	$(BIN)/python benchmarks/bench_ties.py $(B)/keep > $(B)/ties.json
+	$(BIN)/python benchmarks/bench_tiebreak.py $(B)/keep --n 2400 --log $(B)/runs.jsonl --out $(B)/tiebreak.json
 
 clean:
 	rm -rf $(VENV) *.egg-info
