@@ -69,8 +69,8 @@ def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
 
     def bench():
         proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--log", str(log), "--out", str(out),
-                               "--curves", str(curves)],
-                              check=False, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+                               "--curves", str(curves), "--keep", str(tmp_path / "keep")],
+                              check=False, capture_output=True, text=True, timeout=400, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         report = json.loads(out.read_text())
         assert json.loads(proc.stdout) == report
@@ -100,6 +100,11 @@ def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
     replayed = json.loads(proc.stdout)
     assert set(replayed["searches"][0]["replays"]) >= {"paired/grace1/rf2", "noise/grace1/rf2"}
     assert replayed["paired"]["grace1/rf2"]["stops_against_unpaired_guard"] == 0
+    # The tie set `best` prints, against one recomputed from the kept folders' files alone.
+    proc = subprocess.run([sys.executable, str(BENCH.parent / "bench_ties.py"), str(tmp_path / "keep")], check=True,
+                          capture_output=True, text=True, timeout=120)
+    checked = json.loads(proc.stdout)
+    assert checked["searches_checked"] == 2 and checked["all_equal"], checked
     assert t["default_test_vs_best_warm_start_point"]["met"] == (t["default_test_vs_best_warm_start_point"]["points"]
                                                                  >= 2)
 
