@@ -101,6 +101,11 @@ def test_decisions_held_on_noise_name_grace_period_and_the_rung():
     assert d and d.flag == "--grace-period"
     assert "2 trials (2 at epoch 1)" in d.message and "raise --grace-period above 1" in d.message
     assert held_rungs(decisions[2:]) is None
+    assert held_rungs(decisions, first_rung=1).flag == "--grace-period"
+    # Held only past the first rung (the demo's rung at 15 of grace 5): learners tied there, no flag to raise.
+    later = [{**d, "rung": 15} for d in decisions]
+    d = held_rungs(later, first_rung=5)
+    assert d and d.flag is None and "--grace-period" not in d.message and "past the first rung (epoch 5)" in d.message
 
 
 def test_boundary_and_seed_comparison():

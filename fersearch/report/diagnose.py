@@ -136,8 +136,11 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
                      f"validation images: raise --grace-period.", "--grace-period")
 
 
-def held_rungs(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
-    """Rungs where plain ASHA would have stopped trials but the scheduler held them as noise."""
+def held_rungs(decisions: Iterable[dict[str, Any]], first_rung: int | None = None) -> Diagnosis | None:
+    """Rungs where plain ASHA would have stopped trials but the scheduler held them as noise. Held at the
+    first rung (`first_rung`, the grace period; None: the lowest rung held): the rung came too early, raise
+    --grace-period. Held only at later rungs: the trials had learned and were within noise of one another
+    there, which no flag changes (the end of the search ranks them, with its ties)."""
     held: dict[int, set[str]] = {}
     for d in decisions:
         if d.get("asha_would_stop") and d.get("reason") in HELD_REASONS:
@@ -147,12 +150,15 @@ def held_rungs(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
     first = min(held)
     where = ", ".join(f"{len(v)} at epoch {r}" for r, v in sorted(held.items()))
     count = sum(len(v) for v in held.values())
-    return Diagnosis("held",
-                     f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} kept at a rung where "
-                     f"plain ASHA would have stopped "
-                     f"them, because their val_acc was within noise of the rung's others or of the majority-class "
-                     f"rate: the rung at epoch {first} came before the trials could be ranked; raise --grace-period "
-                     f"above {first}.", "--grace-period")
+    said = (f"{plural(count, 'trial')} ({where}) {'was' if count == 1 else 'were'} kept at a rung where plain ASHA "
+            f"would have stopped {'it' if count == 1 else 'them'}, because {'its' if count == 1 else 'their'} val_acc "
+            f"was within noise of the rung's others or of the majority-class rate")
+    if first_rung is not None and first > first_rung:
+        return Diagnosis("held", f"{said}: past the first rung (epoch {first_rung}), so not too early a rung but "
+                                 f"trials within noise of one another at epoch {first}; nothing to change, the "
+                                 f"ties at the end say which of them are still tied.")
+    return Diagnosis("held", f"{said}: the rung at epoch {first} came before the trials could be ranked; raise "
+                             f"--grace-period above {first}.", "--grace-period")
 
 
 def loss_stops(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
@@ -201,6 +207,7 @@ def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
     decisions = list(decisions)
     short = too_short(ties, ranked, meta.get("max_epochs")) if ties is not None else None
     found = [short or still_improving(ranked, history, meta.get("max_epochs")),
-             noise_stops(ranked, history, meta, decisions), loss_stops(decisions), held_rungs(decisions),
+             noise_stops(ranked, history, meta, decisions), loss_stops(decisions),
+             held_rungs(decisions, meta.get("grace_period")),
              *boundary_notes(boundaries), seed_comparison(ranked, seed_trial)]
     return [d for d in found if d is not None]
