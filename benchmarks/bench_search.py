@@ -166,14 +166,18 @@ def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]], budget: int) -
     for preset, lines in per_seed.items():
         mean = {k: float(np.mean([r["test_acc"] for r in v])) for k, v in lines.items()}
         t: dict[str, Any] = {}
+        val = {k: float(np.mean([r["best_val_acc"] for r in v])) for k, v in lines.items()}
         for group, prefix in (("warm_start_point", "point:"), ("lever", "seed+")):
             alone = {k: v for k, v in mean.items() if k.startswith(prefix)}
             if "default" in mean and alone:
-                top = max(alone, key=alone.get)
+                # The best alone by its test accuracy (the issue's reading: a bar raised by picking on test),
+                # and the one a person would pick without the test split, by validation.
+                top, by_val = max(alone, key=alone.get), max(alone, key=lambda k: val[k])
                 points = round(100 * (mean["default"] - alone[top]), 1)
-                t[f"default_test_vs_best_{group}"] = {"default": round(mean["default"], 4), top: round(alone[top], 4),
-                                                      "points": points, "target": ">= +2 points",
-                                                      "met": bool(points >= 2) if group == "warm_start_point" else None}
+                t[f"default_test_vs_best_{group}"] = {
+                    "default": round(mean["default"], 4), top: round(alone[top], 4), "points": points,
+                    "target": ">= +2 points", "met": bool(points >= 2) if group == "warm_start_point" else None,
+                    "best_by_val": by_val, "points_vs_best_by_val": round(100 * (mean["default"] - alone[by_val]), 1)}
         for line in ("default", "random_fifo", "random_asha"):
             if line in lines:
                 share = float(np.mean([r["epochs"] for r in lines[line]])) / budget
@@ -183,6 +187,28 @@ def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]], budget: int) -
             t["default_vs_random_fifo_test"] = round(100 * (mean.get("default", float("nan")) - mean["random_fifo"]), 1)
         out[preset] = t
     return out
+
+
+def run_all(args: Any, runs: list[dict[str, Any]], record: Any) -> None:
+    """Every (seed, data set, line) not already in `runs`, in one local Ray."""
+    import ray
+
+    from fersearch.data.synth import synthetic_data
+
+    started = not ray.is_initialized()  # one Ray for every search (tune() reuses it) and training
+    if started:
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
+            root = Path(args.keep or tmp)
+            data = {p: synthetic_data(args.n, 0, p) for p in args.presets}
+            for seed in args.seeds:  # seed outermost: a run cut short still has whole seeds of both data sets
+                for preset, fer in data.items():
+                    done = {r["line"]: r for r in runs if (r["preset"], r["seed"]) == (preset, seed)}
+                    run_seed(preset, fer, seed, args.lines, args, root / preset, done, record)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def read_log(path: Path | None, args: Any) -> list[dict[str, Any]]:
@@ -198,9 +224,7 @@ def read_log(path: Path | None, args: Any) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import ray
 
-    from fersearch.data.synth import synthetic_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["default", "hard"])
@@ -215,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--log", type=Path, help="append each finished run here (JSON lines); runs already there "
                                              "at the same --trials/--max-epochs/--n are kept, not rerun")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--report", action="store_true", help="train nothing: summarise the runs already in --log")
     args = ap.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -229,21 +254,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f.write(json.dumps(run) + "\n")
 
     t0 = time.time()
-    started = not ray.is_initialized()  # one Ray for every search (tune() reuses it) and training
-    if started:
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
-            if args.keep:
-                tmp = str(args.keep)
-            data = {p: synthetic_data(args.n, 0, p) for p in args.presets}
-            for seed in args.seeds:  # seed outermost: a run cut short still has whole seeds of both data sets
-                for preset, fer in data.items():
-                    done = {r["line"]: r for r in runs if (r["preset"], r["seed"]) == (preset, seed)}
-                    run_seed(preset, fer, seed, args.lines, args, Path(tmp) / preset, done, record)
-    finally:
-        if started:
-            ray.shutdown()
+    if not args.report:
+        run_all(args, runs, record)
     per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in runs:
         if r["preset"] in args.presets and r["seed"] in args.seeds and r["line"] in args.lines:
