@@ -77,8 +77,7 @@ def replay(curves: list[dict[str, list[float]]], scheduler: Any, concurrency: in
     decisions = getattr(scheduler, "decisions", None)
     if decisions is not None:  # NoiseAwareASHA: how its stops compare with the unpaired rule's reasons
         stops = [d for d in decisions if d["action"] == TrialScheduler.STOP]
-        out["paired_stops_unpaired_held"] = sum(d.get("unpaired_reason") in ("close",) for d in stops
-                                                if d["reason"] != d.get("unpaired_reason"))
+        out["paired_stops_unpaired_held"] = sum(d.get("unpaired_reason") == "close" for d in stops)
         # A stop is a margin call when the unpaired rule held the trial on a margin: its accuracy within the
         # margin of the cutoff ("close"), or its loss within the loss margin (it asked the loss: flat, majority,
         # close or a tie above the cutoff). Anything else would break a guard (few, flat/majority on val_acc).
