@@ -32,6 +32,7 @@ CHOICES = {
     "class_weighting": ("none", "balanced"),
     "normalize": ("scale", "standardize"),
     "precision": ("auto", "bf16", "fp32"),
+    "cuda_graphs": ("auto", "on", "off"),
 }
 
 # Inclusive numeric bounds; anything outside is a mistake, not a hyperparameter.
@@ -104,6 +105,7 @@ class TrainConfig:
     erasing: float = 0.0  # probability of random erasing per image
     # --- run ---
     precision: str = "auto"
+    cuda_graphs: str = "auto"  # CUDA: each full batch one replayed graph (train/graphs.py); the CPU never
     deterministic: bool = False  # bit-identical GPU runs (no cuDNN autotuning, deterministic kernels), slower
     seed: int = 0
 

@@ -161,7 +161,8 @@ TRAINING_CHANGES = {
 # Fields whose effect is checked by a dedicated test (here or in test_model.py).
 CHECKED_ELSEWHERE = {"blocks", "filters", "kernel_size", "padding", "convs_per_block", "dropout", "batch_norm",
                      "dense", "dense_dropout", "schedule", "patience",
-                     "deterministic"}  # same weights on the CPU by design: test_deterministic_is_a_config_key...
+                     "deterministic",  # same weights on the CPU by design: test_deterministic_is_a_config_key...
+                     "cuda_graphs"}  # how a CUDA step runs, not what it computes: test_graphs.py
 
 
 def test_every_config_field_is_checked():

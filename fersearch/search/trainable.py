@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     from ..train.loop import fit
     from .gauges import TrialGauges
 
+    entered = time.perf_counter()
     quiet_checkpoint_logs()  # workarounds.py: Ray Train's INFO line per checkpoint
     assert settings is not None  # given by trainable() through with_parameters
     cfg = settings.train_config(config)
@@ -68,12 +71,23 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids)),
                              "device": device}
     gauges = TrialGauges(settings.experiment, tune.get_context().get_trial_id())
-    # Latency depends on the architecture, not the weights: measured once, on an untrained copy,
-    # before training (fit seeds itself, so this build does not change the trial's result).
-    where.update(measure(build_model(cfg).eval()))
+    # Latency depends on the architecture, not the weights: measured on an untrained copy (fit seeds
+    # itself, so this build does not change the trial's result). On a GPU it runs in a thread beside
+    # the first epoch (ONNX Runtime on one CPU thread, ~1 s a trial) and joins the first report.
+    latency = _Background(lambda: measure(build_model(cfg).eval()), in_thread=device == "cuda")
+    # Where a trial's time goes, beside fit's train_s / eval_s: setup_s (first report only: from this
+    # function's start to the first epoch's, i.e. checkpoint, data to the device, model build) and
+    # report_s (the previous epoch's report: per-image records, checkpoint, Ray's report).
+    timing = {"setup_s": float("nan"), "report_s": 0.0}
 
     def on_epoch(metrics: dict[str, Any], state: Callable[[], dict]) -> None:
         # metrics carry best_val_acc (the running best): the Optuna study's value for the trial
+        t0 = time.perf_counter()
+        first = timing["setup_s"] != timing["setup_s"]  # still NaN: this run's first report
+        timing["setup_s"] = t0 - entered - float(metrics.get("epoch_time_s") or 0.0) if first else 0.0
+        if "latency_ms" not in where:
+            where.update(latency.result())
+        metrics = {**metrics, **timing}
         if metrics.get("diverged"):  # the last report: no checkpoint of broken weights (the last one stays)
             # A diverged trial is worth nothing to the study: it scores worst, so TPE avoids its region.
             tune.report({**metrics, **where, "best_val_acc": 0.0})
@@ -85,8 +99,36 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
                 torch.save(state(), Path(d) / "state.pt")
                 tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
         gauges.update(metrics)
+        timing["report_s"] = time.perf_counter() - t0  # reported with the next epoch
 
     fit(cfg, data, on_epoch=on_epoch, resume=resume, device=device, threads=settings.threads)
+
+
+class _Background:
+    """fn() in a daemon thread (or at once, in_thread=False); result() waits for it and re-raises its error."""
+
+    def __init__(self, fn: Callable[[], dict[str, Any]], in_thread: bool):
+        self._fn = fn
+        self._out: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True) if in_thread else None
+        if self._thread is None:
+            self._run()
+        else:
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._out = self._fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the trial's thread by result()
+            self._error = e
+
+    def result(self) -> dict[str, Any]:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
 
 
 def trial_device(gpu_ids: list, cuda_available: bool) -> str:

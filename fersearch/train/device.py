@@ -51,21 +51,30 @@ def native_bf16(device: torch.device) -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' picks bf16 where the hardware runs it natively, else fp32.
+def resolve_precision(precision: str, device: torch.device, graphs: bool = False) -> str:
+    """'auto' picks the precision that trains faster here, by measurement:
 
-    Measured (benchmarks/bench_train.py, seed CNN, batch 64, channels-last): on an AMD EPYC
-    with AVX512-BF16, bf16 autocast trains ~1.8x faster than fp32; without native bf16
-    it is emulated and slower than fp32, so 'auto' stays fp32 there."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
+    - CPU (benchmarks/bench_train.py, seed CNN, batch 64, channels-last): on an AMD EPYC with
+      AVX512-BF16, bf16 autocast trains ~1.8x faster than fp32; without native bf16 it is
+      emulated and slower, so fp32 there.
+    - CUDA, eager steps (bench_gpu.py on an H200, 2026-12-04): bf16 was *slower* than fp32
+      (21,952 vs 26,563 img/s at batch 64; 90,803 vs 97,798 at 256): a launch-bound step only
+      gains autocast's extra cast kernels. So fp32.
+    - CUDA, a captured step (train/graphs.py): the launches are gone and bf16's tensor cores
+      count: the bare graphed step ran 92,797 vs 88,278 img/s at batch 64 and 190,990 vs 160,034
+      at 256 on the H200. So bf16 where the GPU has it natively (Ampere and newer)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and not graphs:
+        return "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for 'bf16'; a no-op for 'fp32'."""
+def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast for 'bf16'; a no-op for 'fp32'. cache=False inside a CUDA graph's capture (the
+    cast weights must be recomputed on every replay, not cached from the capture)."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 

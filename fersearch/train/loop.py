@@ -45,6 +45,7 @@ from ..errors import ConfigError, DataError
 from ..model import build_model
 from .augment import augment_batch
 from .device import autocast, device_clock, resolve_device, resolve_precision, seed_everything, set_deterministic
+from .graphs import GraphedEval, GraphedSteps, graphed_eval, portable_optimizer_state, use_graphs
 from .predict import EVAL_BATCH, as_input, log_probs, loss_acc
 from .progress import EpochProgress
 from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors
@@ -59,8 +60,9 @@ log = logging.getLogger(__name__)
 STATE_FORMAT = "fersearch-train-state"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_time_s",
                "best_val_acc")
-# Keys a resumed run may change: training longer or with more patience continues the same run.
-RESUMABLE_CHANGES = ("epochs", "patience")
+# Keys a resumed run may change: training longer or with more patience continues the same run, and
+# graphs or not is how a step runs, not what it computes.
+RESUMABLE_CHANGES = ("epochs", "patience", "cuda_graphs")
 DIVERGENCE_CHECK_EVERY = 16  # batches between checks for a non-finite loss (each check syncs with the device)
 
 
@@ -76,6 +78,8 @@ class FitResult:
     images_per_s: float  # training images per second over all epochs of this call
     precision: str = "fp32"
     diverged: str | None = None  # why training stopped at a non-finite loss; None when it did not
+    cuda_graphs: bool = False  # whether full batches replayed a captured CUDA graph (train/graphs.py)
+    capture_s: float = float("nan")  # seconds the training step's capture took (NaN without graphs)
 
     @property
     def epochs(self) -> int:
@@ -122,11 +126,17 @@ class _Run:
         self.epoch = 0
         self.diverged: str | None = None
         self.trained_images, self.trained_s = 0, 0.0  # throughput of this call (not part of the state)
+        # Running sums of an epoch stay on the device (no host sync per batch); a graph adds into them.
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.graphed = use_graphs(cfg.cuda_graphs, device)
+        self.graphs: GraphedSteps | None = None  # made at the first epoch, after any resume's load
+        self.eval_graph: GraphedEval | None = None
+        self.eval_tried = False
 
     # -- one epoch of training
-    def batches(self) -> Iterator[torch.Tensor]:
-        n, bs = self.train_y.numel(), self.cfg.batch_size
-        perm = torch.randperm(n, generator=self.perm_gen).to(self.device)
+    def batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
+        n, bs = perm.numel(), self.cfg.batch_size
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
             # BatchNorm1d cannot normalise a batch of one; drop such a tail batch.
@@ -134,34 +144,64 @@ class _Run:
                 continue
             yield idx
 
+    def step(self, idx: torch.Tensor) -> None:
+        """One optimiser step on the training images `idx`, added to the epoch's running sums.
+        The same code runs eagerly and inside a CUDA graph's capture (train/graphs.py)."""
+        xb = augment_batch(as_input(self.train_x[idx]), self.cfg, self.aug_gen)
+        yb = self.train_y[idx]
+        with autocast(self.device, self.precision, cache=not self.graphed):
+            logits = self.model(xb)
+        loss = F.cross_entropy(logits.float(), yb, weight=self.weights, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * yb.shape[0]
+        self.correct += (logits.argmax(1) == yb).sum()
+
+    def _graphs(self) -> GraphedSteps | None:
+        if self.graphed and self.graphs is None:
+            self.graphs = GraphedSteps(self.step, self.optimizer, self.train_y.numel(), self.cfg.batch_size,
+                                       self.device, (self.aug_gen,), strict=self.cfg.cuda_graphs == "on")
+        return self.graphs
+
     def train_epoch(self, progress: EpochProgress | None) -> tuple[float, float, int, float]:
         """(mean loss, accuracy, images, seconds) over the training split."""
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        seen, n = 0, self.train_y.numel()
         start = device_clock(self.device)
-        for i, idx in enumerate(self.batches(), 1):
-            xb = augment_batch(as_input(self.train_x[idx]), self.cfg, self.aug_gen)
-            yb = self.train_y[idx]
-            with autocast(self.device, self.precision):
-                logits = self.model(xb)
-            loss = F.cross_entropy(logits.float(), yb, weight=self.weights, label_smoothing=self.cfg.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            # Running sums stay on the device: no host sync per batch.
-            loss_sum += loss.detach() * yb.numel()
-            correct += (logits.argmax(1) == yb).sum()
-            seen += yb.numel()
+        perm = torch.randperm(n, generator=self.perm_gen).to(self.device)
+        graphs = self._graphs()
+        replayed = graphs.start_epoch(perm) if graphs is not None else 0
+        for i, idx in enumerate(self.batches(perm)):
+            if graphs is not None and i < replayed and graphs.active:
+                graphs.run(i, idx)
+            else:
+                self.step(idx)
+            seen += idx.shape[0]
             if progress:
-                progress.batch(seen, self.train_y.numel(), functools.partial(_running, loss_sum, correct, seen))
-            if i % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                progress.batch(seen, n, functools.partial(_running, self.loss_sum, self.correct, seen))
+            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(self.loss_sum):
                 break  # diverged: more steps on NaN/inf weights only waste time
         elapsed = device_clock(self.device) - start
         self.trained_images += seen
         self.trained_s += elapsed
-        return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen, elapsed
+        return float(self.loss_sum) / max(seen, 1), float(self.correct) / max(seen, 1), seen, elapsed
+
+    def validate(self) -> torch.Tensor:
+        """The validation split's log-probabilities; replayed from a graph where the run uses graphs."""
+        if self.graphed and not self.eval_tried and self.val_y.numel() >= EVAL_BATCH:
+            self.eval_tried = True  # one capture a run; a failed one is logged once, then eager
+            self.model.eval()
+            self.eval_graph = graphed_eval(self.model, EVAL_BATCH, False, as_input, self.cfg.cuda_graphs)
+        if self.eval_graph is None:
+            return log_probs(self.model, self.val_x, EVAL_BATCH)
+        self.model.eval()
+        try:
+            return self.eval_graph(self.val_x)
+        finally:
+            self.model.train()
 
     def step_epoch(self, progress: EpochProgress | None) -> dict:
         epoch_start = time.perf_counter()
@@ -171,8 +211,10 @@ class _Run:
         images_per_s = train_n / train_s if train_s > 0 else float("nan")
         if not math.isfinite(train_loss):
             return self._diverge(lr, train_loss, train_acc, images_per_s, epoch_start)
-        val_lp = log_probs(self.model, self.val_x, EVAL_BATCH)
+        eval_start = time.perf_counter()
+        val_lp = self.validate()
         val_loss, val_acc = loss_acc(val_lp, self.val_y)
+        eval_s = time.perf_counter() - eval_start
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_acc)
         elif self.scheduler is not None:
@@ -186,7 +228,8 @@ class _Run:
         }
         self.history.append(metrics)
         # Per validation image (fersearch.paired): not history (text, ~1.5 bytes an image), only the report.
-        return {**metrics, **per_image(val_lp, self.val_y)}
+        # train_s / eval_s: where the epoch's time went (bench_gpu.py's headline reads them).
+        return {**metrics, "train_s": train_s, "eval_s": eval_s, **per_image(val_lp, self.val_y)}
 
     def _diverge(self, lr: float, train_loss: float, train_acc: float, images_per_s: float,
                  epoch_start: float) -> dict:
@@ -217,7 +260,7 @@ class _Run:
             "config": self.cfg.to_dict(),
             "epoch": self.epoch,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "early": {"best_val_acc": self.early.best_val_acc, "best_epoch": self.early.best_epoch,
                       "best_weights": {} if best_is_current else self.early.best_weights,
@@ -241,6 +284,7 @@ class _Run:
         self.epoch = int(state["epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.graphs = None  # a graph captured the old optimiser state's tensors: capture again
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         e = state["early"]
@@ -329,7 +373,7 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
     dev = resolve_device(device)
     if dev.type == "cuda" or cfg.deterministic or torch.are_deterministic_algorithms_enabled():
         set_deterministic(cfg.deterministic)  # also turns off what an earlier deterministic fit turned on
-    precision = resolve_precision(cfg.precision, dev)
+    precision = resolve_precision(cfg.precision, dev, graphs=use_graphs(cfg.cuda_graphs, dev))
     run = _Run(cfg, data, dev, precision)
     if resume is not None:
         run.load(resume)
@@ -350,5 +394,6 @@ def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], 
         model=run.finish(), history=list(run.history), best_epoch=run.early.best_epoch,
         best_val_acc=run.early.best_val_acc, stopped_early=run.early.stopped, device=str(dev),
         images_per_s=run.trained_images / run.trained_s if run.trained_s > 0 else float("nan"), precision=precision,
-        diverged=run.diverged,
+        diverged=run.diverged, cuda_graphs=run.graphs is not None and run.graphs.graph is not None,
+        capture_s=run.graphs.capture_s if run.graphs is not None else float("nan"),
     )

@@ -3,6 +3,7 @@ class weights, the optimiser and the learning-rate schedule."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,34 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 2  # halve the lr after 2 epochs without
 
 
 # ---------------------------------------------------------------- data on the device
+# The last data set's splits on each GPU, kept by this process: Ray reuses a trial's worker for the
+# next trial, which then finds its data already on the GPU (read-only: training indexes it).
+_RESIDENT: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def split_tensors(data: FerData, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Labelled images of one split as (uint8 (N,1,48,48), int64 (N,)) on the device."""
+    key = (str(device), name, fingerprint(data)) if device.type == "cuda" else None
+    if key is not None and key in _RESIDENT:
+        return _RESIDENT[key]
     images, labels = data.subset(name)
     keep = labels >= 0
     x = torch.from_numpy(np.ascontiguousarray(images[keep])).unsqueeze(1).to(device)
     y = torch.from_numpy(np.ascontiguousarray(labels[keep]).astype(np.int64)).to(device)
+    if key is not None:
+        for old in [k for k in _RESIDENT if k[:2] == key[:2]]:  # one data set per GPU and split
+            del _RESIDENT[old]
+        _RESIDENT[key] = (x, y)
     return x, y
+
+
+def fingerprint(data: FerData) -> str:
+    """A cheap content key: every label and split code, and a sample of ~20k pixels."""
+    h = hashlib.blake2b(digest_size=16)
+    flat = data.images.reshape(-1)
+    for part in (np.asarray(data.images.shape), data.labels, data.split, flat[::max(1, flat.size // 20_000)]):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
 
 
 def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
