@@ -1,22 +1,27 @@
 """The GPU path measured on whatever device this machine has; prints (and writes) one JSON of figures.
 
-Parts (each a key of the JSON):
+Parts (each a key of the JSON, written to --out after every part, so a run cut short keeps its figures):
   facts        GPU name, compute capability, memory, torch / CUDA / cuDNN versions, native bf16
                (capability >= 8.0, not torch's emulation-counting answer), what precision=auto picks
   gpu_tests    the gpu-marked tests (pytest -m gpu): passed / failed / skipped
-  fit          fit's training images/s at batch 64 and 256, bf16 and fp32, beside a plain eager
-               PyTorch loop (fp32, channels-first, the batch copied from the host each step, loss.item()
-               every step: the tutorial loop) on the same device and data
+  fit          fit's training images/s at batch 64 and 256: CUDA graphs on and off, fp32 and bf16, beside a
+               plain eager PyTorch loop (fp32, channels-first, the batch copied from the host each step,
+               loss.item() every step: the tutorial loop) on the same device and data; the capture's
+               seconds (what re-capturing at each learning-rate change would cost per epoch); what
+               precision=auto picked and whether it was the faster; validation graphed against eager
   determinism  two runs with deterministic=true, and two without: bit-identical weights or not
-  packing      aggregate images/s of 1, 2, 4 and 8 trials (processes) training at once on one device,
+  packing      aggregate images/s of 1, 2, 4 and 8 trials (processes, graphed) training at once on one device,
                with each one's memory (torch's peak, and NVML's per-process figure with the CUDA context)
-  tune         a 16-trial `fersearch tune --gpus 1 --gpus-per-trial 0.25` and `best --evaluate`: wall times,
-               the plan Ray got, trials.csv's devices
+  headline     `fersearch tune --trials 50 --gpus 1` on 35,887 synthetic faces (FER2013's size) under a time
+               limit (--headline-s): trials ended, epochs, summed training images/s, and where the wall time
+               went (Ray start, trial setup, training, evaluation, per-epoch reporting, gaps between trials),
+               all read from the search's history.csv and trials.csv; then `best --evaluate` timed
+  tune         (not run by default) a 16-trial `tune --gpus 1 --gpus-per-trial 0.25` and `best --evaluate`
 
 On a machine without CUDA every GPU part says so and is skipped, except with --cpu, which runs
 each part on the CPU at a small size (to test the script itself; its figures mean nothing for GPUs).
 
-    python benchmarks/bench_gpu.py [--quick] [--cpu] [--parts facts,fit,...] [--out FILE]
+    python benchmarks/bench_gpu.py [--quick] [--cpu] [--parts facts,fit,...] [--headline-s S] [--out FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +40,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("facts", "gpu_tests", "fit", "determinism", "packing", "tune")
+PARTS = ("facts", "gpu_tests", "fit", "determinism", "packing", "headline")
+ALL_PARTS = (*PARTS, "tune")
 NO_GPU = "skipped: no CUDA device visible to torch (run with --cpu to exercise this part on the CPU)"
 
 
@@ -105,27 +112,74 @@ def plain_loop(data, device: torch.device, batch: int, epochs: int) -> float:
     return rate
 
 
-def fit_rate(data, device: torch.device, batch: int, precision: str, epochs: int) -> float:
+def fit_run(data, device: torch.device, batch: int, precision: str, graphs: str, epochs: int):
     from fersearch.config import TrainConfig
     from fersearch.train import fit
 
-    cfg = TrainConfig(batch_size=batch, precision=precision, epochs=epochs, patience=0)
-    return float(fit(cfg, data, device=device).history[-1]["images_per_s"])
+    cfg = TrainConfig(batch_size=batch, precision=precision, epochs=epochs, patience=0, cuda_graphs=graphs)
+    return fit(cfg, data, device=device)
+
+
+def eval_part(data, device: torch.device) -> dict:
+    """Validation of FER2013's size (3,589 faces) at batch 512: eager, and graphed with and without its capture."""
+    from fersearch.config import TrainConfig
+    from fersearch.model import build_model
+    from fersearch.train.graphs import graphed_eval
+    from fersearch.train.predict import EVAL_BATCH, as_input, log_probs
+
+    model = build_model(TrainConfig()).to(device, memory_format=torch.channels_last).eval()
+    x = torch.from_numpy(data.images[:3_589]).unsqueeze(1).to(device)
+
+    def timed(fn, repeat: int = 5) -> float:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - t0) / repeat * 1000
+
+    out = {"images": int(x.shape[0]), "eager_ms": round(timed(lambda: log_probs(model, x, EVAL_BATCH)), 2)}
+    if device.type == "cuda":
+        t0 = time.perf_counter()
+        graphed = graphed_eval(model, EVAL_BATCH, False, as_input)
+        torch.cuda.synchronize(device)
+        out["capture_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        if graphed is not None:
+            out["graphed_ms"] = round(timed(lambda: graphed(x)), 2)
+    return out
 
 
 def fit_part(device: torch.device, quick: bool) -> dict:
+    from fersearch.train.device import resolve_precision
+
     n_train = 2_000 if quick else 28_709  # FER2013's training split
-    data, epochs = fake_fer(n_train, 200), 2
+    data, epochs = fake_fer(n_train, 3_589 if not quick else 600), 2
     rows = []
+    modes = ("on", "off") if device.type == "cuda" else ("off",)
     for batch in (64, 256):
         plain = plain_loop(data, device, batch, epochs)
-        row = {"batch": batch, "plain_fp32": round(plain)}
-        for precision in ("fp32", "bf16"):
-            rate = fit_rate(data, device, batch, precision, epochs)
-            row[f"fit_{precision}"] = round(rate)
-            row[f"fit_{precision}_x_plain"] = round(rate / plain, 2)
+        row: dict = {"batch": batch, "plain_fp32": round(plain)}
+        for graphs in modes:
+            for precision in ("fp32", "bf16"):
+                result = fit_run(data, device, batch, precision, graphs, epochs)
+                rate = float(result.history[-1]["images_per_s"])  # the last epoch: after warm-up and capture
+                key = f"graphs_{graphs}_{precision}"
+                row[key] = round(rate)
+                row[f"{key}_x_plain"] = round(rate / plain, 2)
+                if result.cuda_graphs:
+                    row[f"{key}_capture_s"] = round(result.capture_s, 3)
+                    row[f"{key}_epoch_s"] = round(n_train / rate, 3)
+        for graphs in modes:
+            picked = resolve_precision("auto", device, graphs=graphs == "on")
+            other = "fp32" if picked == "bf16" else "bf16"
+            row[f"auto_graphs_{graphs}"] = picked
+            row[f"auto_graphs_{graphs}_x_other"] = round(row[f"graphs_{graphs}_{picked}"]
+                                                        / row[f"graphs_{graphs}_{other}"], 3)
         rows.append(row)
-    return {"train_images": n_train, "epochs": epochs, "rows": rows}
+    return {"train_images": n_train, "epochs": epochs, "rows": rows, "validation": eval_part(data, device)}
 
 
 def determinism(device: torch.device, quick: bool) -> dict:
@@ -204,41 +258,128 @@ def packing(device: torch.device, quick: bool) -> dict:
     return {"train_images": n_train, "epochs": epochs, "rows": rows}
 
 
+def _run_tune(work: Path, n: int, trials: int, epochs: int, gpu: list[str], limit_s: float | None,
+              extra: list[str] = ()) -> tuple[dict, Path]:
+    """Synthesises n faces, runs `fersearch tune` on them (Ctrl+C at limit_s, as a user would), and returns
+    (figures, experiment folder)."""
+    fer = [sys.executable, "-m", "fersearch"]
+    data = work / "data"
+    subprocess.run([*fer, "data", "synth", "--out", str(data), "--n", str(n)], check=True, capture_output=True)
+    tune = [*fer, "tune", "--trials", str(trials), "--max-epochs", str(epochs), *gpu, "--data", str(data),
+            "--name", "bench", "--results", str(work / "results"), "--quiet", *extra]
+    t0 = time.time()
+    proc = subprocess.Popen(tune, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    interrupted = False
+    try:
+        output, _ = proc.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        interrupted = True
+        proc.send_signal(signal.SIGINT)  # fersearch saves what finished and exits 130
+        try:
+            output, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    out: dict = {"command": " ".join(["fersearch", *tune[3:]]), "rc": proc.returncode, "launched": t0,
+                 "wall_s": round(time.time() - t0, 1), "interrupted_at_s": limit_s if interrupted else None}
+    if proc.returncode not in (0, 130):
+        out["error"] = output.strip().splitlines()[-5:]
+    return out, work / "results" / "bench"
+
+
+def _csv(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+def time_budget(exp: Path, launched: float, n_train: int) -> dict:
+    """What finished and where the wall time went, from the search's own history.csv and trials.csv."""
+    import numpy as np
+
+    history, trials = _csv(exp / "history.csv"), _csv(exp / "trials.csv")
+    if history.empty:
+        return {"error": "no history.csv rows"}
+    meta = json.loads((exp / "fersearch.json").read_text()) if (exp / "fersearch.json").is_file() else {}
+    concurrency = _find(meta, "concurrency") or 1
+    col = lambda name: history[name].astype(float).fillna(0.0) if name in history else np.zeros(len(history))  # noqa: E731
+    if "time" in history:  # each trial's start: its first report's time, less that epoch and the setup before it
+        first = history.sort_values("epoch").groupby("trial_id").first()
+        starts = first["time"] - first["epoch_time_s"].fillna(0) - first.get("setup_s", 0 * first["time"]).fillna(0)
+        start, end = float(starts.min()), float(history["time"].max())
+    else:  # a search from before the timing columns: the launch to the end of the run
+        start, end = launched, launched + float(col("epoch_time_s").sum()) / concurrency
+    span = end - start
+    train_s, eval_s, epoch_s = col("train_s").sum(), col("eval_s").sum(), col("epoch_time_s").sum()
+    setup_s, report_s = col("setup_s").sum(), col("report_s").sum()
+    slots = concurrency * span
+    images = len(history) * n_train
+    statuses = trials["status"].value_counts().to_dict() if "status" in trials else {}
+    ended = sum(v for k, v in statuses.items() if k not in ("running", "pending"))
+    return {
+        "trials_ended": int(ended), "statuses": statuses, "epochs": int(len(history)),
+        "training_images": int(images), "concurrency": concurrency,
+        "summed_train_images_per_s": round(images / span) if span > 0 else None,
+        "in_training_images_per_s": round(images / train_s) if train_s > 0 else None,
+        "wall_s": {"ray_start_to_first_trial": round(start - launched, 1), "trials_span": round(span, 1)},
+        "slot_s": {"total": round(slots, 1), "training": round(train_s, 1), "evaluation": round(eval_s, 1),
+                   "rest_of_epoch": round(epoch_s - train_s - eval_s, 1), "reporting": round(report_s, 1),
+                   "trial_setup": round(setup_s, 1),
+                   "between_trials": round(slots - epoch_s - report_s - setup_s, 1)},
+    }
+
+
+def _find(obj, key: str):
+    """The first value under `key` anywhere in a JSON tree (fersearch.json's layout may change)."""
+    if isinstance(obj, dict):
+        if key in obj:
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _evaluate(work: Path, timeout_s: float) -> dict:
+    fer = [sys.executable, "-m", "fersearch"]
+    t0 = time.time()
+    try:
+        best = subprocess.run([*fer, "best", "bench", "--evaluate", "--ties", "1", "--results", str(work / "results")],
+                              cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        out: dict = {"evaluate_rc": best.returncode}
+    except subprocess.TimeoutExpired:
+        out = {"evaluate_rc": None, "evaluate_timeout_s": timeout_s}
+    out["evaluate_wall_s"] = round(time.time() - t0, 1)
+    metrics = work / "results" / "bench" / "best" / "metrics.json"
+    if metrics.is_file():
+        out["test_accuracy"] = json.loads(metrics.read_text())["accuracy"]
+    return out
+
+
+def headline(device: torch.device, quick: bool, limit_s: float) -> dict:
+    n, trials, epochs = (2_000, 8, 4) if quick else (35_887, 50, 30)
+    gpu = ["--gpus", "1"] if device.type == "cuda" else ["--gpus", "0"]
+    with tempfile.TemporaryDirectory(prefix="bench_gpu-headline-") as tmp:
+        work = Path(tmp)
+        out, exp = _run_tune(work, n, trials, epochs, gpu, limit_s)
+        n_train = round(n * 28_709 / 35_887)  # synth splits as FER2013 does
+        out.update(time_budget(exp, out.pop("launched"), n_train))
+        if (exp / "trials.csv").is_file():
+            out.update(_evaluate(work, 120 if not quick else 300))
+        return out
+
+
 def tune_part(device: torch.device, quick: bool) -> dict:
+    gpu = ["--gpus", "1", "--gpus-per-trial", "0.25"] if device.type == "cuda" else ["--gpus", "0"]
+    n, trials, epochs = (1_000, 4, 2) if quick else (4_000, 16, 10)
     with tempfile.TemporaryDirectory(prefix="bench_gpu-") as tmp:
         work = Path(tmp)
-        fer = [sys.executable, "-m", "fersearch"]
-        data = work / "data"
-        subprocess.run([*fer, "data", "synth", "--out", str(data), "--n", "1000" if quick else "4000"], check=True,
-                       capture_output=True)
-        gpu = ["--gpus", "1", "--gpus-per-trial", "0.25"] if device.type == "cuda" else ["--gpus", "0"]
-        trials, epochs = ("4", "2") if quick else ("16", "10")
-        tune = [*fer, "tune", "--trials", trials, "--max-epochs", epochs, *gpu, "--data", str(data), "--name", "bench",
-                "--results", str(work / "results"), "--quiet"]
-        t0 = time.time()
-        res = subprocess.run(tune, cwd=work, capture_output=True, text=True)
-        tune_s = time.time() - t0
-        out: dict = {"command": " ".join(["fersearch", *tune[3:]]), "rc": res.returncode,
-                     "tune_wall_s": round(tune_s, 1)}
-        if res.returncode != 0:
-            return {**out, "error": (res.stderr or res.stdout).strip().splitlines()[-3:]}
-        from fersearch.search import experiment as ex
-        from fersearch.search.checkpoints import folder_bytes
-
-        exp = work / "results" / "bench"
-        trials_df, meta = ex.read_trials(exp), ex.read_meta(exp)
-        out.update(resources=meta["resources"], statuses=trials_df["status"].value_counts().to_dict(),
-                   devices=trials_df.get("device", trials_df["gpu_ids"]).value_counts().to_dict(),
-                   best_val_acc=float(trials_df["best_val_acc"].max()), folder_bytes=folder_bytes(exp))
-        t0 = time.time()
-        best = subprocess.run([*fer, "best", "bench", "--evaluate", "--results", str(work / "results")], cwd=work,
-                              capture_output=True, text=True)
-        out.update(evaluate_rc=best.returncode, evaluate_wall_s=round(time.time() - t0, 1))
-        metrics = exp / "best" / "metrics.json"
-        if metrics.is_file():
-            out["test_accuracy"] = json.loads(metrics.read_text())["accuracy"]
-        elif best.returncode:
-            out["evaluate_error"] = (best.stderr or best.stdout).strip().splitlines()[-3:]
+        out, exp = _run_tune(work, n, trials, epochs, gpu, None)
+        out.update(time_budget(exp, out.pop("launched"), round(n * 0.8)))
+        out.update(_evaluate(work, 600))
         return out
 
 
@@ -246,14 +387,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (minutes, not ten)")
     ap.add_argument("--cpu", action="store_true", help="run every part on the CPU (tests this script)")
-    ap.add_argument("--parts", default=",".join(PARTS))
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"any of {','.join(ALL_PARTS)}")
+    ap.add_argument("--headline-s", type=float, default=240.0, help="the headline search's time limit (Ctrl+C then)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
     runners = {"facts": lambda: facts(device), "gpu_tests": gpu_tests, "fit": lambda: fit_part(device, args.quick),
                "determinism": lambda: determinism(device, args.quick), "packing": lambda: packing(device, args.quick),
-               "tune": lambda: tune_part(device, args.quick)}
+               "tune": lambda: tune_part(device, args.quick),
+               "headline": lambda: headline(device, args.quick, args.headline_s)}
     result: dict = {"benchmark": "bench_gpu", "quick": args.quick, "device": str(device),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for part in args.parts.split(","):

@@ -138,12 +138,22 @@ def test_best_of_the_search_ties_retries_and_missing_values():
     assert state.best_acc() == 0.4
 
 
+def test_a_history_from_before_the_timing_columns_keeps_its_header_and_reads(tmp_path):
+    old = [c for c in ex.HISTORY_COLUMNS if c not in ex.HISTORY_TIMING_COLUMNS]
+    path = tmp_path / ex.HISTORY_FILE
+    path.write_text(",".join(old) + "\na,1,1.2,0.3,1.1,0.4,0.001,900.0,2.5\n")
+    HistoryFile(path).append({"trial_id": "a", "epoch": 2, "val_acc": 0.5, "lr": 1e-3, "train_s": 2.0})
+    assert path.read_text().splitlines()[-1] == "a,2,,,,0.5,0.001,,"  # the file's own columns
+    df = ex.read_history(tmp_path)
+    assert df["val_acc"].tolist() == [0.4, 0.5] and df["train_s"].isna().all()
+
+
 def test_history_is_appended_and_a_torn_last_line_is_dropped_then_repaired(tmp_path):
     log = HistoryFile(tmp_path / ex.HISTORY_FILE)
     log.repair()  # no file yet: nothing to do
     log.append({"trial_id": "a", "epoch": 1, "val_acc": 0.5, "lr": 1e-3})
     path = tmp_path / ex.HISTORY_FILE
-    assert path.read_text() == ",".join(ex.HISTORY_COLUMNS) + "\na,1,,,,0.5,0.001,,\n"
+    assert path.read_text() == ",".join(ex.HISTORY_COLUMNS) + "\na,1,,,,0.5,0.001,,,,,,,\n"
     with open(path, "a") as f:
         f.write("a,2,1.1,0.4,1.0,0.3")  # a crash in the middle of an append
     assert ex.read_history(tmp_path)[["epoch", "val_acc"]].values.tolist() == [[1, 0.5]]

@@ -87,7 +87,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
         timing["setup_s"] = t0 - entered - float(metrics.get("epoch_time_s") or 0.0) if first else 0.0
         if "latency_ms" not in where:
             where.update(latency.result())
-        metrics = {**metrics, **timing}
+        metrics = {**metrics, **timing, "time": time.time()}
         if metrics.get("diverged"):  # the last report: no checkpoint of broken weights (the last one stays)
             # A diverged trial is worth nothing to the study: it scores worst, so TPE avoids its region.
             tune.report({**metrics, **where, "best_val_acc": 0.0})

@@ -66,7 +66,7 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         if isinstance(step, torch.Tensor) and step.device != param.device:  # capturable Adam keeps it on the GPU
             state["step"] = step.to(param.device, torch.float32)
     # Eager steps of a capturable optimiser (warm-up, short last batch) are expected here: no warning.
-    optimizer._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]
+    optimizer._warned_capturable_if_run_uncaptured = True
 
 
 def portable_optimizer_state(state: dict) -> dict:
