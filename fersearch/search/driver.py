@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from . import experiment as ex
-from . import tracking
+from . import pickles, tracking
 from .checkpoints import prune_ended, schedule_for
 from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
 from .noise import noise_inputs, read_noise
@@ -167,7 +168,9 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
             f"{plan.concurrency} at a time ({num(plan.cpus_per_trial)} CPU"
             f"{f', {num(plan.gpus_per_trial)} GPU' if plan.gpus_per_trial else ''} each); results in {exp_dir}")
         t0 = time.time()
-        with ray_env(), quiet_optuna():
+        from . import signer
+
+        with ray_env(), quiet_optuna(), _ended_if_failed(exp_dir, t0, opts.resume):
             if opts.resume:  # the callbacks, searcher (with its study) and scheduler come back from Ray's state
                 tuner = _restore_tuner(fer, plan, trial_settings, meta, storage, name)
                 from . import recorder
@@ -177,6 +180,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
                 assert space is not None
                 tuner = _new_tuner(space, fer, plan, trial_settings, run, meta, exp_dir, storage, opts.verbose)
             try:
+                signer.sign_tuner(exp_dir)
                 tuner.fit()
             except Exception as e:  # a result file that could not be written: the disk filled up mid-search
                 full = full_disk_error(e, f"continue with `fersearch tune --name {name} --resume`")
@@ -184,6 +188,7 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
                     raise
                 raise full from None
             finally:
+                signer.sign_at_end(exp_dir)  # what Ray saved last is signed, Ctrl+C or not
                 if opts.resume:
                     recorder.LIVE = None
         mark_unfinished(exp_dir)
@@ -259,6 +264,8 @@ def _resumable_meta(exp_dir: Path, storage: str, name: str) -> dict[str, Any]:
                               f"check --name and --results")
     meta = ex.read_meta(exp_dir)
     ray_dir = f"{meta.get('storage', storage)}/{name}"
+    if "://" not in ray_dir:
+        pickles.verify(Path(ray_dir), name)  # before Ray unpickles anything, and before any file changes
     if not Tuner.can_restore(ray_dir):
         raise ExperimentError(f"--resume: {ray_dir} has no Ray experiment state to restore "
                               f"(the search stopped before Ray saved any); start a new search with another --name")
@@ -296,6 +303,21 @@ def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resource
     }
 
 
+@contextmanager
+def _ended_if_failed(exp_dir: Path, t0: float, resumed: bool) -> Iterator[None]:
+    """A resume that fails (Tuner.restore, a crash) still records its end: never a `resumed` entry
+    that says the search is running."""
+    try:
+        yield
+    except BaseException:
+        if resumed:
+            try:
+                _record_end(exp_dir, time.time() - t0, True)
+            except Exception:  # the first error is the one to tell
+                pass
+        raise
+
+
 def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
     """When the search (or this resumed part of it) ended and how long Tuner.fit ran."""
     meta = ex.read_meta(exp_dir)
@@ -309,6 +331,7 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
                meta: dict[str, Any], exp_dir: Path, storage: str, verbose: bool) -> Any:
     from ray import tune
 
+    from . import signer
     from .scheduler import make_scheduler
     from .state import make_recorder
 
@@ -333,8 +356,9 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             name=run.name,
             storage_path=storage,
             verbose=0,  # the live view (or nothing) instead of Ray's tables
-            callbacks=[recorder, *([tracking.make_tracker(meta["mlflow"], space.constants, run.max_epochs)]
-                                    if meta.get("mlflow") else [])],
+            callbacks=[recorder, signer.PickleSigner(),  # signs Ray's pickles as Ray saves them (pickles.py)
+                       *([tracking.make_tracker(meta["mlflow"], space.constants, run.max_epochs)]
+                         if meta.get("mlflow") else [])],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
@@ -345,9 +369,11 @@ def _restore_tuner(fer: Any, plan: Resources, settings: TrialSettings, meta: dic
                    name: str) -> Any:
     from ray import tune
 
+    ray_dir = f"{meta.get('storage', storage)}/{name}"
+    if "://" not in ray_dir:
+        pickles.verify(Path(ray_dir), name)  # again: the data and Ray took seconds to load
     # The recorder re-reads trials.csv/history.csv in setup(). Threads follow this run's plan.
-    return tune.Tuner.restore(f"{meta.get('storage', storage)}/{name}", trainable(fer, plan, settings),
-                              resume_errored=True)
+    return tune.Tuner.restore(ray_dir, trainable(fer, plan, settings), resume_errored=True)
 
 
 __all__ = ["tune", "SearchResult", "load_result"]
