@@ -368,7 +368,7 @@ def headline(device: torch.device, quick: bool, limit_s: float) -> dict:
         n_train = round(n * 28_709 / 35_887)  # synth splits as FER2013 does
         out.update(time_budget(exp, out.pop("launched"), n_train))
         if (exp / "trials.csv").is_file():
-            out.update(_evaluate(work, 120 if not quick else 300))
+            out.update(_evaluate(work, 60 if quick else 120))
         return out
 
 
