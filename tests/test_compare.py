@@ -34,7 +34,7 @@ def test_compare_tables_each_search_and_plots_best_so_far_against_epochs(searche
     trials = pd.read_csv(searches / "tuned" / "trials.csv")
     history = pd.read_csv(searches / "tuned" / "history.csv")
     tuned = next(ln for ln in lines if ln.startswith("tuned "))
-    assert f"{trials.best_val_acc.max():.4f}" in tuned and f" {len(history)} " in tuned and "tpe" in tuned
+    assert f"{trials.best_val_acc.max():.4f}" in tuned and f" {len(history)} " in tuned and "mix" in tuned
     assert "random" in next(ln for ln in lines if ln.startswith("other "))
     assert "warning" not in res.stderr  # same data, same split
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"

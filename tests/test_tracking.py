@@ -53,7 +53,7 @@ def test_a_search_with_mlflow_has_a_parent_run_and_a_child_per_trial_with_curves
     runs = mlflow.search_runs(experiment_ids=[record["experiment_id"]])
     parent = runs[runs.run_id == record["parent_run_id"]]
     children = runs[runs["tags.mlflow.parentRunId"] == record["parent_run_id"]]
-    assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED" and parent["params.sampler"].iloc[0] == "tpe"
+    assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED" and parent["params.sampler"].iloc[0] == "mix"
     trials = pd.read_csv(exp / "trials.csv")
     assert sorted(children["tags.fersearch.trial_id"]) == sorted(trials.trial_id)  # one child per trial, no more
     status = dict(zip(trials.trial_id, trials.status))

@@ -134,7 +134,7 @@ def test_plan_resources_errors(kwargs, expected):
 def test_search_options_check_each_setting_once_and_are_frozen():
     opts = SearchOptions()
     assert (opts.trials, opts.max_epochs, opts.grace, opts.scheduler, opts.sampler, opts.verbose) == (
-        50, 30, 5, "asha", "tpe", True)
+        50, 30, 5, "asha", "mix", True)
     assert SearchOptions(max_epochs=3, grace_period=2).grace == 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.trials = 3
@@ -224,7 +224,7 @@ def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     assert meta["space"]["source"] == fast_space.read_text() and meta["space"]["sha256"]
     assert meta["data"]["sha256"] and meta["data"]["n"] == len(tiny_data.labels)
     assert meta["data"]["counts"]["val"] and meta["versions"]["ray"] and meta["seed"] == 0
-    assert (meta["scheduler"], meta["sampler"], meta["metric"], meta["mode"]) == ("asha", "tpe", "val_acc", "max")
+    assert (meta["scheduler"], meta["sampler"], meta["metric"], meta["mode"]) == ("asha", "mix", "val_acc", "max")
     assert (tuned_experiment / "tuner.pkl").is_file()  # Ray's own experiment state, for --resume
     assert meta["options"] == {**SearchOptions(**TUNED).to_dict(), "space": str(fast_space),
                                "data": meta["data"]["path"], "name": "tuned", "results": str(tuned_experiment.parent),
