@@ -252,6 +252,7 @@ _ExperimentsDirOpt = Annotated[
 
 @app.command("best")
 def best_cmd(
+    ctx: typer.Context,
     experiment: Annotated[
         Optional[str],
         typer.Argument(help="Experiment name under --results, or its path. Default: the most recent one."),
@@ -295,6 +296,11 @@ def best_cmd(
     from .report.console import format_best, format_evaluation
 
     if not evaluate:
+        from .report.evaluate import EVALUATE_ONLY, refuse_without_evaluate
+
+        # flags typed, not defaults: each one means nothing without --evaluate
+        given = [n for n in EVALUATE_ONLY if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"]
+        refuse_without_evaluate(given)
         bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
         typer.echo(json.dumps(pareto.best_dict(bt, max_latency_ms), indent=2, default=str) if json_out
                    else pareto.format_best_and_front(bt, max_latency_ms))
@@ -330,6 +336,10 @@ def compare_cmd(
 
     from .report.compare import compare, format_table, plot, to_dict
 
+    if out is not None:
+        from .outputs import PLOT_SUFFIXES, check_output
+
+        check_output(out, "--out", PLOT_SUFFIXES)  # before any reading: never inside an experiment, a folder, /proc
     rows, warnings = compare(experiments, results)
     if out is not None:
         plot(rows, out)

@@ -90,6 +90,18 @@ def check_args(epochs: int | None, seeds: int, split: str, ties: int = tiebreak.
                           f"default {tiebreak.DEFAULT_TIES})")
 
 
+EVALUATE_ONLY = ("epochs", "seeds", "ties", "tta", "split")  # best's flags that only --evaluate reads
+
+
+def refuse_without_evaluate(given: list[str]) -> None:
+    """`best` without --evaluate reads none of these: a flag given there would be silently ignored."""
+    if given:
+        flags = ", ".join(f"--{name}" for name in given)
+        one = len(given) == 1
+        raise ConfigError(f"{flags} only {'applies' if one else 'apply'} with --evaluate (the retrain); add "
+                          f"--evaluate or drop {'it' if one else 'them'}")
+
+
 # ---------------------------------------------------------------- data
 def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log,
                  experiment: Path | None = None) -> tuple[Any, np.ndarray, np.ndarray]:

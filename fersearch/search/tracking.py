@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,16 @@ INSTALL = "pip install 'fersearch[mlflow]'"
 # MLflow retries an unanswering server for minutes by default: a check (and a dead server
 # mid-run) should cost seconds.
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
+CHECK_S = 20  # the check's wait for a store to answer
 RUN_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
 
 
 def wanted(opts: Any) -> Any:
     """What --mlflow / --mlflow-uri ask for: a URI, DEFAULT (the folder's store) or None."""
+    if opts.mlflow_uri is not None and not str(opts.mlflow_uri).strip():
+        raise FersearchError("--mlflow-uri is empty; pass a tracking URI (http://host:5000, sqlite:///path/mlflow.db) "
+                             "or --mlflow alone for a store in the experiment folder")
     return opts.mlflow_uri or (DEFAULT if opts.mlflow else None)
 
 
@@ -65,12 +70,72 @@ def check(value: Any) -> None:
     The default store is made with the experiment folder, so only the import is checked for it."""
     if not value:
         return
-    client = _client("sqlite://" if value == DEFAULT else str(value))
+    if value != DEFAULT:
+        check_uri(str(value))  # the URI's form and a local store's folder: no MLflow call, no retries
+    _client("sqlite://")  # MLflow importable (one line naming the extra if not)
     if value == DEFAULT:
         return
+    _answers(lambda: _client(str(value)).search_experiments(max_results=1), str(value))
+
+
+def check_uri(uri: str) -> None:
+    """A scheme MLflow tracks to, and for SQLite a file in a folder this user can write."""
+    from urllib.parse import urlsplit
+
+    where = f"--mlflow-uri {uri}"
+    scheme = urlsplit(uri).scheme.lower() or (uri if uri in ("databricks", "databricks-uc") else "")  # MLflow's names
+    if not scheme or scheme == "file":
+        raise FersearchError(f"{where}: a folder (MLflow's legacy file store) is not supported; pass "
+                             f"sqlite:///<folder>/mlflow.db for a local store, or an http(s):// server")
+    if scheme.partition("+")[0] not in SCHEMES:
+        raise FersearchError(f"{where}: unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    if scheme.startswith("sqlite"):  # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's form)
+        rest = uri.split(":", 1)[1]
+        _check_sqlite(rest[3:] if rest.startswith("///") else "", where)
+
+
+def _check_sqlite(name: str, where: str) -> None:
+    if not name or name.startswith(":memory:"):
+        raise FersearchError(f"{where}: no database file (an in-memory store keeps nothing); pass "
+                             f"sqlite:///<folder>/mlflow.db")
+    path = Path(name.split("?", 1)[0]).expanduser()
+    folder = path.parent
+    if path.is_dir():
+        raise FersearchError(f"{where}: {path} is a folder; name the database file, e.g. {path / DB_FILE}")
+    if not folder.is_dir():
+        raise FersearchError(f"{where}: the folder {folder} does not exist (or is a file); create it or pass another")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise FersearchError(f"{where}: {path} cannot be written; pass a database file you can write")
+    probe = folder / f".fersearch-probe-{os.getpid()}"
     try:
-        client.search_experiments(max_results=1)
-    except Exception as e:  # MLflow raises many kinds (MlflowException, requests', sqlalchemy's)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise FersearchError(f"{where}: cannot write in {folder} ({e.strerror}); SQLite keeps its journal beside "
+                             f"the database: pass a folder you can write to") from None
+
+
+def _answers(query: Callable[[], Any], value: str) -> None:
+    """The store answers one query within CHECK_S (MLflow's SQL stores retry for minutes otherwise)."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            query()
+            outcome.append(None)
+        except Exception as e:  # MLflow raises many kinds (MlflowException, requests', sqlalchemy's)
+            outcome.append(e)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(CHECK_S)
+    if not outcome:
+        raise FersearchError(f"--mlflow-uri {value}: the tracking store did not answer within {CHECK_S} s; start "
+                             f"the server or pass another URI (or --mlflow alone: a store in the experiment folder)")
+    e = outcome[0]
+    if e is not None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FersearchError(f"--mlflow-uri {value}: the tracking store does not answer ({first[:200]}); start "
                              f"the server or pass another URI (or --mlflow alone: a store in the experiment folder)"

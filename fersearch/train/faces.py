@@ -99,3 +99,6 @@ def annotate_predictions(photo: str | os.PathLike, predictions: Sequence[Any], o
 def check_annotate(images: Sequence[str | os.PathLike], out: Path) -> None:
     if len(images) != 1 or out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise DataError(f"--annotate {out}: pass exactly one image and a .png or .jpg file to write")
+    from ..outputs import check_output
+
+    check_output(out, "--annotate", (".png", ".jpg", ".jpeg"), inputs=images)  # not the photo, a folder, /proc
