@@ -299,7 +299,7 @@ def time_budget(exp: Path, launched: float, n_train: int) -> dict:
 
     history, trials = _csv(exp / "history.csv"), _csv(exp / "trials.csv")
     if history.empty:
-        return {"error": "no history.csv rows"}
+        return {"budget_error": "no history.csv rows"}
     meta = json.loads((exp / "fersearch.json").read_text()) if (exp / "fersearch.json").is_file() else {}
     concurrency = _find(meta, "concurrency") or 1
     col = lambda name: history[name].astype(float).fillna(0.0) if name in history else np.zeros(len(history))  # noqa: E731
@@ -359,12 +359,43 @@ def _evaluate(work: Path, timeout_s: float) -> dict:
     return out
 
 
+class GpuLoad:
+    """`nvidia-smi dmon -s um -d 1` in the background: the GPU's busy % (sm) and memory bandwidth % (mem)."""
+
+    def __enter__(self):
+        self.lines: list[str] = []
+        try:
+            self.proc: subprocess.Popen | None = subprocess.Popen(["nvidia-smi", "dmon", "-s", "um", "-d", "1"],
+                                                                  stdout=subprocess.PIPE, text=True)
+        except OSError:
+            self.proc = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.lines = self.proc.communicate(timeout=10)[0].splitlines()
+        return False
+
+    def summary(self) -> dict | None:
+        rows = [line.split() for line in self.lines if line.strip() and not line.startswith("#")]
+        sm = [float(r[1]) for r in rows if len(r) > 2 and r[1].replace(".", "").isdigit()]
+        mem = [float(r[2]) for r in rows if len(r) > 2 and r[2].replace(".", "").isdigit()]
+        if not sm:
+            return None
+        busy = sm[len(sm) // 10:]  # after Ray's start
+        return {"seconds": len(sm), "sm_busy_pct_mean": round(sum(busy) / len(busy), 1),
+                "mem_bw_pct_mean": round(sum(mem[len(mem) // 10:]) / max(1, len(mem) - len(mem) // 10), 1)}
+
+
 def headline(device: torch.device, quick: bool, limit_s: float) -> dict:
     n, trials, epochs = (2_000, 8, 4) if quick else (35_887, 50, 30)
     gpu = ["--gpus", "1"] if device.type == "cuda" else ["--gpus", "0"]
     with tempfile.TemporaryDirectory(prefix="bench_gpu-headline-") as tmp:
         work = Path(tmp)
-        out, exp = _run_tune(work, n, trials, epochs, gpu, limit_s)
+        with GpuLoad() as load:
+            out, exp = _run_tune(work, n, trials, epochs, gpu, limit_s)
+        out["gpu_load"] = load.summary()
         n_train = round(n * 28_709 / 35_887)  # synth splits as FER2013 does
         out.update(time_budget(exp, out.pop("launched"), n_train))
         if (exp / "trials.csv").is_file():

@@ -36,7 +36,7 @@ def data(n_train: int = 1_600, n_val: int = 600, seed: int = 0) -> FerData:
 
 
 DATA = data()
-QUIET = dict(dropout=[0.0, 0.0, 0.0], dense_dropout=0.0, precision="fp32", deterministic=True, patience=0)
+QUIET = dict(dropout=(0.0, 0.0, 0.0), dense_dropout=0.0, precision="fp32", deterministic=True, patience=0)
 
 
 # ------------------------------------------------------------------ on any machine
@@ -68,6 +68,18 @@ def test_the_precision_rule():
     assert resolve_precision("auto", torch.device("cuda"), graphs=False) == "fp32"
     assert resolve_precision("bf16", torch.device("cuda"), graphs=False) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda"), graphs=True) == "fp32"
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_capture_safe_loss_equals_torch_cross_entropy(smoothing, weighted):
+    from fersearch.train.recipe import training_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(64, 7, generator=g), torch.randint(0, 7, (64,), generator=g)
+    w = torch.rand(7, generator=g) + 0.5 if weighted else None
+    torch.testing.assert_close(training_loss(logits, y, w, smoothing),
+                               torch.nn.functional.cross_entropy(logits, y, weight=w, label_smoothing=smoothing))
 
 
 def test_a_saved_optimiser_state_carries_no_capture_flags():

@@ -177,9 +177,25 @@ class GraphedSteps:
                               f"eager steps, or off") from None
         self.failed = reason
         self.graph = None
+        _release_generators(self.generators)
         torch.cuda.synchronize()
         self.optimizer.zero_grad(set_to_none=True)
         log.warning("CUDA graph capture failed (%s); training continues with eager steps", reason)
+
+
+def _release_generators(generators: tuple[torch.Generator, ...]) -> None:
+    """After a capture that broke off, its generators (ours and the device's default one, which every
+    capture registers) still count as capturing, and eager random ops on them fail: give each a fresh
+    state, seeded from its own seed (the run goes on, not bit-identically: the log line says so)."""
+    device = generators[0].device if generators else torch.device("cuda", torch.cuda.current_device())
+    default = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    for gen in (*generators, default):
+        fresh = torch.Generator(device=gen.device)
+        fresh.manual_seed(gen.initial_seed() + 7919)
+        try:
+            gen.graphsafe_set_state(fresh.graphsafe_get_state())
+        except (AttributeError, RuntimeError) as e:  # an older torch: the fallback may then fail on random ops
+            log.debug("could not reset generator state after a failed capture: %s", e)
 
 
 # ---------------------------------------------------------------- evaluation

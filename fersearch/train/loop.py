@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import paired
@@ -48,7 +47,7 @@ from .device import autocast, device_clock, resolve_device, resolve_precision, s
 from .graphs import GraphedEval, GraphedSteps, graphed_eval, portable_optimizer_state, use_graphs
 from .predict import EVAL_BATCH, as_input, log_probs, loss_acc
 from .progress import EpochProgress
-from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors
+from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors, training_loss
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -151,7 +150,7 @@ class _Run:
         yb = self.train_y[idx]
         with autocast(self.device, self.precision, cache=not self.graphed):
             logits = self.model(xb)
-        loss = F.cross_entropy(logits.float(), yb, weight=self.weights, label_smoothing=self.cfg.label_smoothing)
+        loss = training_loss(logits.float(), yb, self.weights, self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

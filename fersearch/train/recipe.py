@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
@@ -60,6 +61,19 @@ def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
     weights = torch.zeros(NUM_CLASSES, device=labels.device)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+                  smoothing: float) -> torch.Tensor:
+    """F.cross_entropy(logits, y, weight=weights, label_smoothing=smoothing), in ops a CUDA graph can
+    capture: torch's own weighted, smoothed mean calls masked_select, whose data-dependent size
+    syncs with the host (and so fails inside a capture). Same value; every label here is >= 0."""
+    if weights is None or smoothing == 0:
+        return F.cross_entropy(logits, y, weight=weights, label_smoothing=smoothing)
+    logp = F.log_softmax(logits, dim=1)
+    nll = F.nll_loss(logp, y, weight=weights)
+    smooth = -(logp * weights).sum() / weights[y].sum()
+    return (1 - smoothing) * nll + smooth * (smoothing / logits.shape[1])
 
 
 # ---------------------------------------------------------------- optimiser / schedule
