@@ -106,16 +106,51 @@ class OnnxModel:
             raise ModelFileError(f"{path} is an ONNX model but not a fersearch one (it needs format={ONNX_FORMAT!r} "
                                  "metadata and uint8 input (N, 1, 48, 48)); pass the model.onnx of `best --evaluate`")
         self.path = path
-        self.config = json.loads(meta["config"]) if "config" in meta else None
+        self.input = inputs[0].name
+        self.config = _contract(path, outputs[0], meta)
 
     def predict_proba(self, images_uint8: np.ndarray, tta: bool = False) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(images_uint8, dtype=np.uint8).reshape(-1, 1, SIZE, SIZE))
         if len(x) == 0:
             return np.empty((0, NUM_CLASSES), np.float32)
-        probs = self.session.run([OUTPUT], {INPUT: x})[0]
+        probs = self._run(x)
         if tta:  # the mean of the two probability vectors, as train.predict's log-space average
-            probs = (probs + self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
+            probs = (probs + self._run(np.ascontiguousarray(x[..., ::-1]))) / 2
         return probs
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            probs = np.asarray(self.session.run([OUTPUT], {self.input: x})[0])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types when a graph fails on real input
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:120]}); "
+                                 "pass the model.onnx of `best --evaluate`") from None
+        if probs.shape != (len(x), NUM_CLASSES):
+            raise ModelFileError(f"{self.path}: its output has shape {probs.shape}, not ({len(x)}, {NUM_CLASSES}); "
+                                 "pass the model.onnx of `best --evaluate`")
+        return probs
+
+
+def _contract(path: Path, output: Any, meta: dict[str, str]) -> dict[str, Any] | None:
+    """The output fersearch's export writes (name, float type, 7 classes) and readable tags; the config
+    tag parsed (None when absent). ModelFileError in one line otherwise."""
+    fix = "pass the model.onnx of `best --evaluate`"
+    shape = list(output.shape)
+    if output.name != OUTPUT or output.type != "tensor(float)":
+        raise ModelFileError(f"{path}: its output is {output.name!r} of {output.type}, not {OUTPUT!r} of "
+                             f"tensor(float); {fix}")
+    if len(shape) != 2 or shape[1] != NUM_CLASSES:
+        raise ModelFileError(f"{path}: its output has shape {shape}, not (N, {NUM_CLASSES}) (one probability per "
+                             f"emotion); {fix}")
+    try:
+        labels = json.loads(meta.get("labels", json.dumps(list(LABELS))))
+        config = json.loads(meta["config"]) if "config" in meta else None
+    except ValueError:
+        raise ModelFileError(f"{path}: its fersearch metadata (labels or config) is not valid JSON; {fix}") from None
+    if labels != list(LABELS):
+        raise ModelFileError(f"{path}: its labels {str(labels)[:80]} are not fersearch's {list(LABELS)}; {fix}")
+    if config is not None and not isinstance(config, dict):
+        raise ModelFileError(f"{path}: its config tag is a {type(config).__name__}, not a mapping; {fix}")
+    return config
 
 
 def latency_ms(onnx_model: bytes, min_runs: int = 50, min_seconds: float = 0.5) -> float:

@@ -180,14 +180,41 @@ def load_model(path: str | os.PathLike) -> tuple[FerCNN, TrainConfig, dict[str, 
             f"{path} is fersearch model version {payload.get('version')!r}; "
             f"this fersearch reads version {MODEL_VERSION}"
         )
+    for key, kind in (("config", dict), ("meta", dict), ("state_dict", dict)):
+        if not isinstance(payload.get(key, {}), kind):
+            raise ModelFileError(f"{path}: its {key!r} is a {type(payload.get(key)).__name__}, not a mapping; "
+                                 "pass a model.pt written by fersearch")
     try:
         cfg = TrainConfig.from_dict(payload.get("config"))
-    except ConfigError as e:
-        raise ModelFileError(f"{path} has an invalid config: {e}") from None
+    except (ConfigError, TypeError, ValueError, AttributeError) as e:
+        raise ModelFileError(f"{path} has an invalid config: {first_line(e)[:200]}") from None
+    state = payload.get("state_dict") or {}
+    _check_weights(path, cfg, state)  # before any allocation: the config's shapes against the file's tensors
     model = build_model(cfg)
     try:
-        model.load_state_dict(payload.get("state_dict") or {})
+        model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{path}: weights do not match its config ({first_line(e)[:200]})") from None
     model.eval()
     return model, cfg, dict(payload.get("meta") or {})
+
+
+def _check_weights(path: Path, cfg: TrainConfig, state: dict) -> None:
+    """The state dict has exactly the tensors `cfg`'s model has, of the same shapes, finite. The model
+    is built on the meta device (no memory): a small file whose config asks for a huge network is
+    refused here instead of allocating gigabytes first."""
+    with torch.device("meta"):
+        skeleton = build_model(cfg)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None or set(state) != set(expected):
+        what = (f"{bad!r} is not a tensor" if bad is not None else
+                f"tensors {sorted(set(expected) ^ set(state))[:3]} missing or extra")
+        raise ModelFileError(f"{path}: weights do not match its config ({what}); pass a model.pt written by fersearch")
+    for k, shape in expected.items():
+        if tuple(state[k].shape) != shape:
+            raise ModelFileError(f"{path}: weights do not match its config ({k} is {tuple(state[k].shape)}, "
+                                 f"the config needs {shape}); pass a model.pt written by fersearch")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise ModelFileError(f"{path}: weights {k} hold NaN or infinite values; pass a model.pt whose training "
+                                 "did not diverge")

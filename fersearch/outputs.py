@@ -63,3 +63,23 @@ def _probe(folder: Path, where: str) -> None:
         probe.unlink()
     except OSError:
         pass
+
+
+def json_text(obj: object) -> str:
+    """What `--json` prints: always valid JSON (NaN and infinities as null, which json.dumps would
+    write as the bare words NaN / Infinity no JSON parser accepts); other objects as their str."""
+    import json
+    import math
+
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if getattr(x, "shape", None) == () and callable(getattr(x, "item", None)):
+            return clean(x.item())  # type: ignore[attr-defined]  # numpy / torch scalars
+        return x
+
+    return json.dumps(clean(obj), indent=2, default=str, allow_nan=False)

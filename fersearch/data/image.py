@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,16 +61,54 @@ def open_gray(path: str | os.PathLike, fix: str = "pass a png or jpg file") -> G
             with Image.open(path) as img:
                 check_size(path, img.size)
                 img.load()
+                if img.format == "PNG":
+                    check_png_rows(path)  # Pillow fills the rows a short PNG lacks with black, silently
                 mode = img.mode
                 gray = to_gray(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError:
         raise DataError(f"{path}: image is over {MAX_PIXELS // 1_000_000} megapixels (a decompression-bomb guard); "
                         "shrink it first") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, zlib.error) as e:
         # SyntaxError / EOFError: Pillow raises them for some malformed or truncated headers.
         reason = "not an image file" if isinstance(e, UnidentifiedImageError) else str(e).splitlines()[0][:80]
         raise DataError(f"{path}: cannot read image ({reason}); {fix}") from None
     return Gray(gray, mode)
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+
+
+def check_png_rows(path: Path) -> None:
+    """The PNG's compressed pixel data holds every row its header declares (OSError otherwise).
+    Reads the chunks as bytes and inflates at most the declared size plus one byte."""
+    import struct
+
+    data = path.read_bytes()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        raise OSError("no PNG header")
+    w, h, depth, colour, _, _, interlace = header
+    bits = depth * PNG_CHANNELS.get(colour, 1)
+    passes = ([(0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2), (0, 1, 1, 2)]
+              if interlace else [(0, 1, 0, 1)])  # (x0, dx, y0, dy) of each Adam7 pass
+    expected = 0
+    for x0, dx, y0, dy in passes:
+        pw, ph = (w - x0 + dx - 1) // dx, (h - y0 + dy - 1) // dy
+        if pw and ph:
+            expected += ph * (1 + (pw * bits + 7) // 8)
+    got = len(zlib.decompressobj().decompress(b"".join(idat), expected + 1))
+    if got < expected:
+        raise OSError(f"pixel data ends early ({got} of {expected} bytes): truncated")
 
 
 def check_size(path: Path, size: tuple[int, int]) -> None:

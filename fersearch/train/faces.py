@@ -23,6 +23,7 @@ from ..errors import DataError
 CASCADE = "haarcascade_frontalface_default.xml"
 MARGIN = 0.1  # of the box side, on each side: 1.2x the detector's box
 DETECT_SIDE = 1024  # photos are scanned at most this large: a 12 MP photo takes ~0.1 s instead of seconds
+MIN_FACE = 24  # px: the smallest face the detector looks for
 
 Box = tuple[int, int, int, int]  # x, y, width, height in the photo's pixels
 
@@ -47,10 +48,13 @@ def detect_faces(gray: Any) -> list[Box]:
 
     arr: Any = np.asarray(gray, dtype=np.uint8)
     scale = min(1.0, DETECT_SIDE / max(arr.shape))
+    if min(arr.shape) * scale < MIN_FACE:  # a strip of a few pixels holds no face (and breaks OpenCV's resize)
+        return []
     if scale < 1.0:
         arr = cv2.resize(arr, (round(arr.shape[1] * scale), round(arr.shape[0] * scale)), interpolation=cv2.INTER_AREA)
     # Equalised for the detector only (it copes badly with dim photos); the crop keeps the real pixels.
-    found = _detector().detectMultiScale(cv2.equalizeHist(arr), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    found = _detector().detectMultiScale(cv2.equalizeHist(arr), scaleFactor=1.1, minNeighbors=5,
+                                         minSize=(MIN_FACE, MIN_FACE))
     boxes = [tuple(round(v / scale) for v in b) for b in (found if len(found) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 

@@ -192,7 +192,7 @@ def predict(images: Sequence[str | os.PathLike] | np.ndarray, model: str | os.Pa
             faces, boxes = face_crops(path, detect)
             crops += faces
             rows += [(str(path), i, b) for i, b in enumerate(boxes)] or [(str(path), None, None)]
-    probs = iter(predictor.predict_proba(np.stack(crops), tta=tta) if crops else [])
+    probs = iter(_finite(predictor.predict_proba(np.stack(crops), tta=tta), model) if crops else [])
     out = []
     for name, face, box in rows:
         if face is None:
@@ -202,6 +202,17 @@ def predict(images: Sequence[str | os.PathLike] | np.ndarray, model: str | os.Pa
         out.append(Prediction(image=name, emotion=LABELS[int(p.argmax())], confidence=float(p.max()),
                               probabilities={lab: float(v) for lab, v in zip(LABELS, p)}, face=face, box=box))
     return out
+
+
+def _finite(probs: np.ndarray, model: Any) -> np.ndarray:
+    """Probabilities that are numbers: a model whose outputs are NaN or infinite has no answer to give."""
+    if not np.isfinite(probs).all():
+        from ..errors import ModelFileError
+
+        name = "the model" if isinstance(model, nn.Module) else str(model)
+        raise ModelFileError(f"{name} gives NaN or infinite probabilities (broken or diverged weights); "
+                             "pass a model whose training did not diverge")
+    return probs
 
 
 def _check_array(images: np.ndarray) -> np.ndarray:
