@@ -271,7 +271,7 @@ def best_cmd(
     ] = 1,
     ties: Annotated[int, typer.Option("--ties", help="With --evaluate: retrain up to K configurations tied with "
                                       "the best (within validation noise), max(--seeds, 2) seeds each, and keep the "
-                                      "highest mean val_acc; 1: the best alone.")] = 3,  # tiebreak.DEFAULT_TIES
+                                      "highest mean val_acc; 1 (default): the best alone.")] = 1,  # tiebreak.DEFAULT_TIES
     tta: Annotated[bool, typer.Option("--tta", help="Also report horizontal-flip test-time augmentation.")] = False,
     split: Annotated[
         Literal["test", "val"], typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when "
