@@ -7,15 +7,24 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TRIALS ?= 8
 BIN := $(VENV)/bin
+# One stamp per TORCH value (a checksum of its words): a different TORCH on a later `make install` has no stamp
+# yet, so torch is reinstalled from it. pip alone would keep the old build: torch==2.13.0 matches 2.13.0+cpu.
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test lint test-fast bench bench-search clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(TORCH_STAMP): | $(BIN)/python
+	if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(BIN)/pip uninstall -q -y torch; rm -f $(VENV)/.torch-*; fi
 	$(BIN)/pip install -q $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(TORCH_STAMP)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
@@ -38,7 +47,7 @@ bench: install  ## the benchmarks that take minutes (bench_search in its --quick
 	@echo "== bench_search --quick"; $(BIN)/python benchmarks/bench_search.py --quick
 
 B := results/bench_search
-bench-search: install  ## issue 21's comparison at 16 x 30: 2 data sets x 3 seeds (~2 h on 2 CPU cores); cut short, run it again
+bench-search: install  ## the samplers compared at 16 trials x 30 epochs: 2 data sets x 3 seeds (~2 h on 2 CPU cores); cut short, run it again
 	mkdir -p $(B)
 	$(BIN)/python benchmarks/bench_search.py --n 2400 --log $(B)/runs.jsonl --curves $(B)/curves.jsonl --keep $(B)/keep --out $(B)/bench.json
 	$(BIN)/python benchmarks/replay_rungs.py $(B)/curves.jsonl > $(B)/replay.json
