@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 import typer
 from typer.core import TyperGroup
 
+from . import interrupts
 from .errors import FersearchError
 from .search.guard import full_disk_error
 from .search.options import cli_signature, from_cli
@@ -23,7 +24,11 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]  # typer's Context is click's, vendored
         try:
-            return super().invoke(ctx)
+            return interrupts.finished(super().invoke(ctx))  # a Ctrl+C some library swallowed: still 130
+        except KeyboardInterrupt:
+            interrupts.stopped()
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(interrupts.EXIT_CODE) from None
         except FersearchError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
@@ -102,13 +107,12 @@ def data_synth_cmd(
 def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt = False,
                   resize: ResizeOpt = False, quiet: QuietOpt = False) -> None:
     """Counts per split and emotion, the detected format, notes and the content hash."""
-    import json
-
     from .data import load
+    from .outputs import json_text
 
     d = load(path or data, resize=resize, quiet=quiet)
     if json_out:
-        typer.echo(json.dumps(d.info(), indent=2))
+        typer.echo(json_text(d.info()))
         return
     kind = f"{d.format}  (SYNTHETIC faces, not FER2013)" if d.synthetic else d.format
     typer.echo(f"source  {d.source}\nformat  {kind}\nsha256  {d.sha256}\nimages  {d.n} (48x48 grayscale)\n")
@@ -164,17 +168,16 @@ def train_cmd(
     """Train one configuration (the seed CNN unless --set/--config change it).
 
     Writes config.json, history.csv, model.pt and fersearch.json to --out and prints a summary."""
-    import json
-
     from .config import parse_set
     from .data import load
     from .io import command_line
+    from .outputs import json_text
     from .report.run import format_summary, resolve_config, train_to_dir
 
     cfg = resolve_config(config, parse_set(set_), epochs=epochs, seed=seed)  # config mistakes before any data
     summary = train_to_dir(cfg, load(data, quiet=quiet), out, command=command_line(), threads=threads,
                            progress=not (json_out or quiet))
-    typer.echo(json.dumps(summary, indent=2) if json_out else format_summary(summary))
+    typer.echo(json_text(summary) if json_out else format_summary(summary))
 
 
 # ---- tune / spaces / status commands (issue: tune) ------------------------
@@ -209,12 +212,11 @@ def spaces_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """List the search spaces with their docstring summaries."""
-    import json
-
+    from .outputs import json_text
     from .search.spaces import check_spaces, format_spaces, list_spaces
 
     spaces = check_spaces(directory) if check else list_spaces(directory)
-    typer.echo(json.dumps(spaces, indent=2) if json_out else format_spaces(spaces, directory, check))
+    typer.echo(json_text(spaces) if json_out else format_spaces(spaces, directory, check))
 
 
 @app.command("status")
@@ -229,16 +231,16 @@ def status_cmd(
     """Summarise a running or finished search: counts by status, the best trial, a per-trial table.
 
     Reads only the experiment directory, so it works while a search runs, after it ends or is interrupted."""
-    import json
     import shutil
     import sys
 
+    from .outputs import json_text
     from .search.experiment import resolve_experiment
     from .search.status import experiment_status, format_status
 
     st = experiment_status(resolve_experiment(experiment, results))
     if json_out:
-        typer.echo(json.dumps(st, indent=2))
+        typer.echo(json_text(st))
     else:
         width = shutil.get_terminal_size((0, 0)).columns if sys.stdout.isatty() else None
         typer.echo(format_status(st, width or None))
@@ -289,8 +291,7 @@ def best_cmd(
     """Show the best trial of a search; with --evaluate, retrain it and evaluate it on the test split.
 
     Best = highest best-epoch validation accuracy; --evaluate writes results/<name>/best/."""
-    import json
-
+    from .outputs import json_text
     from .report import pareto
     from .report.best import best
     from .report.console import format_best, format_evaluation
@@ -302,7 +303,7 @@ def best_cmd(
         given = [n for n in EVALUATE_ONLY if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"]
         refuse_without_evaluate(given)
         bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
-        typer.echo(json.dumps(pareto.best_dict(bt, max_latency_ms), indent=2, default=str) if json_out
+        typer.echo(json_text(pareto.best_dict(bt, max_latency_ms)) if json_out
                    else pareto.format_best_and_front(bt, max_latency_ms))
         return
     from .report import evaluate as evaluation
@@ -320,7 +321,7 @@ def best_cmd(
     tracked = log_evaluation(bt.experiment, bt.meta, ev)  # a search run with --mlflow: onto its parent run
     if tracked:
         typer.echo(tracked, err=True)
-    typer.echo(json.dumps(ev.to_dict(), indent=2, default=str) if json_out else format_evaluation(ev))
+    typer.echo(json_text(ev.to_dict()) if json_out else format_evaluation(ev))
 
 
 @app.command("compare")
@@ -332,8 +333,7 @@ def compare_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Searches side by side: data, space, sampler, scheduler, trials, epochs, wall time, best val_acc, test acc."""
-    import json
-
+    from .outputs import json_text
     from .report.compare import compare, format_table, plot, to_dict
 
     if out is not None:
@@ -344,7 +344,7 @@ def compare_cmd(
     if out is not None:
         plot(rows, out)
     if json_out:
-        typer.echo(json.dumps(to_dict(rows, warnings), indent=2))
+        typer.echo(json_text(to_dict(rows, warnings)))
         return
     typer.echo(format_table(rows))
     for line in warnings:
@@ -375,8 +375,7 @@ def predict_cmd(
 ) -> None:
     """Predict the emotion of every face in each image (found with OpenCV's Haar cascade, cropped as
     FER2013's faces were, 48x48 grayscale). Exit code 3 when some image has no face."""
-    import json
-
+    from .outputs import json_text
     from .report import console as report
     from .search.experiment import newest_best_model
     from .train.predict import predict
@@ -391,8 +390,8 @@ def predict_cmd(
         annotate_predictions(images[0], preds, annotate)
     faceless = [p.image for p in preds if p.emotion is None]
     if json_out:
-        typer.echo(json.dumps({"model": str(path), "predictions": [p.to_dict() for p in preds if p.emotion],
-                               "no_face": faceless}, indent=2))
+        typer.echo(json_text({"model": str(path), "predictions": [p.to_dict() for p in preds if p.emotion],
+                               "no_face": faceless}))
     else:
         typer.echo(f"model: {path}", err=True)
         table = report.format_predictions(preds)
@@ -407,4 +406,9 @@ def predict_cmd(
 
 
 def main() -> None:
-    app()
+    interrupts.install()  # Ctrl+C always stops a command (interrupts.py)
+    try:
+        app()
+    except KeyboardInterrupt:  # one that landed outside a command (parsing, exit): the same 130, no traceback
+        interrupts.stopped()
+        raise SystemExit(interrupts.EXIT_CODE) from None

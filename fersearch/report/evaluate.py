@@ -236,11 +236,14 @@ def write_best_dir(ev: Evaluation, run: RetrainRun, fer: Any, *, elapsed: float)
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
+    from ..interrupts import deferred
+
     tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be read by others too
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with deferred():  # a Ctrl+C between the two renames would leave no best/ at all: it waits for the second
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

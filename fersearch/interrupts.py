@@ -1,0 +1,85 @@
+"""Ctrl+C that always stops a command: exit 130, results whole.
+
+Python raises KeyboardInterrupt wherever the main thread happens to be, and some places
+swallow it: a weakref callback or a `__del__` prints "Exception ignored" and goes on, a
+library's `except BaseException` retries. The CLI therefore installs `handler` (`install`):
+it records the Ctrl+C and raises KeyboardInterrupt as Python would, and a watchdog thread
+raises it again every REPEAT_S until the command has stopped (`stopped`), so an interrupt
+that was swallowed is delivered again a moment later in ordinary code.
+
+`deferred()` holds a Ctrl+C back for a block that must not be cut in two (a directory swap):
+it is raised when the block ends, so a result is the old one or the new one, never neither.
+"""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_CODE = 130  # 128 + SIGINT: what shells and scripts expect of a command stopped by Ctrl+C
+REPEAT_S = 2.0  # a swallowed interrupt is raised again this often
+_state = {"requested": False, "stopped": False, "deferring": 0, "pending": False}
+_watchdog: list[threading.Thread] = []
+
+
+def install() -> None:
+    """The CLI's SIGINT handler (main thread only; elsewhere Python's stays)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+
+
+def handler(signum: int, frame: object) -> None:
+    if _state["stopped"]:
+        return  # the command is already on its way out: let its cleanup finish
+    if _state["deferring"]:
+        _state["pending"] = True
+        return
+    _state["requested"] = True
+    if not _watchdog:
+        _watchdog.append(threading.Thread(target=_repeat, daemon=True, name="fersearch-interrupt"))
+        _watchdog[0].start()
+    raise KeyboardInterrupt
+
+
+def _repeat() -> None:
+    while True:
+        time.sleep(REPEAT_S)
+        if _state["stopped"]:
+            return
+        if not _state["deferring"]:
+            _thread.interrupt_main(signal.SIGINT)  # runs `handler` again in the main thread
+
+
+def requested() -> bool:
+    """A Ctrl+C arrived (even if some library swallowed its KeyboardInterrupt)."""
+    return bool(_state["requested"] or _state["pending"])
+
+
+def stopped() -> None:
+    """The command has caught the interrupt and is leaving: no more re-raising."""
+    _state["stopped"] = True
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl+C back for the block; raise it once the block is done."""
+    _state["deferring"] += 1
+    try:
+        yield
+    finally:
+        _state["deferring"] -= 1
+        if not _state["deferring"] and _state["pending"] and not _state["stopped"]:
+            _state["pending"] = False
+            _state["requested"] = True
+            raise KeyboardInterrupt
+
+
+def finished(result: object) -> object:
+    """A command's result, unless a Ctrl+C arrived meanwhile (KeyboardInterrupt: the CLI exits 130)."""
+    if requested():
+        raise KeyboardInterrupt
+    return result
