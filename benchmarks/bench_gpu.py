@@ -9,6 +9,9 @@ Parts (each a key of the JSON, written to --out after every part, so a run cut s
                loss.item() every step: the tutorial loop) on the same device and data; the capture's
                seconds (what re-capturing at each learning-rate change would cost per epoch); what
                precision=auto picked and whether it was the faster; validation graphed against eager
+  trial_parts  each part of a trial's start and of an epoch's report timed alone at FER2013's size: data to
+               the device (and found resident by a reused worker), model build, the ONNX latency measurement,
+               the graph capture, the first epoch, a checkpoint, the per-image record
   determinism  two runs with deterministic=true, and two without: bit-identical weights or not
   packing      aggregate images/s of 1, 2, 4 and 8 trials (processes, graphed) training at once on one device,
                with each one's memory (torch's peak, and NVML's per-process figure with the CUDA context)
@@ -40,8 +43,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("facts", "gpu_tests", "fit", "determinism", "packing", "headline")
+PARTS = ("facts", "gpu_tests", "fit", "trial_parts", "packing", "headline", "determinism")
 ALL_PARTS = (*PARTS, "tune")
+LOG_DIR: Path | None = None  # --out's folder
 NO_GPU = "skipped: no CUDA device visible to torch (run with --cpu to exercise this part on the CPU)"
 
 
@@ -75,8 +79,10 @@ def facts(device: torch.device) -> dict:
 
 def gpu_tests() -> dict:
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfs",
+                          "--tb=short", "tests"], cwd=ROOT, capture_output=True, text=True)
+    if LOG_DIR is not None:  # the whole pytest output beside --out: failures need more than the summary line
+        (LOG_DIR / "gpu_tests.txt").write_text(res.stdout + res.stderr)
     tail = res.stdout.strip().splitlines()[-1:] if res.stdout.strip() else res.stderr.strip().splitlines()[-1:]
     return {"rc": res.returncode, "summary": tail[0] if tail else "", "seconds": round(time.time() - t0, 1)}
 
@@ -180,6 +186,43 @@ def fit_part(device: torch.device, quick: bool) -> dict:
                                                         / row[f"graphs_{graphs}_{other}"], 3)
         rows.append(row)
     return {"train_images": n_train, "epochs": epochs, "rows": rows, "validation": eval_part(data, device)}
+
+
+def trial_parts(device: torch.device, quick: bool) -> dict:
+    """The parts of a trial's start and of each epoch's report, each timed alone (ms) at FER2013's size."""
+    import io
+
+    from fersearch.config import TrainConfig
+    from fersearch.deploy import measure
+    from fersearch.model import build_model
+    from fersearch.train import fit
+    from fersearch.train.loop import per_image
+    from fersearch.train.recipe import split_tensors
+
+    data = fake_fer(2_000 if quick else 28_709, 3_589)
+
+    def ms(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return round((time.perf_counter() - t0) * 1000, 1)
+
+    out = {"data_to_device_ms": ms(lambda: split_tensors(data, "train", device)),
+           "data_resident_ms": ms(lambda: split_tensors(data, "train", device)),  # a reused worker's next trial
+           "model_build_ms": ms(lambda: build_model(TrainConfig()).to(device, memory_format=torch.channels_last)),
+           "onnx_latency_measure_ms": ms(lambda: measure(build_model(TrainConfig()).eval()))}
+    states: list = []
+    result = fit(TrainConfig(epochs=1, patience=0), data, device=device, on_epoch=lambda m, s: states.append(s))
+    out["graph_capture_ms"] = round(result.capture_s * 1000, 1) if result.cuda_graphs else None
+    out["first_epoch_s"] = round(float(result.history[0]["epoch_time_s"]), 3)
+    out["checkpoint_ms"] = ms(lambda: torch.save(states[0](), io.BytesIO()))
+    lp = torch.log_softmax(torch.randn(3_589, 7, device=device), 1)
+    y = torch.randint(0, 7, (3_589,), device=device)
+    out["per_image_record_ms"] = ms(lambda: per_image(lp, y))
+    return out
 
 
 def determinism(device: torch.device, quick: bool) -> dict:
@@ -321,7 +364,7 @@ def time_budget(exp: Path, launched: float, n_train: int) -> dict:
         "training_images": int(images), "concurrency": concurrency,
         "summed_train_images_per_s": round(images / span) if span > 0 else None,
         "in_training_images_per_s": round(images / train_s) if train_s > 0 else None,
-        "wall_s": {"ray_start_to_first_trial": round(start - launched, 1), "trials_span": round(span, 1)},
+        "wall_split_s": {"ray_start_to_first_trial": round(start - launched, 1), "trials_span": round(span, 1)},
         "slot_s": {"total": round(slots, 1), "training": round(train_s, 1), "evaluation": round(eval_s, 1),
                    "rest_of_epoch": round(epoch_s - train_s - eval_s, 1), "reporting": round(report_s, 1),
                    "trial_setup": round(setup_s, 1),
@@ -399,7 +442,7 @@ def headline(device: torch.device, quick: bool, limit_s: float) -> dict:
         n_train = round(n * 28_709 / 35_887)  # synth splits as FER2013 does
         out.update(time_budget(exp, out.pop("launched"), n_train))
         if (exp / "trials.csv").is_file():
-            out.update(_evaluate(work, 60 if quick else 120))
+            out.update(_evaluate(work, 60 if quick else 75))
         return out
 
 
@@ -422,10 +465,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--headline-s", type=float, default=240.0, help="the headline search's time limit (Ctrl+C then)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    global LOG_DIR
+    LOG_DIR = args.out.parent if args.out else None
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
     runners = {"facts": lambda: facts(device), "gpu_tests": gpu_tests, "fit": lambda: fit_part(device, args.quick),
-               "determinism": lambda: determinism(device, args.quick), "packing": lambda: packing(device, args.quick),
+               "determinism": lambda: determinism(device, args.quick),
+               "trial_parts": lambda: trial_parts(device, args.quick), "packing": lambda: packing(device, args.quick),
                "tune": lambda: tune_part(device, args.quick),
                "headline": lambda: headline(device, args.quick, args.headline_s)}
     result: dict = {"benchmark": "bench_gpu", "quick": args.quick, "device": str(device),
