@@ -35,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
+from fersearch.results.record import load_record
 from fersearch.search.checkpoints import folder_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +77,11 @@ def run_case(case: str, variant: str, src: Path | None, data: Path, n_train: int
     if out.returncode != 0:
         return {"name": name, "error": (out.stderr or out.stdout).strip().splitlines()[-3:]}
     exp = work / "results" / name
-    history, meta = ex.read_history(exp), ex.read_meta(exp)
+    history, record = ex.read_history(exp), load_record(exp)
     epochs = len(history)
     train_s = float((n_train / history["images_per_s"]).sum())  # fit's own clock: training batches only
-    slots = int(meta["resources"]["concurrency"])
-    search_s = float(meta.get("search_s") or wall)
+    slots = int(record.resources["concurrency"])
+    search_s = float(record.search_s or wall)
     ckpts = [p for p in exp.glob("trial_*/checkpoint_*") if p.is_dir()]
     # Inside the trial, per epoch: Ray's iteration time minus fit's epoch time = the report and the
     # checkpoint (if any). Less sensitive to other load on the machine than the wall-time figures.

@@ -120,7 +120,7 @@ def is_recipe(row: Any) -> bool:
 
 def proposal_sources(folder: str | Path) -> list[str]:
     """Each study trial's proposal source (the mix sampler's user attr; "" for tpe and random)."""
-    from fersearch.search.study import load_study
+    from fersearch.results.study import load_study
 
     study = load_study(folder)
     return [str(t.user_attrs.get("source", "")) for t in study.get_trials(deepcopy=False)] if study else []
@@ -128,7 +128,7 @@ def proposal_sources(folder: str | Path) -> list[str]:
 
 def winner_source(folder: str | Path, row: Any) -> str:
     """The winner's proposal source: its study trial found by its parameters ("recipe" for a warm-start point)."""
-    from fersearch.search.study import load_study
+    from fersearch.results.study import load_study
 
     study = load_study(folder)
     for t in study.get_trials(deepcopy=False) if study else []:
@@ -141,7 +141,7 @@ def search_curves(folder: str | Path) -> list[dict[str, Any]]:
     """Every trial's curves in sampling order (val_acc, val_loss and the per-image records per epoch):
     what replay_rungs.py replays."""
     from fersearch import paired
-    from fersearch.search.experiment import read_history, read_per_image, read_trials
+    from fersearch.results.experiment import read_history, read_per_image, read_trials
 
     history, images = read_history(folder), read_per_image(folder)
     curves = []
@@ -168,9 +168,10 @@ def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root
              done: dict[str, dict[str, Any]], record: Any) -> None:
     """Every line of one (data set, seed) not already in `done`: searches one after another, then the
     single configurations and the search winners' retrains, in parallel."""
+    from dataclasses import asdict
+
     from fersearch.config import TrainConfig
-    from fersearch.search.experiment import read_meta
-    from fersearch.search.noise import read_noise
+    from fersearch.results.record import load_record
 
     pending: dict[str, dict[str, Any]] = {}
     for line in (x for x in lines if x in SEARCHES and x not in done):
@@ -182,7 +183,7 @@ def run_seed(preset: str, fer: Any, seed: int, lines: list[str], args: Any, root
             with args.curves.open("a") as f:
                 folder = pending[line]["folder"]
                 f.write(json.dumps({"preset": preset, "seed": seed, "variant": "random", "max_epochs": args.max_epochs,
-                                    "n": args.n, "noise": read_noise(read_meta(folder)),
+                                    "n": args.n, "noise": asdict(load_record(folder).noise),
                                     "curves": search_curves(folder)}) + "\n")
     jobs = {line: run.pop("retrain") for line, run in pending.items()}
     if "oracle" in jobs:  # retrained with each of ORACLE_SEEDS: the test accuracy is their mean

@@ -1,6 +1,6 @@
 """What the search's trial state costs the driver per Tune event, at 10 and at 1,000 trials; prints JSON.
 
-Drives the real recorder callback (search/state.make_recorder) with the events a
+Drives the real recorder callback (search/recorder.make_recorder) with the events a
 search of N trials x 30 epochs sends (8 trials at a time: start, one result per
 epoch, complete), writing trials.csv and history.csv into a scratch directory as a
 search does. Tune waits on this callback, so its cost per event must not grow with
@@ -24,9 +24,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from fersearch.config import TrainConfig
-from fersearch.search import experiment as ex
-from fersearch.search.state import make_recorder
-from fersearch.search.trial_files import write_history, write_trials
+from fersearch.results import experiment as ex
+from fersearch.results.trial_files import write_history, write_trials
+from fersearch.search.recorder import make_recorder
 
 CONCURRENCY = 8
 

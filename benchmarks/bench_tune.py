@@ -24,7 +24,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
+from fersearch.results.record import ExperimentRecord, load_record
 
 RUNS = {
     "asha_wide": ["--space", "wide"],  # = the default `fersearch tune --trials 8`
@@ -47,10 +48,10 @@ def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int
             return {"name": name, "error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
         wall_file.write_text(f"{time.time() - t0:.1f}")
     wall = float(wall_file.read_text()) if wall_file.is_file() else float("nan")
-    trials_df, history, meta = ex.read_trials(exp), ex.read_history(exp), ex.read_meta(exp)
-    search_s = meta.get("search_s") or _search_s_from_files(exp, meta)
+    trials_df, history, record = ex.read_trials(exp), ex.read_history(exp), load_record(exp)
+    search_s = record.search_s or _search_s_from_files(exp, record)
     train_s = float(history["epoch_time_s"].sum())
-    slots = meta["resources"]["concurrency"]
+    slots = record.resources["concurrency"]
     best = ex.best_trial(trials_df)
     return {
         "name": name, "command": " ".join(["fersearch", *cmd[3:]]), "wall_s": round(wall, 1),
@@ -69,7 +70,7 @@ def run(name: str, extra: list[str], workdir: Path, trials: int, max_epochs: int
         "best_epoch": best and int(best["best_epoch"]),
         "best_params": best and {k[len(ex.PARAM_PREFIX):]: v for k, v in best.items()
                                  if k.startswith(ex.PARAM_PREFIX) and v is not None},
-        "data": {k: meta["data"][k] for k in ("path", "n")},
+        "data": {"path": record.data.path, "n": record.data.n},
     }
 
 
@@ -81,9 +82,9 @@ def _in_trial_overhead(exp: Path, history) -> float:
     return round(sum(per_trial) / len(per_trial), 2)
 
 
-def _search_s_from_files(exp: Path, meta: dict) -> float:
-    """Older runs without meta['search_s']: from fersearch.json's creation to trials.csv's last write."""
-    created = datetime.fromisoformat(meta["created"]).timestamp()
+def _search_s_from_files(exp: Path, record: ExperimentRecord) -> float:
+    """Older runs without search_s: from fersearch.json's creation to trials.csv's last write."""
+    created = datetime.fromisoformat(str(record.created)).timestamp()
     return round((exp / ex.TRIALS_FILE).stat().st_mtime - created, 1)
 
 

@@ -76,13 +76,13 @@ def replay(curves: list[dict[str, list[float]]], scheduler: Any, concurrency: in
     out = {"best_val_acc": max(seen), "epochs": epochs, "stopped": stopped}
     decisions = getattr(scheduler, "decisions", None)
     if decisions is not None:  # NoiseAwareASHA: how its stops compare with the unpaired rule's reasons
-        stops = [d for d in decisions if d["action"] == TrialScheduler.STOP]
-        out["paired_stops_unpaired_held"] = sum(d.get("unpaired_reason") == "close" for d in stops)
+        stops = [d for d in decisions if d.stopped]
+        out["paired_stops_unpaired_held"] = sum(d.unpaired_reason == "close" for d in stops)
         # A stop is a margin call when the unpaired rule held the trial on a margin: its accuracy within the
         # margin of the cutoff ("close"), or its loss within the loss margin (it asked the loss: flat, majority,
         # close or a tie above the cutoff). Anything else would break a guard (few, flat/majority on val_acc).
-        out["stops_against_unpaired_guard"] = sum(d.get("unpaired_reason") not in MARGIN_REASONS
-                                                  and d.get("unpaired_loss_margin") is None for d in stops)
+        out["stops_against_unpaired_guard"] = sum(d.unpaired_reason not in MARGIN_REASONS
+                                                  and d.unpaired_loss_margin is None for d in stops)
     return out
 
 
@@ -128,11 +128,13 @@ def synthetic_noise(search: dict[str, Any]) -> dict[str, Any] | None:
     data set is synthetic (preset, n, data seed 0), so the validation labels are made again."""
     if "preset" not in search or "n" not in search:
         return None
+    from dataclasses import asdict
+
     from fersearch.data.synth import synthetic_data
-    from fersearch.search.noise import noise_inputs
+    from fersearch.results.noise import noise_inputs
 
     fer = synthetic_data(int(search["n"]), 0, search["preset"])
-    return noise_inputs(fer.labels[fer.split == 1])
+    return asdict(noise_inputs(fer.labels[fer.split == 1]))
 
 
 def recorded_n(curves: list[dict[str, Any]]) -> int:
@@ -187,7 +189,7 @@ def table(results: list[dict[str, Any]], graces: list[int], factors: list[float]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fersearch.search.noise import LOSS_SD
+    from fersearch.results.noise import LOSS_SD
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("curves", nargs="+", help="JSON lines from bench_search.py --curves or bench_sampler.py --out")

@@ -42,7 +42,7 @@ def predict(images: Any, model: Any = None, *, results: Any = None, tta: bool = 
     `fersearch predict`: `model` is a model.pt or model.onnx path or a loaded module; None takes the
     newest experiment's best/model.pt under `results` (default results/). detect=False: each image
     is one face already cropped. A photo with no face gives one Prediction with emotion None."""
-    from .search.experiment import newest_best_model
+    from .results.experiment import newest_best_model
     from .train.predict import predict as predict_images
 
     chosen = model if model is not None else newest_best_model(results)

@@ -235,8 +235,8 @@ def status_cmd(
     import sys
 
     from .outputs import json_text
-    from .search.experiment import resolve_experiment
-    from .search.status import experiment_status, format_status
+    from .results.experiment import resolve_experiment
+    from .results.status import experiment_status, format_status
 
     st = experiment_status(resolve_experiment(experiment, results))
     if json_out:
@@ -308,17 +308,16 @@ def best_cmd(
         return
     from .report import evaluate as evaluation
 
-    evaluation.check_args(epochs, seeds, split, ties)  # flag mistakes first, before any reading or training
-    bt = best(experiment, results=results, max_latency_ms=max_latency_ms)
     log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
-    data, _, _ = evaluation.prepare_data(bt.meta, None, split, log, bt.experiment)  # changed/unlabelled: 1 line
-    if not (json_out or quiet):
-        typer.echo(format_best(bt) + "\n", err=True)
-    ev = evaluation.evaluate(bt, epochs=epochs, seeds=seeds, tta=tta, split=split, data=data, ties=ties,
-                             progress=not (json_out or quiet), log=log)
+    # evaluate() checks the flags, then the winner and its data (changed, unlabelled: one line) before training
+    ev = evaluation.evaluate(experiment, results=results, max_latency_ms=max_latency_ms, epochs=epochs, seeds=seeds,
+                             tta=tta, split=split, ties=ties, progress=not (json_out or quiet), log=log,
+                             ready=None if json_out or quiet else lambda bt: typer.echo(format_best(bt) + "\n",
+                                                                                        err=True))
     from .search.tracking import log_evaluation
 
-    tracked = log_evaluation(bt.experiment, bt.meta, ev)  # a search run with --mlflow: onto its parent run
+    # a search run with --mlflow: onto its parent run
+    tracked = log_evaluation(ev.best.experiment, ev.best.record, ev.metrics, ev.best.trial_id, ev.out_dir)
     if tracked:
         typer.echo(tracked, err=True)
     typer.echo(json_text(ev.to_dict()) if json_out else format_evaluation(ev))
@@ -377,7 +376,7 @@ def predict_cmd(
     FER2013's faces were, 48x48 grayscale). Exit code 3 when some image has no face."""
     from .outputs import json_text
     from .report import console as report
-    from .search.experiment import newest_best_model
+    from .results.experiment import newest_best_model
     from .train.predict import predict
 
     if annotate is not None:

@@ -32,3 +32,7 @@ class ResourceError(FersearchError):
 
 class ResultsError(FersearchError):
     """The results location cannot take a search: missing, not writable, full, or in use by another search."""
+
+
+class RecordError(ExperimentError):
+    """An experiment's fersearch.json is missing, not a JSON object, or holds a value of the wrong type."""

@@ -5,6 +5,8 @@ Other helpers may append fixtures below (str_replace); keep them tiny and fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 TINY_N = 600  # ~480 train / 60 val / 60 test, every class in every split
@@ -134,3 +136,17 @@ def ray_never_started(monkeypatch):
         AssertionError("ray.init called for a mistake seen without Ray")))
     yield started
     assert not started
+
+
+def read_meta(exp) -> dict:
+    """An experiment's fersearch.json as the JSON on disk (what a test checks or damages on purpose)."""
+    from fersearch.io import read_json
+
+    return read_json(Path(exp) / "fersearch.json")
+
+
+def write_meta(exp, meta: dict) -> None:
+    """A hand-made fersearch.json (old formats, damaged values): the raw JSON, not through the record."""
+    from fersearch.io import write_json
+
+    write_json(Path(exp) / "fersearch.json", meta)

@@ -18,8 +18,8 @@ import urllib.request
 
 import pytest
 
+from fersearch.results import experiment as ex
 from fersearch.search import dashboard, gauges
-from fersearch.search import experiment as ex
 
 
 # ------------------------------------------------------------------ helpers (HTTP clients of the dashboard)

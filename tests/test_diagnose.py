@@ -6,9 +6,13 @@ import pandas as pd
 
 from fersearch.report.analysis import Boundary, rank_trials
 from fersearch.report.diagnose import diagnose, held_rungs, loss_stops, noise_stops, seed_comparison, still_improving
+from fersearch.results.decisions import Decision
+from fersearch.results.record import record_from_json
 
 VAL = {"Angry": 100, "Disgust": 20, "Fear": 100, "Happy": 150, "Sad": 100, "Surprise": 80, "Neutral": 50}  # 600
-META = {"max_epochs": 10, "reduction_factor": 3, "grace_period": 1, "data": {"counts": {"val": VAL}}}
+RAW = {"seed": 0, "trials": 9, "max_epochs": 10, "reduction_factor": 3, "grace_period": 1, "scheduler": "asha",
+       "sampler": "tpe", "data": {"counts": {"val": VAL}}}
+META = record_from_json(RAW)
 MAJORITY = 150 / 600
 
 
@@ -52,9 +56,9 @@ def test_a_stop_on_val_loss_is_said_as_such_with_its_margin_never_as_noise():
     curves = {"s0": [MAJORITY] * 5, **{f"k{i}": [MAJORITY + 0.002 * (i - 1)] * 5 + [0.5] * 5 for i in range(3)}}
     ranked, history = frames(curves, {"s0": "stopped"})
     assert noise_stops(ranked, history, META) is not None  # re-judged without the log: looks like noise
-    decisions = [{"trial_id": "s0", "rung": 5, "reason": "loss", "metric": "val_loss", "action": "STOP",
-                  "value": MAJORITY, "cutoff": MAJORITY, "loss": 1.93, "loss_cutoff": 1.80, "loss_margin": 0.0693,
-                  "asha_would_stop": False}]
+    decisions = [Decision.from_json({"trial_id": "s0", "rung": 5, "reason": "loss", "metric": "val_loss",
+                                     "action": "STOP", "value": MAJORITY, "cutoff": MAJORITY, "loss": 1.93,
+                                     "loss_cutoff": 1.80, "loss_margin": 0.0693, "asha_would_stop": False})]
     found = diagnose(ranked, history, META, decisions=decisions)
     assert "noise-stop" not in kinds(found) and "loss-stop" in kinds(found)
     d = loss_stops(decisions)
@@ -68,18 +72,19 @@ def test_the_noise_inputs_come_from_fersearch_json_and_older_folders_fall_back()
     the diagnoses read that block; a folder without it falls back to the data block's counts."""
     import numpy as np
 
-    from fersearch.search.noise import noise_inputs, read_noise
+    from fersearch.results.noise import noise_inputs
+    from fersearch.results.record import Noise
 
     labels = np.array([3] * 150 + [0] * 100 + [2] * 100 + [4] * 100 + [5] * 80 + [6] * 50 + [1] * 20 + [-1] * 7)
     recorded = noise_inputs(labels)
-    assert recorded == {"n_val": 600, "majority": 0.25, "z": 2.0}
-    assert read_noise({"data": {"counts": {"val": {**VAL, "unlabeled": 7}}}}) == recorded  # the older folder
-    assert read_noise({"noise": {"n_val": 60, "majority": 0.5, "z": 3.0}, **META}) == {"n_val": 60, "majority": 0.5,
-                                                                                        "z": 3.0}
+    assert recorded == Noise(n_val=600, majority=0.25, z=2.0)
+    assert record_from_json({"data": {"counts": {"val": {**VAL, "unlabeled": 7}}}}).noise == recorded  # older folder
+    noisy = record_from_json({"noise": {"n_val": 60, "majority": 0.5, "z": 3.0}, **RAW})
+    assert noisy.noise == Noise(n_val=60, majority=0.5, z=3.0)
     curves = {f"s{i}": [MAJORITY + 0.003 * (i % 3 - 1)] for i in range(6)}
     curves.update({f"k{i}": [MAJORITY + 0.004 * (i - 1)] + [0.5] * 9 for i in range(3)})
     ranked, history = frames(curves, {f"s{i}": "stopped" for i in range(6)})
-    d = noise_stops(ranked, history, {**META, "noise": {"n_val": 60, "majority": 0.25, "z": 2.0}})
+    d = noise_stops(ranked, history, record_from_json({**RAW, "noise": {"n_val": 60, "majority": 0.25, "z": 2.0}}))
     assert d and "60 validation images" in d.message  # the recorded block wins over the counts
 
 
@@ -87,23 +92,24 @@ def test_a_clearly_worse_stop_is_not_a_noise_stop():
     curves = {"low": [0.25, 0.26, 0.25], **{f"k{i}": [0.4, 0.5, 0.45 + 0.05 * i] + [0.6] * 7 for i in range(4)}}
     ranked, history = frames(curves, {"low": "stopped"})
     assert noise_stops(ranked, history, META) is None  # 0.25 at epoch 3 against 0.45-0.60: clearly below
-    assert noise_stops(ranked, history, {"max_epochs": 10}) is None  # no validation counts: no judgement
+    assert noise_stops(ranked, history, record_from_json({"max_epochs": 10})) is None  # no counts: no judgement
 
 
 def test_decisions_held_on_noise_name_grace_period_and_the_rung():
-    decisions = [
+    raw = [
         {"trial_id": "a", "rung": 1, "reason": "majority", "asha_would_stop": True, "action": "CONTINUE"},
         {"trial_id": "b", "rung": 1, "reason": "flat", "asha_would_stop": True, "action": "CONTINUE"},
         {"trial_id": "c", "rung": 1, "reason": "above", "asha_would_stop": False, "action": "CONTINUE"},
         {"trial_id": "d", "rung": 3, "reason": "stop", "asha_would_stop": True, "action": "STOP"},
     ]
+    decisions = [Decision.from_json(d) for d in raw]
     d = held_rungs(decisions)
     assert d and d.flag == "--grace-period"
     assert "2 trials (2 at epoch 1)" in d.message and "raise --grace-period above 1" in d.message
     assert held_rungs(decisions[2:]) is None
     assert held_rungs(decisions, first_rung=1).flag == "--grace-period"
     # Held only past the first rung (the demo's rung at 15 of grace 5): learners tied there, no flag to raise.
-    later = [{**d, "rung": 15} for d in decisions]
+    later = [Decision.from_json({**d, "rung": 15}) for d in raw]
     d = held_rungs(later, first_rung=5)
     assert d and d.flag is None and "--grace-period" not in d.message and "past the first rung (epoch 5)" in d.message
 

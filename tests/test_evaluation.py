@@ -15,13 +15,13 @@ from PIL import Image
 from sklearn import metrics as skm
 from typer.testing import CliRunner
 
-from conftest import EVALUATE_ARGS, assert_one_line_error, copy_experiment
+from conftest import EVALUATE_ARGS, assert_one_line_error, copy_experiment, read_meta, write_meta
 from fersearch.cli import app
 from fersearch.data import LABELS
 from fersearch.report import evaluate as evaluation
 from fersearch.report.best import best
-from fersearch.search.experiment import read_meta, read_trials, write_meta
-from fersearch.search.trial_files import write_trials
+from fersearch.results.experiment import read_trials
+from fersearch.results.trial_files import write_trials
 
 runner = CliRunner()
 BEST_FILES = {"config.json", "metrics.json", "classification_report.txt", "confusion_matrix.png",
@@ -195,7 +195,7 @@ def test_a_failed_rerun_leaves_the_previous_best_intact(evaluated_experiment, tm
     metrics["confusion_matrix"] = [[1, 2], [3]]  # ragged: plotting fails after several files were written
     ev = evaluation.Evaluation(best=bt, config=cfg, metrics=metrics, tta_metrics=None, seed_runs=[], history=[],
                                report="", out_dir=exp / "best", predictions=pd.DataFrame({"true": ["Happy"]}))
-    fer = load(bt.meta["data"]["path"], log=lambda *_: None)
+    fer = load(bt.record.data.path, log=lambda *_: None)
     with pytest.raises(ValueError):
         evaluation.write_best_dir(ev, run, fer, elapsed=0.0)
     assert {p.name: p.read_bytes() for p in (exp / "best").iterdir()} == before

@@ -29,10 +29,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import read_meta
 from fersearch.cli import app
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
+from fersearch.results.study import load_study
 from fersearch.search.driver import tune
-from fersearch.search.study import load_study
 
 FINISHED = {"completed", "stopped"}
 # checkpoint_every 1: these faults test recovery from the last checkpoint, so every epoch has one (issue 18's
@@ -276,7 +277,7 @@ def test_ctrl_c_stops_the_driver_cleanly_and_resume_reruns_no_finished_trial(loc
         assert continued(epochs_of(history, tid), max_epochs), (tid, epochs_of(history, tid))
     # an uninterrupted FIFO search trains trials x max_epochs epochs; at most one more per trial in flight
     assert trials * max_epochs <= len(history) <= trials * max_epochs + len(flying), history
-    assert ex.read_meta(exp)["resumed"]
+    assert read_meta(exp)["resumed"]
 
 
 @pytest.mark.slow
@@ -315,7 +316,7 @@ def test_a_killed_driver_resumes_from_its_last_saved_state(local_ray, fast_space
     raw = history_rows(exp)
     for tid in rows.index:
         assert continued(epochs_of(raw, tid), int(rows.loc[tid, "epochs"])), (tid, epochs_of(raw, tid))
-    assert ex.read_meta(exp)["resumed"]
+    assert read_meta(exp)["resumed"]
     assert f"next: fersearch best sigkill --evaluate --results {results.resolve()}" in resumed.output
     # the study carried over with Ray's saved searcher (its JournalStorage reopened the same file)
     done = sorted(round(t.value, 9) for t in load_study(exp).trials if t.state.name == "COMPLETE")

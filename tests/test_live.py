@@ -10,8 +10,9 @@ import io
 import re
 
 from fersearch.config import TrainConfig
+from fersearch.results.state import TrialState
 from fersearch.search.live import LiveView, status_line
-from fersearch.search.state import TrialState, make_recorder
+from fersearch.search.recorder import make_recorder
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import TUNED, assert_one_line_error, copy_experiment
 from fersearch.cli import app
-from fersearch.search.experiment import best_under_latency, pareto_front, read_trials, trial_config
+from fersearch.results.experiment import best_under_latency, pareto_front, read_trials, trial_config
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def two_objective(tmp_path_factory, fast_space, tiny_csv):
 @pytest.mark.slow
 def test_every_trial_records_its_latency_and_the_study_has_both_objectives(two_objective):
     from fersearch.model import build_model, count_parameters
-    from fersearch.search.study import load_study
+    from fersearch.results.study import load_study
 
     trials = read_trials(two_objective)
     assert len(trials) == 4

@@ -165,7 +165,7 @@ def test_predict_takes_an_array_and_a_loaded_module_too(saved_model):
 def test_default_model_is_the_newest_evaluated_experiments(saved_model, in_tmp):
     import shutil
 
-    from fersearch.search.experiment import newest_best_model
+    from fersearch.results.experiment import newest_best_model
 
     for name, created, evaluated in (("old", "2024-01-01T00:00:00", True), ("mid", "2024-06-01T00:00:00", True),
                                      ("new", "2025-01-01T00:00:00", False)):

@@ -25,14 +25,14 @@ import pytest
 from typer.testing import CliRunner
 
 import fersearch
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, read_meta
 from fersearch.cli import app
 from fersearch.errors import ExperimentError, ResultsError
 from fersearch.io import write_json
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
+from fersearch.results.state import TrialState
+from fersearch.results.trial_files import HistoryFile, write_history, write_trials
 from fersearch.search.guard import check_writable, experiment_lock, full_disk_error, lock_path
-from fersearch.search.state import TrialState
-from fersearch.search.trial_files import HistoryFile, write_history, write_trials
 
 runner = CliRunner()
 PACKAGE = Path(fersearch.__file__).parent
@@ -307,7 +307,7 @@ WRITER = textwrap.dedent('''
         return tag, 3000 + 500 * (i % 2)
 
     if kind == "trials.csv":
-        from fersearch.search.trial_files import TrialsFile
+        from fersearch.results.trial_files import TrialsFile
         f = TrialsFile(path)
         def write(i):
             tag, n = version(i)
@@ -628,7 +628,7 @@ def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_resume_completes(
     assert last.startswith("error: no space left on the device") and "fersearch tune --name full --resume" in last
     assert not lock_path(disk / "results", "full").exists()
     exp = disk / "results" / "full"
-    before = ex.read_trials(exp), ex.read_history(exp), ex.read_meta(exp)  # whole: each reads
+    before = ex.read_trials(exp), ex.read_history(exp), read_meta(exp)  # whole: each reads
     assert len(before[1]) >= 1
     (disk / "filler").unlink()
     resumed = subprocess.run([*FERSEARCH, "tune", "--name", "full", "--resume", "--results", str(disk / "results")],
@@ -666,22 +666,30 @@ def test_resume_bridges_a_checkpoint_ray_deleted_just_before_a_crash(tmp_path):
 
 # ------------------------------------------------------------------ fersearch.json across versions
 @pytest.mark.slow
-def test_resolved_settings_are_fersearch_jsons_keys_and_an_old_folder_still_reads(tuned_experiment, tmp_path):
-    """The driver, scheduler and trials read one typed Resolved; fersearch.json keeps the keys it
-    always had, and a folder written before `objectives` and the noise record existed still works."""
+def test_the_record_keeps_fersearch_jsons_keys_and_an_old_folder_still_reads(tuned_experiment, tmp_path):
+    """The driver, scheduler and trials read one typed record; saving it writes back the JSON it read,
+    and a folder written before `objectives` and the noise record existed still works (status, best,
+    compare) and reads with those defaults; a record without its settings cannot be resumed."""
     from conftest import copy_experiment
-    from fersearch.search.options import RESOLVED_KEYS, Resolved, SearchOptions
+    from fersearch.results.record import Noise, load_record, save_record
+    from fersearch.search.options import SearchOptions
 
-    meta = ex.read_meta(tuned_experiment)
-    run = Resolved.from_meta(meta)
-    assert run.to_meta() == {k: meta[k] for k in RESOLVED_KEYS}
-    assert Resolved.from_options(SearchOptions(**{**meta["options"], "name": "tuned"}), "tuned") == run
+    meta = read_meta(tuned_experiment)
+    record = load_record(tuned_experiment)
+    assert SearchOptions(**{**meta["options"], "name": "tuned"}).settings() == record.settings
     old = copy_experiment(tuned_experiment, tmp_path / "results")
-    before = {k: v for k, v in ex.read_meta(old).items() if k not in ("objectives", "noise")}
+    save_record(old, record)
+    assert read_meta(old) == meta  # the same JSON, key for key
+    before = {k: v for k, v in meta.items() if k not in ("objectives", "noise", "metric", "mode")}
     write_json(old / "fersearch.json", before)
-    assert Resolved.from_meta(before).objectives == ("val_acc",)
-    for args in (["status", "tuned"], ["best", "tuned"]):
+    again = load_record(old)
+    assert again.settings is not None and again.settings.objectives == ("val_acc",)
+    assert (again.settings.metric, again.settings.mode) == ("val_acc", "max")
+    val = [v for k, v in meta["data"]["counts"]["val"].items() if k != "unlabeled"]
+    assert again.noise == Noise(sum(val), max(val) / sum(val), 2.0)  # from the data block's counts
+    for args in (["status", "tuned"], ["best", "tuned"], ["compare", "tuned", str(tuned_experiment)]):
         result = runner.invoke(app, [*args, "--results", str(tmp_path / "results")])
         assert result.exit_code == 0 and "error" not in result.output, result.output
+    write_json(old / "fersearch.json", {k: v for k, v in before.items() if k != "grace_period"})
     with pytest.raises(ExperimentError, match="grace_period"):
-        Resolved.from_meta({k: v for k, v in before.items() if k != "grace_period"})
+        load_record(old).require_settings(old)

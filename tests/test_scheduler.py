@@ -60,7 +60,7 @@ def test_everyone_at_the_majority_rate_stops_nobody():
     asha_stops = feed(asha, values).count(STOP)
     assert asha_stops >= 4
     assert feed(ours, values) == [CONTINUE] * len(values)
-    assert {d["reason"] for d in ours.decisions} <= {"few", "above", "flat"}
+    assert {d.reason for d in ours.decisions} <= {"few", "above", "flat"}
     assert ours.summary()["held"] == asha_stops  # each of ASHA's stops shows up as a hold
 
 
@@ -68,7 +68,7 @@ def test_second_trial_is_never_judged_against_the_first_alone():
     ours, asha = make()
     assert feed(asha, [0.60, 0.30]) == [CONTINUE, STOP]  # ASHA: one value is enough to stop on
     assert feed(ours, [0.60, 0.30]) == [CONTINUE, CONTINUE]
-    assert [d["reason"] for d in ours.decisions] == ["few", "few"]
+    assert [d.reason for d in ours.decisions] == ["few", "few"]
 
 
 def test_a_clear_gap_stops_and_a_gap_within_noise_does_not():
@@ -76,11 +76,11 @@ def test_a_clear_gap_stops_and_a_gap_within_noise_does_not():
     assert feed(ours, [0.50, 0.56, 0.62]) == [CONTINUE] * 3
     assert feed(ours, [0.55, 0.46]) == [CONTINUE, STOP]  # cutoffs 0.58, then 0.56
     close, stop = ours.decisions[-2:]
-    assert (close["reason"], stop["reason"]) == ("close", "stop")
-    assert close["cutoff"] == pytest.approx(0.58) and stop["cutoff"] == pytest.approx(0.56)
-    assert close["asha_would_stop"] and stop["asha_would_stop"]
-    assert close["cutoff"] - close["value"] <= close["margin"]
-    assert stop["cutoff"] - stop["value"] > stop["margin"] > 0.05
+    assert (close.reason, stop.reason) == ("close", "stop")
+    assert close.cutoff == pytest.approx(0.58) and stop.cutoff == pytest.approx(0.56)
+    assert close.asha_would_stop and stop.asha_would_stop
+    assert close.cutoff - close.value <= close.margin
+    assert stop.cutoff - stop.value > stop.margin > 0.05
 
 
 def test_the_margin_shrinks_with_a_bigger_validation_set():
@@ -95,7 +95,7 @@ def test_flat_rung_holds_even_a_clearly_lower_trial():
     values = [0.40, 0.41, 0.405, 0.30]
     assert feed(asha, values)[-1] == STOP
     assert feed(ours, values)[-1] == CONTINUE
-    assert ours.decisions[-1]["reason"] == "flat"
+    assert ours.decisions[-1].reason == "flat"
 
 
 def test_trial_and_cutoff_near_the_majority_rate_hold():
@@ -103,7 +103,7 @@ def test_trial_and_cutoff_near_the_majority_rate_hold():
     values = [0.22, 0.28, 0.27, 0.19]  # spread 0.06 is beyond noise, but nobody has learned yet
     assert feed(asha, values)[-1] == STOP
     assert feed(ours, values)[-1] == CONTINUE
-    assert ours.decisions[-1]["reason"] == "majority"
+    assert ours.decisions[-1].reason == "majority"
     # Once the cutoff is clearly above the majority rate, a trial stuck there is stopped.
     ours, _ = make(majority=0.25)
     assert feed(ours, [0.45, 0.50, 0.55, 0.25]) == [CONTINUE] * 3 + [STOP]
@@ -121,15 +121,15 @@ def test_later_rungs_are_judged_on_their_own_values():
     actions = [ours.on_trial_result(None, t, {"training_iteration": 3, "val_acc": v})
                for t, v in zip(trials, (0.50, 0.62, 0.58, 0.26))]
     assert actions == [CONTINUE] * 3 + [STOP]
-    assert [d["rung"] for d in ours.decisions] == [1] * 4 + [3] * 4
-    assert ours.decisions[-1]["reason"] == "stop"
+    assert [d.rung for d in ours.decisions] == [1] * 4 + [3] * 4
+    assert ours.decisions[-1].reason == "stop"
 
 
 def test_mode_min_reads_error_rates():
     ours = NoiseAwareASHA(n_val=600, majority=0.25, metric="val_err", mode="min", max_t=10, reduction_factor=3)
     assert feed(ours, [0.50, 0.44, 0.38, 0.47], metric="val_err")[-1] == CONTINUE  # 0.05 worse: noise
     assert feed(ours, [0.60], metric="val_err") == [STOP]
-    assert ours.decisions[-1]["reason"] == "stop" and ours.decisions[-1]["cutoff"] < 0.5
+    assert ours.decisions[-1].reason == "stop" and ours.decisions[-1].cutoff < 0.5
 
 
 def test_mode_from_tune_config_and_values_outside_0_1_are_refused():
@@ -160,7 +160,7 @@ def test_max_t_still_stops_and_nan_is_kept():
     ours, _ = make()
     assert feed(ours, [0.5], iteration=10) == [STOP]
     assert feed(ours, [float("nan")], iteration=1) == [CONTINUE]
-    assert ours.decisions[-1]["reason"] == "no value"
+    assert ours.decisions[-1].reason == "no value"
 
 
 def test_decisions_go_to_the_log_file_and_a_resumed_scheduler_reads_them_back(tmp_path):
@@ -176,7 +176,7 @@ def test_decisions_go_to_the_log_file_and_a_resumed_scheduler_reads_them_back(tm
     assert read_decisions(tmp_path) == first.decisions and len(first.decisions) == 3
     resumed = pickle.loads(fresh)
     assert feed(resumed, [0.46]) == [STOP]  # judged against the three values logged before
-    assert resumed.decisions[-1]["compared"] == 3 and len(resumed.decisions) == 4
+    assert resumed.decisions[-1].compared == 3 and len(resumed.decisions) == 4
     assert read_decisions(log) == resumed.decisions  # appended, nothing written twice
     with open(log, "a") as f:
         f.write('{"trial_id": "torn", "ru')  # a crash in the middle of an append
@@ -229,7 +229,7 @@ def test_a_writer_killed_mid_line_leaves_no_line_the_resumed_scheduler_glues_ont
     assert feed(resumed, [0.46]) == [STOP]  # judged against the three whole decisions
     lines = log.read_text().splitlines()
     assert len(lines) == 4 and "torn" not in log.read_text()
-    assert read_decisions(log) == resumed.decisions and resumed.decisions[-1]["compared"] == 3
+    assert read_decisions(log) == resumed.decisions and resumed.decisions[-1].compared == 3
     again = NoiseAwareASHA(n_val=600, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
                            grace_period=1, reduction_factor=3)
     feed(again, [0.70])
@@ -258,11 +258,11 @@ def test_loss_stops_a_clearly_worse_trial_where_accuracies_tie_at_the_majority_r
     assert ours.rule.loss_margin() == pytest.approx(margin)
     assert feed_pairs(ours, LEARNERS + [(0.25, 1.85)]) == [CONTINUE] * 4 + [STOP]
     stop = ours.decisions[-1]
-    assert (stop["reason"], stop["metric"], stop["action"]) == ("loss", "val_loss", STOP)
-    assert stop["loss_cutoff"] == pytest.approx(np.percentile([1.60, 1.62, 1.64, 1.66], 100 / 3))
-    assert stop["loss"] - stop["loss_cutoff"] > stop["loss_margin"] == pytest.approx(margin)
-    assert not stop["asha_would_stop"]  # on val_acc it is a tie
-    assert all(d["metric"] == "val_acc" for d in ours.decisions[:-1])  # the keeps were decided on val_acc
+    assert (stop.reason, stop.metric, stop.action) == ("loss", "val_loss", STOP)
+    assert stop.loss_cutoff == pytest.approx(np.percentile([1.60, 1.62, 1.64, 1.66], 100 / 3))
+    assert stop.loss - stop.loss_cutoff > stop.loss_margin == pytest.approx(margin)
+    assert not stop.asha_would_stop  # on val_acc it is a tie
+    assert all(d.metric == "val_acc" for d in ours.decisions[:-1])  # the keeps were decided on val_acc
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.04, 0.08])
@@ -271,18 +271,18 @@ def test_loss_within_noise_of_the_cutoff_never_stops(gap):
     cut = float(np.percentile([1.60, 1.62, 1.64, 1.66], 100 / 3))
     assert feed_pairs(ours, LEARNERS + [(0.25, cut + gap)])[-1] == CONTINUE
     keep = ours.decisions[-1]
-    assert keep["metric"] == "val_acc" and keep["reason"] in ("above", "flat", "majority", "close")
-    assert keep["loss"] - keep["loss_cutoff"] <= keep["loss_margin"]
+    assert keep.metric == "val_acc" and keep.reason in ("above", "flat", "majority", "close")
+    assert keep.loss - keep.loss_cutoff <= keep.loss_margin
 
 
 def test_loss_never_overrules_a_clearly_better_accuracy_and_can_be_turned_off():
     ours, _ = make(n_val=400)  # 0.40 is clearly above the cutoff (0.25): its poor loss does not count
     assert feed_pairs(ours, LEARNERS + [(0.40, 2.10)])[-1] == CONTINUE
-    assert ours.decisions[-1]["reason"] == "above" and ours.decisions[-1]["loss_margin"] is None  # not asked
+    assert ours.decisions[-1].reason == "above" and ours.decisions[-1].loss_margin is None  # not asked
     accuracy_only = NoiseAwareASHA(n_val=400, majority=0.25, loss_sd=None, metric="val_acc", mode="max", max_t=10,
                                    reduction_factor=3)
     assert feed_pairs(accuracy_only, LEARNERS + [(0.25, 1.85)])[-1] == CONTINUE
-    assert accuracy_only.decisions[-1]["reason"] == "above"
+    assert accuracy_only.decisions[-1].reason == "above"
     no_loss, _ = make(n_val=400)  # a trainable that reports no loss: accuracy only
     assert feed(no_loss, [0.25] * 5) == [CONTINUE] * 5
     with pytest.raises(ValueError, match="loss_sd"):
@@ -300,11 +300,11 @@ def test_every_stop_is_clear_on_the_metric_that_decided():
         losses = 1.85 - 0.4 * rng.random(k) * (accs > 0.26) + 0.05 * rng.random(k)
         feed_pairs(ours, zip(accs, losses))
         for d in ours.decisions:
-            if d["action"] == STOP and d["metric"] == "val_acc":
-                assert d["reason"] == "stop" and d["cutoff"] - d["value"] > d["margin"]
-            elif d["action"] == STOP:
-                assert d["reason"] == "loss" and d["loss"] - d["loss_cutoff"] > d["loss_margin"]
-                assert d["value"] - d["cutoff"] <= d["margin"]  # accuracy could not tell it apart
+            if d.action == STOP and d.metric == "val_acc":
+                assert d.reason == "stop" and d.cutoff - d.value > d.margin
+            elif d.action == STOP:
+                assert d.reason == "loss" and d.loss - d.loss_cutoff > d.loss_margin
+                assert d.value - d.cutoff <= d.margin  # accuracy could not tell it apart
     tight, _ = make(n_val=400)
     pairs = [(0.25, 1.80 + 0.08 * x) for x in rng.random(12)]  # losses within 0.08 < 0.085 of one another
     assert feed_pairs(tight, pairs) == [CONTINUE] * 12
@@ -320,7 +320,7 @@ def test_a_resumed_scheduler_reads_the_losses_back(tmp_path):
     assert feed_pairs(first, LEARNERS) == [CONTINUE] * 4
     resumed = pickle.loads(fresh)
     assert feed_pairs(resumed, [(0.25, 1.85)]) == [STOP]
-    assert resumed.decisions[-1]["reason"] == "loss" and resumed.decisions[-1]["compared"] == 4
+    assert resumed.decisions[-1].reason == "loss" and resumed.decisions[-1].compared == 4
 
 
 # ------------------------------------------------------------------ paired: the same validation images
@@ -359,14 +359,14 @@ def test_paired_rule_stops_a_trial_the_unpaired_rule_holds_when_it_agrees_with_t
     ids, actions = feed_images(ours, [*RUNG, correct_on(212)])
     assert actions == [CONTINUE] * 3 + [STOP]
     d = ours.decisions[-1]
-    assert (d["reason"], d["unpaired_reason"], d["paired"], d["ref_trial"]) == ("stop", "close", True, ids[2])
-    assert d["margin"] == pytest.approx(2 * (36 - 36**2 / 400) ** 0.5 / 400)
-    assert d["cutoff"] - d["value"] <= d["unpaired_margin"] == pytest.approx(ours.rule.margin(0.53, 0.58))
-    assert d["cutoff"] - d["value"] > d["margin"]
+    assert (d.reason, d.unpaired_reason, d.paired, d.ref_trial) == ("stop", "close", True, ids[2])
+    assert d.margin == pytest.approx(2 * (36 - 36**2 / 400) ** 0.5 / 400)
+    assert d.cutoff - d.value <= d.unpaired_margin == pytest.approx(ours.rule.margin(0.53, 0.58))
+    assert d.cutoff - d.value > d.margin
     # The same trial under the unpaired rule is held, for the reason the paired rule logged beside its stop.
     unpaired, _ = make(n_val=400, paired=False)
     assert feed_images(unpaired, [*RUNG, correct_on(212)])[1][-1] == CONTINUE
-    assert unpaired.decisions[-1]["reason"] == "close" and not unpaired.decisions[-1]["paired"]
+    assert unpaired.decisions[-1].reason == "close" and not unpaired.decisions[-1].paired
 
 
 def test_paired_rule_holds_a_trial_that_disagrees_with_the_cutoff_trial_on_many_images():
@@ -378,9 +378,9 @@ def test_paired_rule_holds_a_trial_that_disagrees_with_the_cutoff_trial_on_many_
     _, actions = feed_images(ours, [*RUNG, loose])
     assert actions == [CONTINUE] * 4
     d = ours.decisions[-1]
-    assert (d["reason"], d["unpaired_reason"]) == ("close", "close")
-    assert d["margin"] == pytest.approx(2 * (164 - 36**2 / 400) ** 0.5 / 400)
-    assert d["cutoff"] - d["value"] <= min(d["margin"], d["unpaired_margin"])
+    assert (d.reason, d.unpaired_reason) == ("close", "close")
+    assert d.margin == pytest.approx(2 * (164 - 36**2 / 400) ** 0.5 / 400)
+    assert d.cutoff - d.value <= min(d.margin, d.unpaired_margin)
 
 
 def test_paired_rule_keeps_the_guards_few_flat_and_majority():
@@ -390,10 +390,10 @@ def test_paired_rule_keeps_the_guards_few_flat_and_majority():
     assert feed_images(ours, [correct_on(248), correct_on(100)])[1] == [CONTINUE] * 2  # few
     flat, _ = make(n_val=400, majority=None)
     assert feed_images(flat, [correct_on(160), correct_on(164), correct_on(162), correct_on(120)])[1][-1] == CONTINUE
-    assert flat.decisions[-1]["reason"] == "flat"
+    assert flat.decisions[-1].reason == "flat"
     low, _ = make(n_val=400, majority=0.25)
     assert feed_images(low, [correct_on(80), correct_on(112), correct_on(108), correct_on(76)])[1][-1] == CONTINUE
-    assert low.decisions[-1]["reason"] == "majority"
+    assert low.decisions[-1].reason == "majority"
 
 
 def test_paired_loss_stops_where_the_assumed_loss_sd_holds_and_both_hold_on_a_noisy_difference():
@@ -409,13 +409,13 @@ def test_paired_loss_stops_where_the_assumed_loss_sd_holds_and_both_hold_on_a_no
     tight = learners[1] + 0.07  # the loss-cutoff trial is the second (its loss is the highest below the cutoff)
     ids, actions = feed_images(ours, [stuck] * 5, [*learners, tight])
     d = ours.decisions[-1]
-    assert actions[-1] == STOP and d["reason"] == "loss" and d["loss_ref_trial"] == ids[1]
-    assert d["unpaired_reason"] != "loss" and d["unpaired_loss_margin"] == pytest.approx(ours.rule.loss_margin())
+    assert actions[-1] == STOP and d.reason == "loss" and d.loss_ref_trial == ids[1]
+    assert d.unpaired_reason != "loss" and d.unpaired_loss_margin == pytest.approx(ours.rule.loss_margin())
     noisy = learners[1] + 0.07 + rng.choice([-1.0, 1.0], 400)
     noisy += tight.mean() - noisy.mean()
     held, _ = make(n_val=400)
     _, actions = feed_images(held, [stuck] * 5, [*learners, noisy])
-    assert actions[-1] == CONTINUE and held.decisions[-1]["loss_margin"] > 0.09
+    assert actions[-1] == CONTINUE and held.decisions[-1].loss_margin > 0.09
 
 
 def test_a_resumed_scheduler_reads_the_per_image_records_back(tmp_path):
@@ -426,4 +426,4 @@ def test_a_resumed_scheduler_reads_the_per_image_records_back(tmp_path):
     again = NoiseAwareASHA(n_val=400, majority=0.25, log_path=log, metric="val_acc", mode="max", max_t=10,
                            reduction_factor=3)
     _, actions = feed_images(again, [correct_on(212)])
-    assert actions == [STOP] and again.decisions[-1]["paired"]  # compared with the replayed cutoff trial
+    assert actions == [STOP] and again.decisions[-1].paired  # compared with the replayed cutoff trial

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from fersearch import paired
 from fersearch.cli import app
-from fersearch.search.experiment import read_history, read_per_image
+from fersearch.results.experiment import read_history, read_per_image
 from fersearch.search.noise import REASONS, read_decisions
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search.py"

@@ -14,14 +14,15 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, read_meta, write_meta
 from fersearch.cli import app
 from fersearch.config import TrainConfig
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
+from fersearch.results.state import TrialState, end_status, mark_unfinished
+from fersearch.results.status import experiment_status, format_status
+from fersearch.results.trial_files import HistoryFile, write_history, write_trials
 from fersearch.search import recorder as rec_module
-from fersearch.search.state import TrialState, end_status, make_recorder, mark_unfinished
-from fersearch.search.status import experiment_status, format_status
-from fersearch.search.trial_files import HistoryFile, write_history, write_trials
+from fersearch.search.recorder import make_recorder
 
 runner = CliRunner()
 CFG = TrainConfig().to_json()
@@ -50,7 +51,7 @@ class Clock:
 
 def write_experiment(exp, *, statuses, planned=None, max_epochs=3):
     """A hand-written experiment dir that follows the file contract (experiment.py)."""
-    ex.write_meta(exp, {"name": exp.name, "command": "fersearch tune", "created": "2026-01-01T10:00:00+00:00",
+    write_meta(exp, {"name": exp.name, "command": "fersearch tune", "created": "2026-01-01T10:00:00+00:00",
                         "space": {"name": "fast", "path": "fast.py"}, "seed": 0, "trials": planned or len(statuses),
                         "max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 2, "scheduler": "asha",
                         "sampler": "tpe", "metric": "val_acc", "mode": "max"})
@@ -315,8 +316,8 @@ def test_status_json_and_missing_experiment(in_tmp):
     assert res.exit_code == 0
     s = json.loads(res.stdout)
     assert list(s) == ["name", "path", "state", "created", "updated_s_ago", "elapsed_s", "resumed", "space",
-                       "scheduler", "sampler", "seed", "max_epochs", "grace_period", "reduction_factor", "metric",
-                       "mode", "trials_planned", "counts", "epochs_run", "best", "best_by", "trials"]
+                       "scheduler", "sampler", "seed", "max_epochs", "grace_period", "reduction_factor", "rungs",
+                       "metric", "mode", "trials_planned", "counts", "epochs_run", "best", "best_by", "trials"]
     assert s["state"] == "finished" and s["counts"]["completed"] == 1 and s["best"]["trial_id"] == "t1"
     assert s["trials"][0] == {"trial_id": "t1", "status": "stopped", "epochs": 1, "best_val_acc": pytest.approx(0.36),
                               "best_epoch": 1, "last_val_acc": pytest.approx(0.36), "node": "n1", "gpu_ids": "",
@@ -349,8 +350,8 @@ def test_created_timestamps_of_every_format_order_the_experiments(tmp_path):
                "new": now, "odd": "not a time"}
     for name, when in created.items():
         write_experiment(tmp_path / name, statuses=["completed"])
-        meta = ex.read_meta(tmp_path / name)
-        ex.write_meta(tmp_path / name, {**meta, "created": when})
+        meta = read_meta(tmp_path / name)
+        write_meta(tmp_path / name, {**meta, "created": when})
     # as text "2026-01-01T23:00-0300" sorts first; as a time it is 02:00 UTC on the 2nd, after "late"
     assert [p.name for p in ex.list_experiments(tmp_path)] == ["odd", "naive", "late", "early", "new"]
     assert experiment_status(tmp_path / "late")["created"] == created["late"]

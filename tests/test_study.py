@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import FAST_SPACE, TUNED
-from fersearch.search import experiment as ex
-from fersearch.search.study import STUDY_FILE
+from fersearch.results import experiment as ex
+from fersearch.results.study import STUDY_FILE
 
 
 def _study(exp):
@@ -109,7 +109,7 @@ def test_ray_experiment_analysis_finds_the_same_best_trial(tuned_experiment):
 @pytest.mark.slow
 def test_importance_still_counts_the_trials_asha_stopped(stopping_search):
     from fersearch.report.analysis import param_importance
-    from fersearch.search.study import load_study
+    from fersearch.results.study import load_study
 
     _, note = param_importance(load_study(stopping_search))
     assert "(4)" in note or "over 4 finished trials" in note, note  # PRUNED trials are not dropped

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, write_meta
 from fersearch.cli import app
 from fersearch.config import TrainConfig
 from fersearch.paired import encode
@@ -21,8 +21,8 @@ from fersearch.report.analysis import rank_trials
 from fersearch.report.best import best
 from fersearch.report.console import closing_lines
 from fersearch.report.ties import find_ties
-from fersearch.search.experiment import PER_IMAGE_FILE, read_history, read_per_image, read_trials, write_meta
-from fersearch.search.trial_files import write_history, write_trials
+from fersearch.results.experiment import PER_IMAGE_FILE, read_history, read_per_image, read_trials
+from fersearch.results.trial_files import write_history, write_trials
 
 runner = CliRunner()
 Z = 2.0

@@ -135,10 +135,11 @@ def test_a_store_broken_mid_run_warns_once_and_the_search_keeps_every_trial(ray_
 def test_the_tracker_pickles_without_its_client_and_keeps_its_runs_for_resume(tmp_path, capfd):
     import pickle
 
+    from fersearch.results.record import Mlflow
     from fersearch.search.tracking import make_tracker
 
     (tmp_path / "mlflow.db").write_bytes(b"not a database" * 100)
-    tracker = make_tracker({"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment_id": "1", "parent_run_id": "p"},
+    tracker = make_tracker(Mlflow(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_id="1", parent_run_id="p"),
                            (), 3)
     tracker.runs["t1"] = "run-1"
     assert tracker._call("get_run", "run-1") is None and tracker._call("get_run", "run-1") is None

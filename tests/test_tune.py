@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TUNED, assert_one_line_error
+from conftest import TUNED, assert_one_line_error, read_meta, write_meta
 from fersearch.cli import app
 from fersearch.errors import ExperimentError, FersearchError, ResourceError
-from fersearch.search import experiment as ex
+from fersearch.results import experiment as ex
 from fersearch.search.driver import tune
 from fersearch.search.options import SearchOptions
 from fersearch.search.resources import local_gpu_count, plan_resources, storage_location
@@ -87,9 +87,9 @@ def test_bad_flags_are_one_line_errors(in_tmp, args, expected):
 
 
 def test_existing_name_is_never_overwritten_and_resume_needs_a_search(in_tmp):
-    ex.write_meta(in_tmp / "results" / "taken", {"name": "taken", "created": "2024-01-01T00:00:00"})
+    write_meta(in_tmp / "results" / "taken", {"name": "taken", "created": "2024-01-01T00:00:00"})
     assert "already exists; pass --resume" in one_line_error(cli("--name", "taken"))
-    assert ex.read_meta(in_tmp / "results" / "taken")["name"] == "taken"
+    assert read_meta(in_tmp / "results" / "taken")["name"] == "taken"
     assert "no search named 'ghost'" in one_line_error(cli("--name", "ghost", "--resume"))
 
 
@@ -176,7 +176,7 @@ def test_close_study_fails_trials_no_one_will_tell(tmp_path):
 
     from fersearch.search.study import close_study, load_study, storage
 
-    ex.write_meta(tmp_path, {"name": "s"})
+    write_meta(tmp_path, {"name": "s"})
     study = optuna.create_study(study_name="s", storage=storage(tmp_path), direction="maximize")
     study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.1, 1)}), 0.5)
     study.ask()  # asked just before a crash: Ray's restored searcher never knew it
@@ -203,7 +203,7 @@ def majority_rate(data) -> float:
 def test_search_end_to_end(ray_local, tuned_experiment, tiny_data, fast_space):
     trials = ex.read_trials(tuned_experiment)
     history = ex.read_history(tuned_experiment)
-    meta = ex.read_meta(tuned_experiment)
+    meta = read_meta(tuned_experiment)
     assert len(trials) == TUNED["trials"] and trials["trial_id"].is_unique
     assert set(trials["status"]) <= FINISHED, trials[["trial_id", "status", "error"]]
     stopped = trials[trials["status"] == "stopped"]
@@ -240,7 +240,7 @@ def test_the_study_in_the_experiment_folder_has_the_trials_and_values_of_trials_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from fersearch.search.study import STUDY_FILE, load_study
+    from fersearch.results.study import STUDY_FILE, load_study
 
     # exactly as a user would open it, without fersearch
     study = optuna.load_study(study_name="tuned",
@@ -333,11 +333,11 @@ def notebook_space(trial):
 def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data, tmp_path):
     result = tune(space=notebook_space, data=tiny_data, trials=8, max_epochs=1, grace_period=1, gpus=4,
                   gpus_per_trial=0.5, cpus_per_trial=0.25, name="gpu", results=tmp_path, verbose=False)
-    resources = result.meta["resources"]
+    resources = result.record.resources
     assert (resources["concurrency"], resources["threads"], resources["gpus_per_trial"]) == (8, 1, 0.5)
     assert len(result.trials) == 8 and set(result.trials["status"]) == {"completed"}
     assert set(result.trials["gpu_ids"]) <= {"0", "1", "2", "3"}  # every trial got one logical GPU
-    assert result.meta["space"]["name"] == "notebook_space" and ex.param_columns(result.trials) == [
+    assert result.record.space.name == "notebook_space" and ex.param_columns(result.trials) == [
         "config/filters_1", "config/lr"]
     reports = _ray_results(result.path)
     # Logical GPUs: Ray sets CUDA_VISIBLE_DEVICES to the trial's id, so only ids that exist (on a GPU
@@ -401,4 +401,4 @@ def test_address_runs_trials_on_both_nodes_of_a_cluster(two_node_cluster, fast_s
     assert set(result.trials["status"]) == {"completed"}
     nodes = {n.node_id for n in two_node_cluster.list_all_nodes()}
     assert set(result.trials["node"]) == nodes and len(nodes) == 2
-    assert result.meta["resources"]["cluster_cpus"] == 2
+    assert result.record.resources["cluster_cpus"] == 2

@@ -18,18 +18,23 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ..config import TrainConfig
 from ..fmt import first_line, missing, plain
-from ..search.experiment import PARAM_PREFIX, TrialStatus, best_trial, param_columns, trial_config
-from ..search.noise import read_noise
+from ..results.decisions import Decision
+from ..results.experiment import PARAM_PREFIX, TrialStatus, best_trial, param_columns, trial_config
+from ..results.record import ExperimentRecord
+from ..results.rungs import search_rungs
 from .boundaries import Boundary, declared_ranges, find_boundaries, is_bool, trial_distributions
-from .diagnose import diagnose
+from .diagnose import Diagnosis, diagnose
 from .ties import Ties, find_ties
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["Boundary", "SearchAnalysis", "analyze", "is_bool", "rank_trials", "top_table", "trial_params"]
 
@@ -56,12 +61,12 @@ class SearchAnalysis:
     importance: dict[str, dict[str, float]]  # evaluator name -> {param: importance}
     importance_note: str
     seed_trial: str | None  # trial id whose config is the seed configuration, if any
-    rungs: list[int]  # ASHA milestones (epochs) when the scheduler was ASHA
+    rungs: list[int]  # ASHA's rung epochs (rungs.search_rungs) when the scheduler was ASHA
     # {param: the span of every range the space declared for it} (from the study): the scatter plot's axes
     distributions: dict[str, Any] = field(default_factory=dict)
-    study: Any = None  # the search's optuna.Study, None for a search that saved none
-    decisions: list[dict[str, Any]] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
-    diagnoses: list[Any] = field(default_factory=list)  # diagnose.Diagnosis: what to change, flag named
+    study: optuna.Study | None = None  # the search's study, None for a search that saved none
+    decisions: list[Decision] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
+    diagnoses: list[Diagnosis] = field(default_factory=list)  # what to change, flag named
     loss_rose: list[str] = field(default_factory=list)  # trials whose training loss ended above where it started
     ties: Ties | None = None  # the trials within noise of the best, paired on the validation images (ties.py)
 
@@ -107,13 +112,13 @@ def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFra
 
 
 # ---------------------------------------------------------------- analysis
-def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], study: Any = None,
-            importance: bool = True, decisions: list[dict[str, Any]] | None = None,
+def analyze(trials: pd.DataFrame, history: pd.DataFrame, record: ExperimentRecord, study: optuna.Study | None = None,
+            importance: bool = True, decisions: list[Decision] | None = None,
             per_image: dict[str, dict[int, dict[str, Any]]] | None = None) -> SearchAnalysis:
     """Everything the report says about the search. `study`: the search's optuna.Study (its
     declared distributions and trial values), None when the search saved none.
     `importance=False` skips Optuna's importance estimates (the slow part), e.g. for a quick
-    `fersearch best`. `decisions`: the scheduler's log (noise.read_decisions), for the diagnoses.
+    `fersearch best`. `decisions`: the scheduler's log (decisions.read_decisions), for the diagnoses.
     `per_image`: the trials' per-image validation records (experiment.read_per_image), for the ties."""
     ranked = rank_trials(trials, history)
     params = [c[len(PARAM_PREFIX):] for c in param_columns(ranked)]
@@ -127,15 +132,15 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any], s
     estimates, note = param_importance(study) if importance else ({}, "importance not computed")
     seed_trial = find_seed_trial(ranked)
     decisions = list(decisions or [])
-    ties = find_ties(ranked, per_image or {}, float(read_noise(meta)["z"]))
+    ties = find_ties(ranked, per_image or {}, record.noise.z)
     return SearchAnalysis(
         trials=ranked, history=history, params=params, best_trial=best_id, counts=counts,
         failed_share=counts.get("failed", 0) / len(ranked) if len(ranked) else 0.0,
         diverged=[str(t) for t in ranked.loc[ranked["status"] == TrialStatus.DIVERGED, "trial_id"]],
         boundaries=boundaries, boundary_basis="declared" if own else "tried", importance=estimates,
         importance_note=note,
-        seed_trial=seed_trial, rungs=asha_rungs(meta), distributions=dists, study=study, decisions=decisions,
-        diagnoses=diagnose(ranked, history, meta, decisions, boundaries, seed_trial, ties),
+        seed_trial=seed_trial, rungs=search_rungs(record), distributions=dists, study=study, decisions=decisions,
+        diagnoses=diagnose(ranked, history, record, decisions, boundaries, seed_trial, ties),
         loss_rose=loss_rose(history), ties=ties,
     )
 
@@ -150,21 +155,6 @@ def loss_rose(history: pd.DataFrame) -> list[str]:
         if len(tl) > 1 and tl[-1] > tl[0]:
             out.append(str(tid))
     return out
-
-
-def asha_rungs(meta: dict[str, Any]) -> list[int]:
-    """ASHA's milestones: grace_period * reduction_factor**k below max_epochs."""
-    if str(meta.get("scheduler", "asha")).lower() != "asha":
-        return []
-    try:
-        g, rf, mx = int(meta["grace_period"]), float(meta["reduction_factor"]), int(meta["max_epochs"])
-    except (KeyError, TypeError, ValueError):
-        return []
-    rungs, r = [], float(max(g, 1))
-    while r < mx and rf > 1:
-        rungs.append(int(round(r)))
-        r *= rf
-    return rungs
 
 
 NEGLIGIBLE_WEIGHT_DECAY = 1e-6
@@ -210,7 +200,7 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if t.values is not None]
     # Optuna's evaluators read COMPLETE trials only, and ASHA's stops are PRUNED (issue 20): a view with both.
-    from ..search.spaces import quiet_optuna
+    from ..results.study import quiet_optuna
 
     with quiet_optuna():  # no "A new study created in memory" line
         view = optuna.create_study(directions=study.directions)

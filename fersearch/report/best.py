@@ -19,15 +19,18 @@ import pandas as pd
 from ..config import TrainConfig
 from ..errors import ConfigError, ExperimentError
 from ..fmt import int_or_none, json_value
-from ..search.experiment import (
+from ..results.decisions import read_decisions
+from ..results.experiment import (
     TrialStatus,
+    best_under_latency,
     read_history,
-    read_meta,
     read_per_image,
     read_trials,
     resolve_experiment,
     trial_config,
 )
+from ..results.record import ExperimentRecord, load_record
+from ..results.study import load_study
 from . import analysis as an
 
 TOP_N = 5
@@ -44,7 +47,7 @@ class BestTrial:
     epochs: int | None
     config: TrainConfig
     params: dict[str, Any]
-    meta: dict[str, Any]
+    record: ExperimentRecord
     analysis: an.SearchAnalysis
     in_progress: int  # trials still pending or running: the search is not over
     max_latency_ms: float | None = None  # the latency budget the pick was made under (report/pareto.py)
@@ -55,8 +58,7 @@ class BestTrial:
     @property
     def unfinished(self) -> int:
         """Trials pending or running, plus those the search planned but has not started."""
-        planned = int(self.meta.get("trials") or 0)
-        return self.in_progress + max(0, planned - len(self.analysis.trials))
+        return self.in_progress + max(0, (self.record.planned_trials or 0) - len(self.analysis.trials))
 
     def to_dict(self, n: int = TOP_N) -> dict[str, Any]:
         top = self.top(n)
@@ -79,13 +81,10 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
     trial that has reported at least one epoch. `importance=True` adds Optuna's
     hyperparameter-importance estimates to `.analysis` (a few seconds; evaluate always does).
     `max_latency_ms`: the most accurate trial whose model's latency is within the budget."""
-    from ..search.noise import read_decisions
-    from ..search.study import load_study
-
     exp = resolve_experiment(experiment, results)
-    meta = read_meta(exp)
+    record = load_record(exp)
     trials = read_trials(exp)
-    analysis = an.analyze(trials, read_history(exp), meta, load_study(exp), importance=importance,
+    analysis = an.analyze(trials, read_history(exp), record, load_study(exp), importance=importance,
                           decisions=read_decisions(exp), per_image=read_per_image(exp))
     if analysis.best_trial is None and analysis.counts.get("diverged"):
         raise ExperimentError(f"{exp}: every trial that reported diverged ({analysis.counts['diverged']}, non-finite "
@@ -95,17 +94,15 @@ def best(experiment: str | os.PathLike | None = None, results: str | os.PathLike
                               "wait for the first epochs (`fersearch status`) and try again")
     row = analysis.trials.iloc[0] if max_latency_ms is None else _under_budget(exp, analysis.trials, max_latency_ms)
     return BestTrial(
-        experiment=exp, name=str(meta.get("name", exp.name)), trial_id=str(row["trial_id"]), status=str(row["status"]),
+        experiment=exp, name=record.name, trial_id=str(row["trial_id"]), status=str(row["status"]),
         best_val_acc=float(row["best_val_acc"]), best_epoch=int_or_none(row["best_epoch"]),
-        epochs=int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), meta=meta,
+        epochs=int_or_none(row["epochs"]), config=trial_config(row), params=an.trial_params(row), record=record,
         analysis=analysis, in_progress=int(trials["status"].isin([s for s in TrialStatus if not s.ended]).sum()),
         max_latency_ms=max_latency_ms,
     )
 
 
 def _under_budget(exp: Path, ranked: pd.DataFrame, max_latency_ms: float) -> pd.Series:
-    from ..search.experiment import best_under_latency
-
     if not max_latency_ms > 0:
         raise ConfigError(f"--max-latency-ms {max_latency_ms}: give a budget above 0 ms")
     lat = pd.to_numeric(ranked["latency_ms"], errors="coerce") if "latency_ms" in ranked.columns else None

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text, timestamp, versions, write_json
-from ..search.experiment import results_root
+from ..results.experiment import results_root
 from . import analysis as an
 from . import pareto, plots
 from .best import BestTrial
@@ -140,9 +140,9 @@ def evaluate_command(ev: Evaluation) -> str:
 
 def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
     bt = ev.best
-    data = bt.meta.get("data", {}).get("path") or fer.source
+    data = bt.record.data.path or fer.source
     return {
-        "The search (from its fersearch.json):": str(bt.meta.get("command", "")),
+        "The search (from its fersearch.json):": bt.record.command or "",
         "Retrain the winner (and any trials tied with it) and rebuild this report:": evaluate_command(ev),
         "Train the winning configuration alone (kept seed, same epoch budget):":
             f"fersearch train --data {data} --config {bt.experiment / BEST_DIR / 'config.json'}",
@@ -163,13 +163,12 @@ def _notes(ev: Evaluation, fer: Any) -> list[str]:
 def provenance(ev: Evaluation, fer: Any, elapsed: float, run: RetrainRun) -> dict[str, Any]:
     """best/fersearch.json: what made these results (command, data, seeds, device, versions)."""
     bt = ev.best
-    rec = bt.meta.get("data", {})
     return {
         "command": evaluate_command(ev),
         "created": timestamp(),
         "experiment": {"name": bt.name, "path": str(bt.experiment), "trial_id": bt.trial_id,
-                       "search_command": bt.meta.get("command"), "search_val_acc": bt.best_val_acc},
-        "data": {"path": rec.get("path") or fer.source, "format": fer.format, "sha256": fer.sha256},
+                       "search_command": bt.record.command, "search_val_acc": bt.best_val_acc},
+        "data": {"path": bt.record.data.path or fer.source, "format": fer.format, "sha256": fer.sha256},
         "split": ev.metrics["split"], "epoch_budget": ev.metrics["epoch_budget"], "seeds": ev.metrics["seeds"]["seeds"],
         "tta": ev.tta_metrics is not None, "device": str(run.fit.device), "elapsed_s": round(elapsed, 1),
         "tie_break": ev.metrics.get("tie_break"),  # None: no tie to break (report/tiebreak.py)

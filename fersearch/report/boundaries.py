@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..config import hard_bounds
 from ..fmt import missing, num, plain
-from ..search.experiment import PARAM_PREFIX
+from ..results.experiment import PARAM_PREFIX
 
 # The best value within this fraction of a numeric range's end counts as "on the boundary".
 EDGE_FRACTION = 0.05

@@ -18,7 +18,8 @@ import pandas as pd
 
 from ..errors import ExperimentError
 from ..io import parse_timestamp
-from ..search import experiment as ex
+from ..results import experiment as ex
+from ..results.record import ExperimentRecord, load_record
 
 
 @dataclass
@@ -41,13 +42,13 @@ class SearchRow:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epochs trained, best val_acc so far)
 
 
-def _wall_s(meta: dict[str, Any], running: bool) -> float | None:
-    parts = [meta.get("search_s"), *[r.get("search_s") for r in meta.get("resumed", [])]]
-    done = sum(float(p) for p in parts if p is not None)
+def _wall_s(record: ExperimentRecord, running: bool) -> float | None:
+    parts = record.search_seconds
+    done = sum(parts)
     if running:  # the part in progress: since the last start
-        started = parse_timestamp((meta.get("resumed") or [meta])[-1].get("at") or meta.get("created"))
+        started = parse_timestamp(record.last_start)
         return done + (time.time() - started if started else 0.0)
-    return done if any(p is not None for p in parts) else None
+    return done if parts else None
 
 
 def best_so_far(history: pd.DataFrame, trials: pd.DataFrame) -> list[tuple[int, float]]:
@@ -61,23 +62,22 @@ def best_so_far(history: pd.DataFrame, trials: pd.DataFrame) -> list[tuple[int, 
 
 
 def search_row(exp: Path) -> SearchRow:
-    meta = ex.read_meta(exp)
+    record = load_record(exp)
     trials, history = ex.read_trials(exp), ex.read_history(exp)
     statuses = set(trials["status"]) if len(trials) else set()
-    running = bool(statuses & {ex.TrialStatus.PENDING, ex.TrialStatus.RUNNING}) or (
-        "ended" not in ((meta.get("resumed") or [meta])[-1]))
+    running = bool(statuses & {ex.TrialStatus.PENDING, ex.TrialStatus.RUNNING}) or record.running
     best = ex.best_trial(trials)
     metrics = exp / "best" / "metrics.json"
     test_acc = json.loads(metrics.read_text()).get("accuracy") if metrics.is_file() else None
-    counts = (meta.get("data") or {}).get("counts") or {}
-    val = counts.get("val") or counts.get("PublicTest")
-    space = meta.get("space") or {}
+    val = record.data.labelled("val") or record.data.labelled("PublicTest")
+    settings = record.settings
     return SearchRow(
-        name=exp.name, path=str(exp), data_sha256=(meta.get("data") or {}).get("sha256"),
-        val_images=int(sum(v for k, v in val.items() if k != "unlabeled")) if val else (meta.get("noise") or {}).get(
-            "n_val"),
-        space=space.get("name") or space.get("path"), sampler=meta.get("sampler"), scheduler=meta.get("scheduler"),
-        trials=len(trials), planned=meta.get("trials"), epochs_trained=len(history), wall_s=_wall_s(meta, running),
+        name=exp.name, path=str(exp), data_sha256=record.data.sha256,
+        val_images=sum(val.values()) if val else record.noise.n_val or None,
+        space=record.space.label, sampler=settings.sampler if settings else None,
+        scheduler=settings.scheduler if settings else None,
+        trials=len(trials), planned=record.planned_trials, epochs_trained=len(history),
+        wall_s=_wall_s(record, running),
         best_val_acc=float(best["best_val_acc"]) if best else None, best_trial=best["trial_id"] if best else None,
         test_acc=float(test_acc) if test_acc is not None else None, running=running,
         curve=best_so_far(history, trials))

@@ -24,7 +24,7 @@ def format_best(bt: Any, n: int = 5) -> str:
     """What `fersearch best` prints: the winner, how it was judged, its config, the top trials."""
     a = bt.analysis
     counts = ", ".join(f"{c} {s}" for s, c in sorted(a.counts.items(), key=lambda kv: -kv[1]))
-    planned = bt.meta.get("trials")
+    planned = bt.record.planned_trials
     started = f"{len(a.trials)} of {planned}" if planned and planned > len(a.trials) else f"{len(a.trials)}"
     state = ("search still running or interrupted: using what has reported so far" if bt.unfinished
              else "search finished")

@@ -1,6 +1,6 @@
 """What a search saw, in sentences that each name the flag to change: the rules, in one place.
 
-    diagnose(ranked, history, meta, decisions=read_decisions(exp), boundaries=..., seed_trial=...)
+    diagnose(ranked, history, record, decisions=read_decisions(exp), boundaries=..., seed_trial=...)
 
 Shown at the end of `fersearch tune`, by `fersearch best` and in the report pages. Each
 Diagnosis has a kind, a sentence and the flag it points at:
@@ -34,16 +34,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..fmt import acc, plural
-from ..search.experiment import TrialStatus
-from ..search.noise import NoiseRule, acc_cutoff, loss_cutoff, read_noise
+from ..results.decisions import Decision
+from ..results.experiment import TrialStatus
+from ..results.noise import NoiseRule, acc_cutoff, loss_cutoff
+from ..results.record import ExperimentRecord
+from ..results.rungs import search_rungs
 
-STOP = "STOP"  # ray.tune's TrialScheduler.STOP, as scheduler.jsonl records a stop (no Ray import here)
+if TYPE_CHECKING:
+    from .boundaries import Boundary
+    from .ties import Ties
+
 HELD_REASONS = ("flat", "majority", "close")  # kept only because the gap was within noise
 
 
@@ -75,7 +81,7 @@ def still_improving(ranked: pd.DataFrame, history: pd.DataFrame, max_epochs: int
                      f"raise --max-epochs.", "--max-epochs")
 
 
-def too_short(ties: Any, ranked: pd.DataFrame, max_epochs: int | None) -> Diagnosis | None:
+def too_short(ties: Ties, ranked: pd.DataFrame, max_epochs: int | None) -> Diagnosis | None:
     """The top trials tied within noise and still improving at the end (ties.budget_too_small)."""
     from .ties import budget_too_small
 
@@ -90,19 +96,18 @@ def too_short(ties: Any, ranked: pd.DataFrame, max_epochs: int | None) -> Diagno
                      f"{found['suggest']}.", "--max-epochs")
 
 
-def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
-                decisions: Iterable[dict[str, Any]] = ()) -> Diagnosis | None:
+def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, record: ExperimentRecord,
+                decisions: Iterable[Decision] = ()) -> Diagnosis | None:
     """Trials stopped early whose last val_acc was within noise of the rest of their rung or of the
     majority-class rate (judged again with NoiseRule on every trial's value at that epoch), with the
-    noise inputs the search recorded (noise.read_noise)."""
-    noise = read_noise(meta)
-    n_val, majority, z = noise["n_val"], noise["majority"], noise["z"]
-    logged = {str(d["trial_id"]) for d in decisions if d.get("action") == STOP}
-    max_epochs = meta.get("max_epochs")
+    noise inputs the search recorded."""
+    n_val, majority, z = record.noise.n_val, record.noise.majority, record.noise.z
+    logged = {d.trial_id for d in decisions if d.stopped}
+    max_epochs = record.max_epochs
     if not n_val or not len(history) or "status" not in ranked:
         return None
     rule = NoiseRule(n_val, majority, z)
-    rf = float(meta.get("reduction_factor") or 3)
+    rf = record.settings.reduction_factor if record.settings else 3.0
     at = history.pivot_table(index="trial_id", columns="epoch", values="val_acc", aggfunc="last")
     at.index = at.index.astype(str)
     losses = history.pivot_table(index="trial_id", columns="epoch", values="val_loss", aggfunc="last")
@@ -122,7 +127,7 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
         other_losses = [float(v) for v in losses[epoch].drop(tid).dropna()] if epoch in losses else []
         loss = float(losses.loc[tid, epoch]) if epoch in losses and tid in losses.index else None
         reason = rule.decide(value, others, acc_cutoff(others, rf), loss, other_losses,
-                             loss_cutoff(other_losses, rf) if other_losses else None)["reason"]
+                             loss_cutoff(other_losses, rf) if other_losses else None).reason
         if reason not in ("stop", "loss"):  # few, above, flat, majority or close: not clearly worse
             found.setdefault(epoch, []).append(tid)
     if not found:
@@ -136,15 +141,15 @@ def noise_stops(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any
                      f"validation images: raise --grace-period.", "--grace-period")
 
 
-def held_rungs(decisions: Iterable[dict[str, Any]], first_rung: int | None = None) -> Diagnosis | None:
+def held_rungs(decisions: Iterable[Decision], first_rung: int | None = None) -> Diagnosis | None:
     """Rungs where plain ASHA would have stopped trials but the scheduler held them as noise. Held at the
-    first rung (`first_rung`, the grace period; None: the lowest rung held): the rung came too early, raise
+    first rung (`first_rung`, rungs.search_rungs' first; None: the lowest rung held): the rung came too early, raise
     --grace-period. Held only at later rungs: the trials had learned and were within noise of one another
     there, which no flag changes (the end of the search ranks them, with its ties)."""
     held: dict[int, set[str]] = {}
     for d in decisions:
-        if d.get("asha_would_stop") and d.get("reason") in HELD_REASONS:
-            held.setdefault(int(d["rung"]), set()).add(str(d["trial_id"]))
+        if d.asha_would_stop and d.reason in HELD_REASONS:
+            held.setdefault(d.rung_epoch, set()).add(d.trial_id)
     if not held:
         return None
     first = min(held)
@@ -161,22 +166,22 @@ def held_rungs(decisions: Iterable[dict[str, Any]], first_rung: int | None = Non
                              f"--grace-period above {first}.", "--grace-period")
 
 
-def loss_stops(decisions: Iterable[dict[str, Any]]) -> Diagnosis | None:
+def loss_stops(decisions: Iterable[Decision]) -> Diagnosis | None:
     """Trials the scheduler stopped on val_loss where their val_acc tied: which metric decided, by how much."""
-    stops = [d for d in decisions if d.get("action") == STOP and d.get("metric") == "val_loss"]
+    stops = [d for d in decisions if d.stopped and d.metric == "val_loss"]
     if not stops:
         return None
-    where = ", ".join(f"{n} at epoch {r}" for r, n in sorted(Counter(int(d["rung"]) for d in stops).items()))
-    worst = max(stops, key=lambda d: (d.get("loss") or 0) - (d.get("loss_cutoff") or 0))
-    example = (f"trial {worst['trial_id']}: val_loss {acc(worst.get('loss'))} against the rung's cutoff loss "
-               f"{acc(worst.get('loss_cutoff'))}, more than the margin {acc(worst.get('loss_margin'))} above it")
+    where = ", ".join(f"{n} at epoch {r}" for r, n in sorted(Counter(d.rung_epoch for d in stops).items()))
+    worst = max(stops, key=lambda d: (d.loss or 0) - (d.loss_cutoff or 0))
+    example = (f"trial {worst.trial_id}: val_loss {acc(worst.loss)} against the rung's cutoff loss "
+               f"{acc(worst.loss_cutoff)}, more than the margin {acc(worst.loss_margin)} above it")
     return Diagnosis("loss-stop",
                      f"{plural(len(stops), 'trial')} ({where}) {'was' if len(stops) == 1 else 'were'} stopped on "
                      f"val_loss: their val_acc was within noise of the rung's cutoff, but their loss was clearly "
                      f"worse ({example}).")
 
 
-def boundary_notes(boundaries: Iterable[Any]) -> list[Diagnosis]:
+def boundary_notes(boundaries: Iterable[Boundary]) -> list[Diagnosis]:
     return [Diagnosis("boundary", f"{b.message()} (--space: a copy of the space with a wider range).", "--space")
             for b in boundaries]
 
@@ -198,16 +203,18 @@ def seed_comparison(ranked: pd.DataFrame, seed_trial: str | None) -> Diagnosis |
                              f"{100 * gain:+.1f} points.")
 
 
-def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any],
-             decisions: Iterable[dict[str, Any]] = (), boundaries: Iterable[Any] = (),
-             seed_trial: str | None = None, ties: Any = None) -> list[Diagnosis]:
+def diagnose(ranked: pd.DataFrame, history: pd.DataFrame, record: ExperimentRecord,
+             decisions: Iterable[Decision] = (), boundaries: Iterable[Boundary] = (),
+             seed_trial: str | None = None, ties: Ties | None = None) -> list[Diagnosis]:
     """Every diagnosis that applies, in the order they are shown. `ranked`: trials sorted best first
-    (analysis.rank_trials); `decisions`: the scheduler's log (noise.read_decisions); `ties`: ties.Ties."""
+    (analysis.rank_trials); `decisions`: the scheduler's log (decisions.read_decisions); `ties`: ties.Ties."""
     ranked = ranked[pd.to_numeric(ranked["best_val_acc"], errors="coerce").notna()] if len(ranked) else ranked
     decisions = list(decisions)
-    short = too_short(ties, ranked, meta.get("max_epochs")) if ties is not None else None
-    found = [short or still_improving(ranked, history, meta.get("max_epochs")),
-             noise_stops(ranked, history, meta, decisions), loss_stops(decisions),
-             held_rungs(decisions, meta.get("grace_period")),
+    max_epochs = record.max_epochs
+    rungs = search_rungs(record)
+    short = too_short(ties, ranked, max_epochs) if ties is not None else None
+    found = [short or still_improving(ranked, history, max_epochs),
+             noise_stops(ranked, history, record, decisions), loss_stops(decisions),
+             held_rungs(decisions, rungs[0] if rungs else None),
              *boundary_notes(boundaries), seed_comparison(ranked, seed_trial)]
     return [d for d in found if d is not None]

@@ -19,20 +19,25 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data import Log, log_stderr
 from ..errors import ConfigError, DataError, ExperimentError
 from ..fmt import acc
-from ..search.experiment import read_per_image
+from ..results.experiment import read_per_image
+from ..results.record import ExperimentRecord
 from . import analysis as an
 from . import bestdir, tiebreak
 from .best import BestTrial, best
 from .bestdir import Evaluation, RetrainRun
 from .metrics import classification_report_text, compute_metrics, predictions_frame, seed_summary
+
+if TYPE_CHECKING:
+    from ..data import FerData
 
 BEST_DIR = bestdir.BEST_DIR
 SPLITS = ("test", "val")
@@ -40,9 +45,9 @@ SPLITS = ("test", "val")
 
 def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs: int | None = None, seeds: int = 1,
              tta: bool = False, split: str = "test", results: str | os.PathLike | None = None,
-             data: Any = None, threads: int | None = None, progress: bool = False,
+             data: FerData | None = None, threads: int | None = None, progress: bool = False,
              log: Log | None = None, max_latency_ms: float | None = None,
-             ties: int = tiebreak.DEFAULT_TIES) -> Evaluation:
+             ties: int = tiebreak.DEFAULT_TIES, ready: Callable[[BestTrial], None] | None = None) -> Evaluation:
     """Retrain the best trial's configuration from scratch and evaluate it on `split`.
 
     experiment: a name, a path, None (the newest) or a BestTrial from `best()`.
@@ -54,16 +59,19 @@ def evaluate(experiment: str | os.PathLike | BestTrial | None = None, *, epochs:
     accurate trial whose model is within this latency budget instead (report/pareto.py).
     ties: break a tie with the best by retraining up to this many tied configurations, each
     with max(seeds, 2) seeds, and keeping the highest mean best val_acc (report/tiebreak.py);
-    1: retrain the winner alone."""
+    1: retrain the winner alone. ready(best trial): called once the flags, the winner and the data
+    are checked, before any training (the CLI prints the winner there)."""
     log = log or log_stderr
     check_args(epochs, seeds, split, ties)
     bt = experiment if isinstance(experiment, BestTrial) else best(experiment, results, max_latency_ms=max_latency_ms)
     a = bt.analysis
+    fer, images, labels = prepare_data(bt.record, data, split, log, experiment=bt.experiment)
+    if ready is not None:
+        ready(bt)
     if not a.importance:
-        bt.analysis = an.analyze(a.trials, a.history, bt.meta, a.study, decisions=a.decisions,
+        bt.analysis = an.analyze(a.trials, a.history, bt.record, a.study, decisions=a.decisions,
                                  per_image=read_per_image(bt.experiment))
-    fer, images, labels = prepare_data(bt.meta, data, split, log, experiment=bt.experiment)
-    budget = int(epochs or bt.meta.get("max_epochs") or bt.config.epochs)
+    budget = int(epochs or bt.record.max_epochs or bt.config.epochs)
     started = time.time()
     picked, fits, record = _retrain_tie_set(bt, ties, seeds, fer, budget, threads, progress, log)
     # The test split is touched here only: the pick's models, after all training is done.
@@ -103,23 +111,22 @@ def refuse_without_evaluate(given: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- data
-def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log,
-                 experiment: Path | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+def prepare_data(record: ExperimentRecord, data: FerData | str | os.PathLike | None, split: str, log: Log,
+                 experiment: Path | None = None) -> tuple[FerData, np.ndarray, np.ndarray]:
     """(FerData, images, labels of `split`): the data set the search ran on, reloaded from its
     recorded path and checked against its recorded content hash (a changed file would make the
     comparison meaningless), with labels on the split to score."""
     from ..data import FerData, load
 
-    rec = meta.get("data") or {}
     held: list[str] = []  # the loader's notes are shown only once the data is known to be usable
     if isinstance(data, FerData):
         fer = data
     else:
-        path = Path(data) if data is not None else _recorded_data_path(rec, meta, experiment)
+        path = Path(data) if data is not None else _recorded_data_path(record, experiment)
         fer = load(path, log=held.append)
-    want = rec.get("sha256")
+    want = record.data.sha256
     if want and fer.sha256 and fer.sha256 != want:
-        raise ExperimentError(f"data {fer.source or rec.get('path')} changed since the search {meta.get('name')} ran "
+        raise ExperimentError(f"data {fer.source or record.data.path} changed since the search {record.name} ran "
                               f"(sha256 {fer.sha256[:12]}... vs recorded {want[:12]}...); "
                               "restore that file or run a new search")
     images, labels = split_with_labels(fer, split)
@@ -128,17 +135,17 @@ def prepare_data(meta: dict[str, Any], data: Any, split: str, log: Log,
     return fer, images, labels
 
 
-def _recorded_data_path(rec: dict[str, Any], meta: dict[str, Any], experiment: Path | None) -> Path:
-    raw = rec.get("path")
+def _recorded_data_path(record: ExperimentRecord, experiment: Path | None) -> Path:
+    raw = record.data.path
     if not raw:
-        raise ExperimentError(f"search {meta.get('name')} was run on data passed in memory (no file recorded); "
+        raise ExperimentError(f"search {record.name} was run on data passed in memory (no file recorded); "
                               "pass the same FerData: fersearch.evaluate(..., data=...)")
     path = Path(raw).expanduser()
     # A relative path is relative to where the search ran: usually the dir holding results/.
     for candidate in (path, *([experiment.parent.parent / path] if experiment and not path.is_absolute() else [])):
         if candidate.exists():
             return candidate
-    raise ExperimentError(f"data file {raw} that search {meta.get('name')} used is gone (cwd {Path.cwd()}); "
+    raise ExperimentError(f"data file {raw} that search {record.name} used is gone (cwd {Path.cwd()}); "
                           "run from the directory the search ran in, or restore the file")
 
 

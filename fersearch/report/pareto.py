@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..search.experiment import pareto_front
+from ..results.experiment import pareto_front
 from .plots import _figure, _save, _styled
 
 FRONT_COLUMNS = ("trial_id", "best_val_acc", "latency_ms", "params", "onnx_bytes", "status")

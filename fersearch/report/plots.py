@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..fmt import plain
-from ..search.experiment import PARAM_PREFIX, TrialStatus
+from ..results.experiment import PARAM_PREFIX, TrialStatus
 from .boundaries import is_bool
 
 # One colour per status of the vocabulary (a test checks every member has one); the best trial is green.

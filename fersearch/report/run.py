@@ -29,7 +29,7 @@ def default_out_dir() -> Path:
 
 def history_csv(history: list[dict]) -> str:
     """history.csv of a run: one row per epoch, the trainer's metric columns."""
-    from ..search.trial_files import csv_text
+    from ..results.trial_files import csv_text
     from ..train.loop import METRIC_KEYS
 
     return csv_text(list(METRIC_KEYS), history)

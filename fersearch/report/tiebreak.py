@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..fmt import acc, cells, int_or_none, plural
-from ..search.experiment import trial_config
+from ..results.experiment import trial_config
 from . import analysis as an
 from .best import BestTrial
 from .ties import Tie, Ties

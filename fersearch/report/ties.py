@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..fmt import int_or_none
 from ..paired import decode, paired_test
-from ..search.experiment import TrialStatus
+from ..results.experiment import TrialStatus
 
 
 @dataclass(frozen=True)

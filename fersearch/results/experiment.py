@@ -1,16 +1,16 @@
 """Experiment directories: where they are and how their files are read and written.
 
 `fersearch tune` writes `results/<name>/`; `best`, `status` and `report` read it.
-This module is the one place that knows the file contract (pure pandas, no Ray):
+This module and record.py know the file contract (pure pandas, no Ray):
 
-    fersearch.json  what made the experiment (command, data hash, space source, seed, versions)
+    fersearch.json  what made the experiment (record.py: one typed ExperimentRecord)
     trials.csv      one row per trial: TRIAL_COLUMNS, then `config/<param>` per space parameter
     history.csv     one row per trial per epoch: HISTORY_COLUMNS
     per_image.jsonl one line per trial per epoch: its validation images' correctness and loss
                     (fersearch.paired), for paired comparisons (ties); searches before it lack it
 
 While a search runs, trials.csv is rewritten atomically (a reader always sees a
-complete file) and history.csv grows a row per epoch (search/state.py writes both);
+complete file) and history.csv grows a row per epoch (state.py writes both);
 read_history leaves out a torn last line and keeps the last row of an epoch reported twice.
 """
 
@@ -30,9 +30,9 @@ import pandas as pd
 from ..config import TrainConfig
 from ..errors import ExperimentError, ModelFileError
 from ..fmt import json_value
-from ..io import parse_timestamp, read_json, write_json
+from ..io import parse_timestamp
+from .record import META_FILE, load_record
 
-META_FILE = "fersearch.json"
 TRIALS_FILE = "trials.csv"
 HISTORY_FILE = "history.csv"
 PER_IMAGE_FILE = "per_image.jsonl"
@@ -68,7 +68,12 @@ TRIAL_COLUMNS = (
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
     "lr", "images_per_s", "epoch_time_s",
+    # Where a trial's time went (search/trainable.py): training and validation seconds of the epoch, the
+    # trial's setup (first report only), the previous epoch's report, and the report's unix time.
+    # Optional on reading: searches made before they existed lack them.
+    "train_s", "eval_s", "setup_s", "report_s", "time",
 )
+HISTORY_TIMING_COLUMNS = HISTORY_COLUMNS[-5:]
 # Each trial's deployment figures (fersearch.deploy.measure) and the device it trained on (cpu
 # or cuda: a trial holding a GPU that torch could not see says cpu), after TRIAL_COLUMNS;
 # optional on reading: searches made before they existed lack them.
@@ -100,8 +105,8 @@ def list_experiments(results: str | os.PathLike | None = None) -> list[Path]:
 def _created(exp: Path) -> float:
     """When fersearch.json says the experiment was made (as a time: its formats differ by version)."""
     try:
-        created = parse_timestamp(read_json(exp / META_FILE).get("created"))
-    except (OSError, ValueError):
+        created = parse_timestamp(load_record(exp).created)
+    except ExperimentError:
         created = None
     return created if created is not None else float("-inf")
 
@@ -126,19 +131,6 @@ def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: s
 
 
 # ---------------------------------------------------------------- reading
-def read_meta(exp: str | os.PathLike) -> dict[str, Any]:
-    path = Path(exp) / META_FILE
-    try:
-        meta = read_json(path)
-    except FileNotFoundError:
-        raise ExperimentError(f"{path} not found; is {exp} a fersearch experiment?") from None
-    except ValueError as e:
-        raise ExperimentError(f"{path} is not valid JSON ({e}); the experiment record is damaged") from None
-    if not isinstance(meta, dict):
-        raise ExperimentError(f"{path} must hold a JSON object; the experiment record is damaged")
-    return meta
-
-
 def _read_csv(path: Path, columns: Iterable[str], whole_lines: bool = False) -> pd.DataFrame:
     """whole_lines: leave out a last line without its newline (a file being appended to)."""
     columns = list(columns)
@@ -171,7 +163,11 @@ def read_history(exp: str | os.PathLike) -> pd.DataFrame:
     """history.csv as a DataFrame, one row per trial per epoch, by trial and epoch. The search
     appends to it: an epoch a retried trial reported again keeps its last row, and a torn
     last line (a crash in the middle of an append) is left out."""
-    df = _read_csv(Path(exp) / HISTORY_FILE, HISTORY_COLUMNS, whole_lines=True)
+    df = _read_csv(Path(exp) / HISTORY_FILE, [c for c in HISTORY_COLUMNS if c not in HISTORY_TIMING_COLUMNS],
+                   whole_lines=True)
+    for column in HISTORY_TIMING_COLUMNS:
+        if column not in df:
+            df[column] = float("nan")
     df = df.drop_duplicates(["trial_id", "epoch"], keep="last")
     return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
@@ -207,11 +203,6 @@ def trial_config(row: Mapping[str, Any] | pd.Series) -> TrainConfig:
         raise ExperimentError(f"trial {row.get('trial_id', '?')}: config_json is not valid JSON; "
                               "trials.csv is damaged") from None
     return TrainConfig.from_dict(d)
-
-
-# ---------------------------------------------------------------- writing
-def write_meta(exp: str | os.PathLike, meta: Mapping[str, Any]) -> None:
-    write_json(Path(exp) / META_FILE, dict(meta))
 
 
 # ---------------------------------------------------------------- the best trial

@@ -1,8 +1,8 @@
-"""The noise of a validation accuracy and loss, and the scheduler's decision log: no Ray here.
+"""The noise of a validation accuracy and loss: no Ray here.
 
-NoiseRule is the test behind every stop of scheduler.NoiseAwareASHA (whose docstring
+NoiseRule is the test behind every stop of search/scheduler.NoiseAwareASHA (whose docstring
 explains the reasons); report/diagnose.py uses the same rule to judge stops after the
-fact, and read_decisions to read what the scheduler logged (scheduler.jsonl).
+fact, and decisions.read_decisions to read what the scheduler logged (scheduler.jsonl).
 
 Accuracy first: `judge` stops a trial only when its val_acc is clearly below the rung's
 cutoff. Where val_acc cannot tell the trials apart (flat, majority, close), `decide` asks
@@ -19,14 +19,12 @@ The default 0.6 gives sd * sqrt(2) = 0.85, above every paired difference measure
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from .record import Noise, Z
 
 REASONS = {
     "few": "the rung holds too few values to compare with",
@@ -40,48 +38,12 @@ REASONS = {
 }
 
 
-DECISIONS_FILE = "scheduler.jsonl"
-
-
-class DecisionLog(list):
-    """The decisions, a list of dicts; each one appended is also written to `path` (one JSON line)."""
-
-    def __init__(self, path: str | os.PathLike | None = None):
-        super().__init__()
-        self.path = None if path is None else str(path)
-
-    def append(self, entry: dict) -> None:
-        super().append(entry)
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
-
-
-def read_decisions(path: str | os.PathLike) -> list[dict]:
-    """The decisions in a scheduler.jsonl (a folder: its scheduler.jsonl); [] without one.
-    A torn last line (a crash mid-append) is skipped."""
-    path = Path(path)
-    path = path / DECISIONS_FILE if path.is_dir() else path
-    out = []
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def accuracy_se(p: float, n: int) -> float:
     """Standard error of an accuracy p measured on n images (binomial)."""
     p = min(max(float(p), 0.0), 1.0)
     return math.sqrt(p * (1 - p) / n)
 
 
-Z = 2.0  # standard errors a gap must exceed before the scheduler may stop on it
 LOSS_SD = 0.6  # nats: the SD of one image's cross-entropy assumed by the loss margin (module docstring)
 ACC_HOLDS = ("flat", "majority", "close")  # val_acc could not tell the trial apart: the loss may decide
 
@@ -94,6 +56,17 @@ def acc_cutoff(values: list[float], reduction_factor: float) -> float:
 def loss_cutoff(losses: list[float], reduction_factor: float) -> float:
     """The rung's cutoff loss: the 1/rf percentile of its losses (ASHA's cutoff, lower is better)."""
     return float(np.nanpercentile(losses, 100 / reduction_factor))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What NoiseRule.decide says: the reason (REASONS), the accuracy's margin, the metric that
+    decided, and the loss margin when the loss was asked."""
+
+    reason: str
+    margin: float
+    metric: str = "val_acc"
+    loss_margin: float | None = None
 
 
 class NoiseRule:
@@ -140,24 +113,22 @@ class NoiseRule:
 
     def decide(self, value: float, others: list[float], cutoff: float, loss: float | None = None,
                other_losses: list[float] | None = None, cut_loss: float | None = None,
-               acc_se: float | None = None, loss_se: float | None = None) -> dict:
+               acc_se: float | None = None, loss_se: float | None = None) -> Verdict:
         """judge, then, where val_acc cannot tell the trial from the cutoff (flat, majority, close, or
         above it by no more than the margin: a tie at the majority rate), the loss: stop ("loss") only
         when `loss` exceeds the rung's cutoff loss `cut_loss` by more than the loss margin: z * `loss_se`
-        (the paired SE against the cutoff-loss trial) when given, else loss_margin(). The dict: reason,
-        margin (of the accuracy), metric (the one that decided) and loss_margin (when the loss was asked)."""
+        (the paired SE against the cutoff-loss trial) when given, else loss_margin()."""
         reason, margin = self.judge(value, others, cutoff, acc_se)
-        out = {"reason": reason, "margin": margin, "metric": "val_acc"}
+        out = Verdict(reason, margin)
         finite = [v for v in other_losses or () if v is not None and not math.isnan(v)]
         tied = reason in ACC_HOLDS or (reason == "above" and value - cutoff <= margin)
         if (not tied or self.loss_sd is None or loss is None or math.isnan(loss)
                 or cut_loss is None or math.isnan(cut_loss) or len(finite) < self.min_compared):
             return out
-        out["loss_margin"] = margin_loss = (self.z * loss_se if loss_se is not None and math.isfinite(loss_se)
-                                            else self.loss_margin())
+        margin_loss = self.z * loss_se if loss_se is not None and math.isfinite(loss_se) else self.loss_margin()
         if loss - cut_loss > margin_loss:
-            out.update(reason="loss", metric="val_loss")
-        return out
+            return Verdict("loss", margin, "val_loss", margin_loss)
+        return Verdict(reason, margin, "val_acc", margin_loss)
 
 
 def majority_rate(labels: np.ndarray) -> float:
@@ -167,22 +138,8 @@ def majority_rate(labels: np.ndarray) -> float:
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
-def noise_inputs(val_labels: np.ndarray, z: float = Z) -> dict[str, Any]:
+def noise_inputs(val_labels: np.ndarray, z: float = Z) -> Noise:
     """The noise rule's inputs for a validation split (its labels; -1: unlabelled): what the search
     records in fersearch.json ("noise") when it starts, and the scheduler and the diagnoses read."""
     labels = np.asarray(val_labels)
-    return {"n_val": int((labels >= 0).sum()), "majority": majority_rate(labels), "z": float(z)}
-
-
-def read_noise(meta: Mapping[str, Any], val_labels: np.ndarray | None = None) -> dict[str, Any]:
-    """fersearch.json's "noise" block; a folder made before the search recorded one falls back to
-    `val_labels` when given, else to the validation split's class counts in its "data" block
-    (n_val 0, majority None when those are missing too)."""
-    if isinstance(meta.get("noise"), Mapping):
-        return dict(meta["noise"])
-    if val_labels is not None:
-        return noise_inputs(val_labels)
-    counts = (meta.get("data") or {}).get("counts", {}).get("val") or {}
-    labelled = [int(v) for k, v in counts.items() if k != "unlabeled"]
-    n = sum(labelled)
-    return {"n_val": n, "majority": max(labelled) / n if n else None, "z": Z}
+    return Noise(n_val=int((labels >= 0).sum()), majority=majority_rate(labels), z=float(z))

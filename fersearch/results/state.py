@@ -1,11 +1,9 @@
 """The one state of a search's trials: Tune's events in, trials.csv and history.csv out.
 
-    callback = make_recorder(exp_dir, total_trials=50, max_epochs=30, to_config=settings.train_config,
-                             hide=space.constants, live=True)     # one ray.tune.Callback
-    TrialState.load(exp_dir)                                      # the same state, rebuilt from the files
+    TrialState.load(exp_dir)                                      # the state, rebuilt from the files
 
-The recorder (recorder.py) feeds a TrialState with every Tune event; the files persist
-it, and the live view (live.py) and `fersearch status` (status.py) draw it. Saving costs
+search/recorder.py's Ray Tune callback (make_recorder) feeds a TrialState with every Tune event; the files persist
+it, and the live view (search/live.py) and `fersearch status` (status.py) draw it. Saving costs
 the same however large the search grows: each epoch appends one row to history.csv, and
 trials.csv is rewritten (atomically) when a trial ends, when the search ends, and
 otherwise at most every recorder.SAVE_EVERY_S seconds. So history.csv may hold a (trial_id,
@@ -18,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..fmt import short_params
@@ -254,17 +252,3 @@ def mark_unfinished(exp_dir: str | os.PathLike) -> None:
         row["status"] = TrialStatus.PENDING
     if state.rows:
         write_trials(exp_dir, state.rows.values())
-
-
-def make_recorder(exp_dir: str | os.PathLike, *, total_trials: int, max_epochs: int,
-                  to_config: Callable[[dict], Any], hide: Iterable[str] = (), live: bool = True,
-                  stream: Any = None, tty: bool | None = None) -> Any:
-    """The search's one Tune callback: keeps the TrialState, writes trials.csv/history.csv
-    (in exp_dir) and, with `live`, draws the live view on `stream` (stderr).
-    to_config(config) -> the trial's full TrainConfig (trials.csv's config_json);
-    hide: the space's constants (the same in every trial: not parameter columns)."""
-    from . import recorder  # Ray Tune, imported only by a search
-    from .live import LiveView
-
-    return recorder.Recorder(exp_dir, TrialState(total_trials, max_epochs), to_config=to_config, hide=hide,
-                             view=LiveView(stream, tty=tty) if live else None)

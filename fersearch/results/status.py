@@ -19,8 +19,9 @@ from ..fmt import acc, clock, render, short_params, short_value, text_table
 from ..io import parse_timestamp
 from . import experiment as ex
 from .experiment import TrialStatus
+from .record import EXPERIMENT_STATE_GLOB, META_FILE, load_record
+from .rungs import search_rungs
 from .state import TrialState, config_order
-from .workarounds import EXPERIMENT_STATE_GLOB
 
 _QUIET_WHEN_NONE = (TrialStatus.FAILED, TrialStatus.DIVERGED)  # the counts line names these only when some are
 
@@ -39,35 +40,38 @@ def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> d
     interrupted (unfinished trials, but no file written for a while: resume it).
     """
     exp = Path(exp_dir)
-    meta = ex.read_meta(exp)
+    record = load_record(exp)
+    settings = record.settings
     history = ex.read_history(exp)
-    trials = TrialState.from_frames(ex.read_trials(exp), history, max_epochs=meta.get("max_epochs"))
-    trials.total = int(meta.get("trials") or len(trials.rows))
+    trials = TrialState.from_frames(ex.read_trials(exp), history, max_epochs=record.max_epochs)
+    trials.total = record.planned_trials or len(trials.rows)
     now = time.time() if now is None else now
     rows = [_trial_summary(trials, tid) for tid in trials.rows]
     counts = trials.counts()
     heartbeat = list(exp.glob(HEARTBEAT_GLOB))
-    files = [exp / ex.META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE, *heartbeat]
+    files = [exp / META_FILE, exp / ex.TRIALS_FILE, exp / ex.HISTORY_FILE, *heartbeat]
     updated = max((p.stat().st_mtime for p in files if p.is_file()), default=now)
-    created = parse_timestamp(meta.get("created"))
+    created = parse_timestamp(record.created)
     created = updated if created is None else created
     epoch_times = [t for t in history["epoch_time_s"] if isinstance(t, (int, float)) and t == t]
     stale_after = HEARTBEAT_STALE_S if heartbeat else max(STALE_AFTER_S, 5 * max(epoch_times, default=0.0))
     unfinished = counts["pending"] + counts["running"] + counts["not_started"] > 0
     state = "finished" if not unfinished else "running" if now - updated <= stale_after else "interrupted"
     return {
-        "name": meta.get("name", exp.name),
+        "name": record.name,
         "path": str(exp),
         "state": state,
-        "created": meta.get("created"),
+        "created": record.created,
         "updated_s_ago": round(now - updated, 1),
         "elapsed_s": round((now if state == "running" else updated) - created, 1),
-        "resumed": len(meta.get("resumed", []) or []),
-        "space": (meta.get("space") or {}).get("name"),
-        "scheduler": meta.get("scheduler"), "sampler": meta.get("sampler"), "seed": meta.get("seed"),
-        "max_epochs": meta.get("max_epochs"), "grace_period": meta.get("grace_period"),
-        "reduction_factor": meta.get("reduction_factor"),
-        "metric": meta.get("metric", "val_acc"), "mode": meta.get("mode", "max"),
+        "resumed": len(record.resumes),
+        "space": record.space.name,
+        "scheduler": settings and settings.scheduler, "sampler": settings and settings.sampler,
+        "seed": settings and settings.seed, "max_epochs": record.max_epochs,
+        "grace_period": settings and settings.grace_period,
+        "reduction_factor": settings and _whole(settings.reduction_factor),
+        "rungs": search_rungs(record),
+        "metric": settings.metric if settings else "val_acc", "mode": settings.mode if settings else "max",
         "trials_planned": trials.total,
         "counts": counts,
         "epochs_run": int(sum(r["epochs"] or 0 for r in rows)),
@@ -75,6 +79,11 @@ def experiment_status(exp_dir: str | os.PathLike, now: float | None = None) -> d
         "best_by": "best val_acc over the trial's epochs",
         "trials": sorted(rows, key=lambda r: (r["best_val_acc"] is None, -(r["best_val_acc"] or 0.0))),
     }
+
+
+def _whole(x: float) -> float | int:
+    """3.0 as 3 (as the command line was typed), 1.5 as it is."""
+    return int(x) if float(x).is_integer() else x
 
 
 def _trial_summary(trials: TrialState, trial_id: str) -> dict[str, Any]:
@@ -100,7 +109,8 @@ def format_status(st: Mapping[str, Any], width: int | None = None) -> str:
     if sched == "asha":
         rf = st["reduction_factor"]
         reduction = short_value(float(rf)) if isinstance(rf, (int, float)) else rf
-        sched += f" (grace {st['grace_period']}, reduction {reduction})"
+        rungs = f", rungs at epochs {', '.join(map(str, st['rungs']))}" if st.get("rungs") else ""
+        sched += f" (grace {st['grace_period']}, reduction {reduction}{rungs})"
     lines = [
         f"experiment  {st['name']}  ({st['path']})",
         f"state       {state}" + (f"; resumed {st['resumed']}x" if st["resumed"] else ""),

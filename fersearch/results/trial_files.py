@@ -100,5 +100,16 @@ class HistoryFile:
         cut_torn_tail(self.path)
 
     def append(self, row: Mapping[str, Any]) -> None:
+        columns = self._columns()
         with open(self.path, "a", newline="") as f:  # opened at its end: tell() is its size
-            f.write(csv_text(list(HISTORY_COLUMNS), [row], header=f.tell() == 0))
+            f.write(csv_text(columns, [row], header=f.tell() == 0))
+
+    def _columns(self) -> list[str]:
+        """The file's own header where it has one: a search resumed from an older fersearch keeps its
+        columns (the newer ones are left out) instead of appending rows longer than the header."""
+        try:
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f), None)
+        except FileNotFoundError:
+            header = None
+        return header if header and set(header) <= set(HISTORY_COLUMNS) else list(HISTORY_COLUMNS)

@@ -6,8 +6,8 @@ At GPU speed an epoch of the seed CNN takes about half a second; a full checkpoi
 checkpoints only where something reads it back:
 
 - every `--checkpoint-every` epochs (CHECKPOINT_EVERY): a crashed trial is retried from
-  there, so a crash costs that trial at most N - 1 epochs (1: every epoch, as before issue 18);
-- at ASHA's rung epochs, where the search decides about the trial;
+  there, so a crash costs that trial at most N - 1 epochs (1: every epoch);
+- at ASHA's rung epochs, where the search decides about the trial (results/rungs.py);
 - at --max-epochs, its last epoch.
 
 Once trials have ended (completed, stopped by ASHA, diverged) nothing reads their
@@ -23,19 +23,12 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-# 5: at GPU speed (~0.5 s epochs) a checkpoint every 5 epochs costs a few percent of the
-# training time (benchmarks/bench_overhead.py), and a crash loses at most seconds.
-CHECKPOINT_EVERY = 5
+from ..results.record import CHECKPOINT_EVERY, Settings
+from ..results.rungs import rung_epochs
+
+__all__ = ["CHECKPOINT_EVERY", "checkpoint_epochs", "folder_bytes", "prune_ended", "rung_epochs",
+           "schedule_for"]
 PRUNED_STATUSES = ("completed", "stopped", "diverged")
-
-
-def rung_epochs(max_epochs: int, grace: int, reduction_factor: float) -> list[int]:
-    """ASHA's milestones (grace x rf^k below max_epochs), as Ray's ASHAScheduler places them."""
-    rungs, t = [], float(grace)
-    while grace > 0 and reduction_factor > 1 and t < max_epochs:
-        rungs.append(int(t))
-        t *= reduction_factor
-    return rungs
 
 
 def checkpoint_epochs(max_epochs: int, every: int, rungs: Iterable[int] = ()) -> frozenset[int]:
@@ -44,13 +37,11 @@ def checkpoint_epochs(max_epochs: int, every: int, rungs: Iterable[int] = ()) ->
     return frozenset(due | {max_epochs})
 
 
-def schedule_for(meta: dict) -> frozenset[int]:
-    """The schedule of a search from its fersearch.json settings."""
-    max_epochs = int(meta["max_epochs"])
-    every = int((meta.get("options") or {}).get("checkpoint_every") or CHECKPOINT_EVERY)
-    rungs = (rung_epochs(max_epochs, int(meta.get("grace_period") or 0), float(meta.get("reduction_factor") or 0))
-             if meta.get("scheduler", "asha") == "asha" else [])
-    return checkpoint_epochs(max_epochs, every, rungs)
+def schedule_for(settings: Settings) -> frozenset[int]:
+    """The schedule of a search: every --checkpoint-every epochs, its rungs and its last epoch."""
+    rungs = rung_epochs(settings.max_epochs, settings.grace_period, settings.reduction_factor)
+    return checkpoint_epochs(settings.max_epochs, settings.checkpoint_every,
+                             rungs if settings.scheduler == "asha" else [])
 
 
 def prune_ended(ray_dir: str | os.PathLike, trial_status: dict[str, str]) -> tuple[int, int]:

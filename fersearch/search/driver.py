@@ -29,12 +29,14 @@ from ..config import TrainConfig
 from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
-from . import experiment as ex
+from ..results import experiment as ex
+from ..results.noise import noise_inputs
+from ..results.record import DataRecord, ExperimentRecord, Resume, Settings, SpaceRecord, load_record, save_record
+from ..results.study import quiet_optuna
 from . import pickles, tracking
 from .checkpoints import prune_ended, schedule_for
 from .guard import check_inside, check_ray_state, check_writable, experiment_lock, full_disk_error
-from .noise import noise_inputs, read_noise
-from .options import Resolved, SearchOptions, api_signature, safe_name
+from .options import SearchOptions, api_signature, safe_name
 from .resources import (
     Resources,
     check_local_gpus_usable,
@@ -44,7 +46,7 @@ from .resources import (
     storage_location,
 )
 from .session import cluster_info, ray_env, ray_running, ray_session
-from .spaces import Space, load_space, quiet_optuna, space_from_function
+from .spaces import Space, load_space, space_from_function
 from .study import SEARCH_METRIC, STUDY_FILE, close_study, reopen_study_journal, searcher
 from .trainable import TrialSettings, trainable, trial_dirname
 from .workarounds import bridge_checkpoints, quiet_experiment_analysis
@@ -52,7 +54,8 @@ from .workarounds import bridge_checkpoints, quiet_experiment_analysis
 if TYPE_CHECKING:
     import pandas as pd
 
-METRIC, MODE = "val_acc", "max"  # what ASHA ranks trials on at each rung (the study gets SEARCH_METRIC)
+    from ..data.loader import FerData
+
 MAX_FAILURES = 2  # a trial that crashes is retried from its last checkpoint this often
 
 
@@ -63,7 +66,7 @@ class SearchResult:
     path: Path
     trials: pd.DataFrame
     best: dict[str, Any] | None
-    meta: dict[str, Any]
+    record: ExperimentRecord
 
     def counts(self) -> dict[str, int]:
         return {s.value: int((self.trials["status"] == s).sum()) for s in ex.TrialStatus}
@@ -72,7 +75,7 @@ class SearchResult:
     def interrupted(self) -> bool:
         """Trials left to run (Ctrl+C, a crash): `--resume` continues the search."""
         c = self.counts()
-        return bool(c["pending"] + c["running"]) or len(self.trials) < int(self.meta.get("trials") or 0)
+        return bool(c["pending"] + c["running"]) or len(self.trials) < (self.record.planned_trials or 0)
 
     def summary(self) -> list[str]:
         """What the CLI prints at the end: where, how trials ended, the best, what to run next."""
@@ -82,7 +85,7 @@ class SearchResult:
         c = self.counts()
         unfinished = c["pending"] + c["running"]
         lines = [f"results: {self.path}",
-                 f"trials: {len(self.trials)} of {self.meta.get('trials', '?')}: {c['completed']} completed, "
+                 f"trials: {len(self.trials)} of {self.record.planned_trials or '?'}: {c['completed']} completed, "
                  f"{c['stopped']} stopped early by ASHA, {c['failed']} failed"
                  + (f", {c['diverged']} diverged (non-finite loss; never the best)" if c["diverged"] else "")
                  + (f", {unfinished} unfinished" if unfinished else "")]
@@ -113,14 +116,14 @@ def tune(options: SearchOptions | None = None, /, *, log: Callable[[str], None] 
     quiet_experiment_analysis()  # the trials table says quietly what Ray would warn about
     local_root, storage = storage_location(opts.results)
     base = TrainConfig().replace(seed=opts.seed)
-    exp_dir, meta, space = _open_experiment(opts, local_root, storage, base)
+    exp_dir, record, space = _open_experiment(opts, local_root, storage, base)
     check_writable(local_root)  # missing, read-only or full: one line now, not a traceback once Ray runs
     tracking.check(tracking.wanted(opts))  # MLflow missing, or its server silent: one line, before data or Ray
     with experiment_lock(local_root, exp_dir.name):  # a second search of this name stops here, before Ray
-        return _search(opts, log, exp_dir, meta, space, local_root, storage, base)
+        return _search(opts, log, exp_dir, record, space, local_root, storage, base)
 
 
-def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta: dict[str, Any] | None,
+def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, record: ExperimentRecord | None,
             space: Space | None, local_root: Path, storage: str, base: TrainConfig) -> SearchResult:
     """tune() once its experiment folder is checked and locked: data, Ray, the Tuner, the result."""
     if not opts.resume:
@@ -131,11 +134,11 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
         if found is not None and opts.gpus > found:  # answer before spending seconds on starting Ray
             plan_resources({"GPU": found, "CPU": os.cpu_count() or 1}, gpus=opts.gpus,
                            gpus_per_trial=opts.gpus_per_trial, cpus_per_trial=opts.cpus_per_trial, trials=opts.trials)
-    fer = _load_data(opts.data, meta, log)
+    fer = _load_data(opts.data, record, log)
 
     with ray_session(opts.address, opts.dashboard_host, opts.dashboard_port):
+        from ..results.state import mark_unfinished
         from .dashboard import dashboard_lines
-        from .state import mark_unfinished
 
         cluster, max_node_cpus = cluster_info()
         plan = plan_resources(cluster, gpus=opts.gpus, gpus_per_trial=opts.gpus_per_trial,
@@ -147,22 +150,23 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
         for line in dashboard_lines(opts.address):
             log(line)
         if opts.resume:
-            assert meta is not None  # _open_experiment read it
+            assert record is not None  # _open_experiment read it
             reopen_study_journal(exp_dir)
-            meta.setdefault("resumed", []).append({"at": timestamp(), "command": command_line(),
-                                                   "options": opts.to_dict(), "resources": plan.as_dict()})
-            ex.write_meta(exp_dir, meta)
+            record = replace(record, resumes=(*record.resumes, Resume(
+                at=timestamp(), command=command_line(), options=opts.to_dict(), resources=plan.as_dict())))
         else:
             assert space is not None  # _open_experiment checked it
-            meta = _meta(name, fer, space, opts, plan, storage, base)
+            record = _new_record(name, fer, space, opts, plan, storage, base)
             exp_dir.mkdir(parents=True)
-            ex.write_meta(exp_dir, meta)
-        if tracking.wanted(opts) and not meta.get("mlflow"):  # the parent run, found again by --resume
-            meta["mlflow"] = tracking.start_parent(exp_dir, meta, tracking.wanted(opts))
-            ex.write_meta(exp_dir, meta)
-        run = Resolved.from_meta(meta)  # a resumed search runs with the original's settings
-        trial_settings = TrialSettings(base=TrainConfig.from_dict(meta["base_config"]), max_epochs=run.max_epochs,
-                                       threads=plan.threads, experiment=name, checkpoint_at=schedule_for(meta))
+        save_record(exp_dir, record)
+        if tracking.wanted(opts) and record.mlflow is None:  # the parent run, found again by --resume
+            record = replace(record, mlflow=tracking.start_parent(exp_dir, record, tracking.wanted(opts)))
+            save_record(exp_dir, record)
+        run = record.require_settings(exp_dir)  # a resumed search runs with the original's settings
+        trial_settings = TrialSettings(base=TrainConfig.from_dict(dict(record.base_config)),
+                                       max_epochs=run.max_epochs, threads=plan.threads, experiment=name,
+                                       checkpoint_at=schedule_for(run))
+        ray_dir = f"{record.storage or storage}/{name}"
         log(f"{'resuming' if opts.resume else 'search'} {name}: {plural(run.trials, 'trial')} x <= "
             f"{plural(run.max_epochs, 'epoch')}, "
             f"{plan.concurrency} at a time ({num(plan.cpus_per_trial)} CPU"
@@ -172,13 +176,13 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
 
         with ray_env(), quiet_optuna(), _ended_if_failed(exp_dir, t0, opts.resume):
             if opts.resume:  # the callbacks, searcher (with its study) and scheduler come back from Ray's state
-                tuner = _restore_tuner(fer, plan, trial_settings, meta, storage, name)
+                tuner = _restore_tuner(fer, plan, trial_settings, ray_dir, name)
                 from . import recorder
 
                 recorder.LIVE = opts.verbose  # this run's -q, not the first run's
             else:
                 assert space is not None
-                tuner = _new_tuner(space, fer, plan, trial_settings, run, meta, exp_dir, storage, opts.verbose)
+                tuner = _new_tuner(space, fer, plan, trial_settings, record, exp_dir, storage, opts.verbose)
             try:
                 signer.sign_tuner(exp_dir)
                 tuner.fit()
@@ -194,8 +198,8 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, meta
         mark_unfinished(exp_dir)
         # Ended trials' checkpoints are read by nothing (checkpoints.py): a finished search stays small.
         trials = ex.read_trials(exp_dir)
-        prune_ended(f"{meta.get('storage', storage)}/{name}", dict(zip(trials["trial_id"], trials["status"])))
-        _record_end(exp_dir, time.time() - t0, opts.resume)
+        prune_ended(ray_dir, dict(zip(trials["trial_id"], trials["status"])))
+        _record_end(exp_dir, time.time() - t0)
         log(f"search {name} ended after {time.time() - t0:.0f} s")
     result = load_result(exp_dir)
     if not result.interrupted:
@@ -210,7 +214,7 @@ def load_result(exp_dir: str | os.PathLike) -> SearchResult:
     """A SearchResult for an experiment directory (finished or not)."""
     exp_dir = Path(exp_dir)
     trials = ex.read_trials(exp_dir)
-    return SearchResult(path=exp_dir, trials=trials, best=ex.best_trial(trials), meta=ex.read_meta(exp_dir))
+    return SearchResult(path=exp_dir, trials=trials, best=ex.best_trial(trials), record=load_record(exp_dir))
 
 
 # ------------------------------------------------------------------ the experiment folder
@@ -223,18 +227,18 @@ def _space(space: Any, base: TrainConfig) -> Space:
 
 
 def _open_experiment(opts: SearchOptions, local_root: Path, storage: str,
-                     base: TrainConfig) -> tuple[Path, dict[str, Any] | None, Space | None]:
+                     base: TrainConfig) -> tuple[Path, ExperimentRecord | None, Space | None]:
     """(experiment dir, its fersearch.json when resuming, the checked space when starting)."""
     if opts.resume:
         assert opts.name is not None  # SearchOptions refuses --resume without --name
         exp_dir = local_root / opts.name
         check_inside(local_root, exp_dir)
-        meta = _resumable_meta(exp_dir, storage, opts.name)
+        record = _resumable_record(exp_dir, storage, opts.name)
         given = _space(opts.space, base) if opts.space is not None else None
-        if given is not None and given.sha256 != meta["space"]["sha256"]:
+        if given is not None and given.sha256 != record.space.sha256:
             raise ExperimentError(f"--space {given.path} differs from the space {opts.name} was started with "
-                                  f"({meta['space']['path']}); drop --space to resume with the original")
-        return exp_dir, meta, None  # the searcher, with its space, comes back from Ray's saved state
+                                  f"({record.space.path}); drop --space to resume with the original")
+        return exp_dir, record, None  # the searcher, with its space, comes back from Ray's saved state
     space = _space(opts.space, base)
     exp_dir = local_root / (opts.name or _default_name(space.name, local_root))
     check_inside(local_root, exp_dir)
@@ -256,14 +260,15 @@ def _default_name(space_name: str, root: Path) -> str:
     return name
 
 
-def _resumable_meta(exp_dir: Path, storage: str, name: str) -> dict[str, Any]:
+def _resumable_record(exp_dir: Path, storage: str, name: str) -> ExperimentRecord:
     from ray.tune import Tuner
 
     if not ex.is_experiment(exp_dir):
         raise ExperimentError(f"--resume: no search named {name!r} in {exp_dir.parent}/ (no {ex.META_FILE}); "
                               f"check --name and --results")
-    meta = ex.read_meta(exp_dir)
-    ray_dir = f"{meta.get('storage', storage)}/{name}"
+    record = load_record(exp_dir)
+    record.require_settings(exp_dir)  # before any file changes
+    ray_dir = f"{record.storage or storage}/{name}"
     if "://" not in ray_dir:
         pickles.verify(Path(ray_dir), name)  # before Ray unpickles anything, and before any file changes
     if not Tuner.can_restore(ray_dir):
@@ -272,35 +277,35 @@ def _resumable_meta(exp_dir: Path, storage: str, name: str) -> dict[str, Any]:
     if "://" not in ray_dir:
         check_ray_state(Path(ray_dir), name)
         bridge_checkpoints(Path(ray_dir))
-    return meta
+    return record
 
 
-def _load_data(data: Any, meta: dict | None, log: Callable[[str], None]) -> Any:
+def _load_data(data: FerData | str | os.PathLike | None, record: ExperimentRecord | None,
+               log: Callable[[str], None]) -> FerData:
     from ..data.loader import FerData, load
 
     fer = data if isinstance(data, FerData) else load(
-        data if data is not None else (meta["data"]["path"] if meta else None), log=log)
-    if meta and fer.sha256 and meta["data"].get("sha256") and fer.sha256 != meta["data"]["sha256"]:
-        raise ExperimentError(f"data {fer.source} differs from what {meta['name']} was started on "
-                              f"(sha256 {meta['data']['sha256'][:12]}...); resume with the same --data")
+        data if data is not None else (record.data.path if record else None), log=log)
+    recorded = record.data.sha256 if record else None
+    if record and fer.sha256 and recorded and fer.sha256 != recorded:
+        raise ExperimentError(f"data {fer.source} differs from what {record.name} was started on "
+                              f"(sha256 {recorded[:12]}...); resume with the same --data")
     return fer
 
 
-def _meta(name: str, fer: Any, space: Space, opts: SearchOptions, plan: Resources, storage: str,
-          base: TrainConfig) -> dict[str, Any]:
-    """fersearch.json: what made the search (the settings as given in `options`, resolved at the top)."""
-    data = {"path": str(fer.source), "format": fer.format, "sha256": fer.sha256, "n": int(len(fer.labels)),
-            "counts": fer.counts(), "synthetic": bool(getattr(fer, "synthetic", False)), "notes": list(fer.notes)}
-    return {
-        "name": name, "command": command_line(), "created": timestamp(),
-        "data": data, "noise": noise_inputs(fer.labels[fer.split == 1]),  # noise.read_noise's record
-        "space": space.record(), "space_params": list(space.params),
-        "space_constants": list(space.constants),
-        **Resolved.from_options(opts, name).to_meta(), "metric": METRIC, "mode": MODE,
-        "study": {"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC},
-        "options": opts.to_dict(), "resources": plan.as_dict(), "storage": storage,
-        "host": socket.gethostname(), "base_config": base.to_dict(), "versions": versions(),
-    }
+def _new_record(name: str, fer: FerData, space: Space, opts: SearchOptions, plan: Resources, storage: str,
+                base: TrainConfig) -> ExperimentRecord:
+    """fersearch.json: what made the search (the settings as given in `options`, resolved in `settings`)."""
+    data = DataRecord(path=str(fer.source), format=fer.format, sha256=fer.sha256, n=int(len(fer.labels)),
+                      counts=fer.counts(), synthetic=bool(fer.synthetic), notes=tuple(fer.notes))
+    return ExperimentRecord(
+        name=name, command=command_line(), created=timestamp(), settings=opts.settings(), data=data,
+        noise=noise_inputs(fer.labels[fer.split == 1]),
+        space=SpaceRecord(path=str(space.path), name=space.name, source=space.source, sha256=space.sha256,
+                          params=tuple(space.params), constants=tuple(space.constants)),
+        study={"file": STUDY_FILE, "name": name, "metric": SEARCH_METRIC}, options=opts.to_dict(),
+        resources=plan.as_dict(), storage=storage, host=socket.gethostname(), base_config=base.to_dict(),
+        versions=versions())
 
 
 @contextmanager
@@ -312,39 +317,35 @@ def _ended_if_failed(exp_dir: Path, t0: float, resumed: bool) -> Iterator[None]:
     except BaseException:
         if resumed:
             try:
-                _record_end(exp_dir, time.time() - t0, True)
+                _record_end(exp_dir, time.time() - t0)
             except Exception:  # the first error is the one to tell
                 pass
         raise
 
 
-def _record_end(exp_dir: Path, seconds: float, resumed: bool) -> None:
+def _record_end(exp_dir: Path, seconds: float) -> None:
     """When the search (or this resumed part of it) ended and how long Tuner.fit ran."""
-    meta = ex.read_meta(exp_dir)
-    run = meta["resumed"][-1] if resumed else meta
-    run.update(ended=timestamp(), search_s=round(seconds, 1))
-    ex.write_meta(exp_dir, meta)
+    save_record(exp_dir, load_record(exp_dir).ended_now(timestamp(), seconds))
 
 
 # ------------------------------------------------------------------ the Tuner
-def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings, run: Resolved,
-               meta: dict[str, Any], exp_dir: Path, storage: str, verbose: bool) -> Any:
+def _new_tuner(space: Space, fer: FerData, plan: Resources, settings: TrialSettings, record: ExperimentRecord,
+               exp_dir: Path, storage: str, verbose: bool) -> Any:
     from ray import tune
 
     from . import signer
+    from .recorder import make_recorder
     from .scheduler import make_scheduler
-    from .state import make_recorder
 
+    run: Settings = record.require_settings(exp_dir)
     recorder = make_recorder(exp_dir, total_trials=run.trials, max_epochs=run.max_epochs,
                              to_config=settings.train_config, hide=space.constants, live=verbose)
     return tune.Tuner(
         trainable(fer, plan, settings),
         tune_config=tune.TuneConfig(
             search_alg=searcher(space, sampler=run.sampler, seed=run.seed, trials=run.trials, exp_dir=exp_dir,
-                                name=run.name, objectives=run.objectives, max_epochs=run.max_epochs),
-            # fersearch.json's noise record; older folders: the data's validation split
-            scheduler=make_scheduler(run, read_noise(meta, fer.labels[fer.split == 1]), exp_dir, metric=METRIC,
-                                     mode=MODE),
+                                name=record.name, objectives=run.objectives, max_epochs=run.max_epochs),
+            scheduler=make_scheduler(run, record.noise, exp_dir),
             num_samples=run.trials,
             max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=trial_dirname,
@@ -353,23 +354,21 @@ def _new_tuner(space: Space, fer: Any, plan: Resources, settings: TrialSettings,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=run.name,
+            name=record.name,
             storage_path=storage,
             verbose=0,  # the live view (or nothing) instead of Ray's tables
             callbacks=[recorder, signer.PickleSigner(),  # signs Ray's pickles as Ray saves them (pickles.py)
-                       *([tracking.make_tracker(meta["mlflow"], space.constants, run.max_epochs)]
-                         if meta.get("mlflow") else [])],
+                       *([tracking.make_tracker(record.mlflow, space.constants, run.max_epochs)]
+                         if record.mlflow else [])],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
 
 
-def _restore_tuner(fer: Any, plan: Resources, settings: TrialSettings, meta: dict[str, Any], storage: str,
-                   name: str) -> Any:
+def _restore_tuner(fer: FerData, plan: Resources, settings: TrialSettings, ray_dir: str, name: str) -> Any:
     from ray import tune
 
-    ray_dir = f"{meta.get('storage', storage)}/{name}"
     if "://" not in ray_dir:
         pickles.verify(Path(ray_dir), name)  # again: the data and Ray took seconds to load
     # The recorder re-reads trials.csv/history.csv in setup(). Threads follow this run's plan.

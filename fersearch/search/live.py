@@ -4,7 +4,7 @@ On a terminal: a table of the running trials and the best so far (rich.live.Live
 redrawn in place, with a line above it for every trial that ends. Elsewhere (CI, log
 files, pipes): plain lines, one per ended trial and a status line at most every
 `interval` seconds (every `heartbeat` seconds when nothing changes). The state
-recorder (state.make_recorder) owns the view and calls update / close.
+recorder (recorder.make_recorder) owns the view and calls update / close.
 
 Tune pickles its callbacks with the experiment: the stream, console and Live object
 are looked up or made on first use and never pickled.
@@ -18,7 +18,7 @@ import time
 from typing import Any, TextIO
 
 from ..fmt import acc, clock, text_table
-from .experiment import TrialStatus
+from ..results.experiment import TrialStatus
 
 
 # ------------------------------------------------------------------ the lines

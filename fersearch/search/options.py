@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 from ..errors import ExperimentError, FersearchError
-from .checkpoints import CHECKPOINT_EVERY
+from ..results.record import CHECKPOINT_EVERY, Settings, default_grace_period
 
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("mix", "tpe", "random")
@@ -44,17 +44,6 @@ def setting(default: Any, help: str, *, cli: Any, flags: tuple[str, ...] = (), c
         "help": help, "cli": cli, "flags": flags, "check": check, "error": error, "negated_as": negated_as,
         "choices": choices,
         "show_default": default is not None if show_default is None else show_default})
-
-
-def default_grace_period(max_epochs: int) -> int:
-    """ASHA's first rung: a sixth of the budget, at least one epoch.
-
-    For the default 30 epochs that is 5, so with reduction factor 3 the rungs sit at
-    5 and 15. Measured on the default data: the seed recipe stays at the majority-class
-    rate for its first ~4 epochs, so a rung at 3 judges trials before they learn, and
-    the rung at 27 that grace 3 adds saves only 3 of 30 epochs.
-    """
-    return max(1, max_epochs // 6)
 
 
 def objective_list(v: str) -> list[str]:
@@ -202,6 +191,12 @@ class SearchOptions:
         """ASHA's grace period in epochs: --grace-period, or a sixth of --max-epochs."""
         return default_grace_period(self.max_epochs) if self.grace_period is None else self.grace_period
 
+    def settings(self) -> Settings:
+        """The settings resolved once (grace period, objectives) for the record, the scheduler and the trials."""
+        return Settings(seed=self.seed, trials=self.trials, max_epochs=self.max_epochs, grace_period=self.grace,
+                        reduction_factor=self.reduction_factor, scheduler=self.scheduler, sampler=self.sampler,
+                        objectives=tuple(objective_list(self.objectives)), checkpoint_every=self.checkpoint_every)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as given, in plain JSON values (for fersearch.json): a space or data set
         passed as an object is recorded by its name or source."""
@@ -210,53 +205,6 @@ class SearchOptions:
         out["data"] = _plain(self.data)
         out["results"] = _plain(self.results)
         return out
-
-
-# fersearch.json's top-level keys for the resolved settings (older folders' readers use them)
-RESOLVED_KEYS = ("name", "seed", "trials", "max_epochs", "grace_period", "reduction_factor", "scheduler", "sampler",
-                 "objectives")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The settings a search runs with, resolved once: the grace period from --max-epochs, the
-    objectives parsed, the name chosen. A new search makes it from SearchOptions; a resumed one
-    from the original's fersearch.json (`from_meta`), so the driver, the scheduler and the trials
-    read one typed object, never the dict back."""
-
-    name: str
-    seed: int
-    trials: int
-    max_epochs: int
-    grace_period: int
-    reduction_factor: float
-    scheduler: str
-    sampler: str
-    objectives: tuple[str, ...] = ("val_acc",)
-
-    @classmethod
-    def from_options(cls, opts: SearchOptions, name: str) -> Resolved:
-        return cls(name=name, seed=opts.seed, trials=opts.trials, max_epochs=opts.max_epochs, grace_period=opts.grace,
-                   reduction_factor=opts.reduction_factor, scheduler=opts.scheduler, sampler=opts.sampler,
-                   objectives=tuple(objective_list(opts.objectives)))
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> Resolved:
-        """From a fersearch.json, also one written before a key existed (objectives: val_acc)."""
-        try:
-            return cls(name=str(meta["name"]), seed=int(meta["seed"]), trials=int(meta["trials"]),
-                       max_epochs=int(meta["max_epochs"]), grace_period=int(meta["grace_period"]),
-                       reduction_factor=float(meta["reduction_factor"]), scheduler=str(meta["scheduler"]),
-                       sampler=str(meta["sampler"]), objectives=tuple(meta.get("objectives") or ("val_acc",)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ExperimentError(f"fersearch.json of {meta.get('name', '?')!r} lacks a valid {e} setting; it was not "
-                                  f"written by `fersearch tune`: start a new search") from None
-
-    def to_meta(self) -> dict[str, Any]:
-        """The keys fersearch.json has always had at its top level (JSON values)."""
-        return {"name": self.name, "seed": self.seed, "trials": self.trials, "max_epochs": self.max_epochs,
-                "grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
-                "scheduler": self.scheduler, "sampler": self.sampler, "objectives": list(self.objectives)}
 
 
 def _plain(v: Any) -> Any:

@@ -1,7 +1,7 @@
 """The search's Tune callback: feeds the TrialState (state.py) from Tune's events, persists it
 in trials.csv / history.csv, and has the live view (live.py) draw it.
 
-Made by state.make_recorder. The class subclasses ray.tune.Callback, so it is built on
+Made by make_recorder. The class subclasses ray.tune.Callback, so it is built on
 first use: `fersearch status` (which loads a TrialState) never pays for importing Ray Tune.
 """
 
@@ -14,14 +14,18 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ray.tune import Callback
 
 from .. import paired
 from ..fmt import cut, first_line
 from ..io import cut_torn_tail
-from .experiment import HISTORY_FILE, PER_IMAGE_FILE, TRIALS_FILE
+from ..results.experiment import HISTORY_FILE, PER_IMAGE_FILE, TRIALS_FILE
+from ..results.state import TrialState
+from ..results.trial_files import HistoryFile, TrialsFile
 from .live import LiveView, end_line, recover_line
-from .trial_files import HistoryFile, TrialsFile
 from .workarounds import pickle_as
 
 SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at most this stale
@@ -55,12 +59,12 @@ def _recorder_class() -> type:
     class Recorder(Callback):
         """Feeds the TrialState from Tune's events, persists it, and has the live view draw it."""
 
-        def __init__(self, exp_dir: str | os.PathLike, state: Any, *, to_config: Callable[[dict], Any],
+        def __init__(self, exp_dir: str | os.PathLike, state: TrialState, *, to_config: Callable[[dict], Any],
                      hide: Iterable[str], view: LiveView | None):
             self.exp_dir = Path(exp_dir)
             self.to_config = to_config
             self.hide = frozenset(hide)
-            self.state = state  # a state.TrialState (passed in: state.py imports this module, not back)
+            self.state = state
             self.history = HistoryFile(self.exp_dir / HISTORY_FILE)
             self.trials_file = TrialsFile(self.exp_dir / TRIALS_FILE)
             self.view = view
@@ -164,6 +168,18 @@ def _recorder_class() -> type:
                 self.view.close(self.state, self.elapsed())
 
     return Recorder
+
+
+def make_recorder(exp_dir: str | os.PathLike, *, total_trials: int, max_epochs: int,
+                  to_config: Callable[[dict], Any], hide: Iterable[str] = (), live: bool = True,
+                  stream: TextIO | None = None, tty: bool | None = None) -> Callback:
+    """The search's one Tune callback: keeps the TrialState, writes trials.csv/history.csv
+    (in exp_dir) and, with `live`, draws the live view on `stream` (stderr).
+    to_config(config) -> the trial's full TrainConfig (trials.csv's config_json);
+    hide: the space's constants (the same in every trial: not parameter columns)."""
+    cls = __getattr__("Recorder")
+    return cls(exp_dir, TrialState(total_trials, max_epochs), to_config=to_config, hide=hide,
+               view=LiveView(stream, tty=tty) if live else None)
 
 
 def __getattr__(name: str) -> Any:

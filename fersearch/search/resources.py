@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ResourceError
 from ..fmt import num
-from . import experiment as ex
+from ..results import experiment as ex
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 

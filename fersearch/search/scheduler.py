@@ -67,18 +67,9 @@ from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
 from ..io import cut_torn_tail
 from ..paired import PerImage, acc_diff_se, as_record, decode, loss_diff_se
-from .noise import (
-    DECISIONS_FILE,
-    LOSS_SD,
-    REASONS,
-    DecisionLog,
-    NoiseRule,
-    accuracy_se,
-    loss_cutoff,
-    majority_rate,
-    read_decisions,
-)
-from .options import Resolved
+from ..results.decisions import DECISIONS_FILE, Decision, DecisionLog, read_decisions
+from ..results.noise import LOSS_SD, REASONS, NoiseRule, accuracy_se, loss_cutoff, majority_rate
+from ..results.record import Noise, Settings
 from .workarounds import asha_bracket
 
 _Bracket: Any = asha_bracket()  # private in Ray: workarounds.py says which of its fields this module reads
@@ -94,7 +85,7 @@ __all__ = [
     "read_decisions",
 ]
 
-def _json_number(v: float) -> float | None:
+def _json_number(v: float | None) -> float | None:
     """NaN as None: the log is JSON, and a decision read back must equal the one made."""
     return None if v is None or math.isnan(v) else float(v)
 
@@ -102,7 +93,7 @@ def _json_number(v: float) -> float | None:
 class _NoiseAwareBracket(_Bracket):
     """ASHA's bracket (rungs, cutoff, records) with NoiseRule deciding each stop."""
 
-    def __init__(self, rule: NoiseRule, decisions: list[dict], sign: float, *args: Any, paired: bool = True,
+    def __init__(self, rule: NoiseRule, decisions: list[Decision], sign: float, *args: Any, paired: bool = True,
                  **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.rule, self.decisions, self.sign, self.paired = rule, decisions, sign, paired
@@ -130,11 +121,9 @@ class _NoiseAwareBracket(_Bracket):
     def _decide(self, trial, milestone, cur_iter, cur_rew, recorded: dict, log: bool, loss: float | None,
                 images: PerImage | None) -> str:
         cutoff = self.cutoff(recorded)
-        entry = {"trial_id": trial.trial_id, "rung": milestone, "iteration": cur_iter, "compared": len(recorded)}
         losses = list(self.losses[milestone].values())
         cut_loss = loss_cutoff(losses, self.rf) if losses else None
-        said: dict = {"metric": "val_acc"}
-        unpaired: dict = {}
+        said = unpaired = None
         refs: dict[str, Any] = {}
         if cur_rew is None or math.isnan(cur_rew):
             reason, margin, value = "no value", float("nan"), float("nan")
@@ -151,24 +140,25 @@ class _NoiseAwareBracket(_Bracket):
                 if self.paired and images is not None:
                     refs = self._refs(milestone, recorded, cutoff, cut_loss, images)
                     said = self.rule.decide(*args, acc_se=refs.get("acc_se"), loss_se=refs.get("loss_se"))
-                reason, margin = said["reason"], said["margin"]
+                reason, margin = said.reason, said.margin
         action = TrialScheduler.STOP if reason in ("stop", "loss") else TrialScheduler.CONTINUE
         if log:
-            self.decisions.append({
-                **entry, "value": _json_number(value), "cutoff": None if cutoff is None else
-                _json_number(self.sign * cutoff), "margin": _json_number(margin), "action": action, "reason": reason,
-                "metric": said["metric"], "loss": None if loss is None else _json_number(loss),
-                "loss_cutoff": None if cut_loss is None else _json_number(cut_loss),
-                "loss_margin": said.get("loss_margin"),
-                "asha_would_stop": bool(cutoff is not None and cur_rew is not None and cur_rew < cutoff),
+            self.decisions.append(Decision(
+                trial_id=trial.trial_id, rung=milestone, iteration=cur_iter, compared=len(recorded),
+                value=_json_number(value), cutoff=None if cutoff is None else _json_number(self.sign * cutoff),
+                margin=_json_number(margin), action=action, reason=reason,
+                metric=said.metric if said else "val_acc", loss=None if loss is None else _json_number(loss),
+                loss_cutoff=None if cut_loss is None else _json_number(cut_loss),
+                loss_margin=said.loss_margin if said else None,
+                asha_would_stop=bool(cutoff is not None and cur_rew is not None and cur_rew < cutoff),
                 # the paired rule: the trials it compared with, and what the unpaired rule would have said
-                "paired": bool(refs.get("acc_ref") or refs.get("loss_ref")),
-                "ref_trial": refs.get("acc_ref"), "loss_ref_trial": refs.get("loss_ref"),
-                "unpaired_reason": unpaired.get("reason", reason),
-                "unpaired_margin": _json_number(unpaired.get("margin", margin)),
-                "unpaired_loss_margin": unpaired.get("loss_margin"),
-                **(as_record(images) if images is not None else {}),
-            })
+                paired=bool(refs.get("acc_ref") or refs.get("loss_ref")),
+                ref_trial=refs.get("acc_ref"), loss_ref_trial=refs.get("loss_ref"),
+                unpaired_reason=unpaired.reason if unpaired else reason,
+                unpaired_margin=_json_number(unpaired.margin if unpaired else margin),
+                unpaired_loss_margin=unpaired.loss_margin if unpaired else None,
+                per_image=as_record(images) if images is not None else {},
+            ))
         return action
 
     def _refs(self, milestone: int, recorded: dict, cutoff: float, cut_loss: float | None,
@@ -249,14 +239,13 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         rungs = dict(bracket._rungs)
         sign = bracket.sign
         for d in earlier:
-            value, loss = d.get("value"), d.get("loss")
-            if d.get("rung") in rungs and isinstance(value, (int, float)) and not math.isnan(value):
-                rungs[d["rung"]][d["trial_id"]] = sign * value
-                if isinstance(loss, (int, float)) and not math.isnan(loss):
-                    bracket.losses[d["rung"]][d["trial_id"]] = float(loss)
-                images = decode(d)
+            if d.rung in rungs and d.value is not None and not math.isnan(d.value):
+                rungs[d.rung][d.trial_id] = sign * d.value
+                if d.loss is not None and not math.isnan(d.loss):
+                    bracket.losses[d.rung][d.trial_id] = d.loss
+                images = d.images
                 if images is not None:
-                    bracket.images[d["rung"]][d["trial_id"]] = images
+                    bracket.images[d.rung][d.trial_id] = images
         list.extend(self.decisions, earlier)  # already in the file
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -292,8 +281,8 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         """Decisions per reason, plus `held`: keeps where plain ASHA would have stopped the trial."""
         counts = {reason: 0 for reason in REASONS}
         for d in self.decisions:
-            counts[d["reason"]] += 1
-        counts["held"] = sum(d["asha_would_stop"] and d["action"] == TrialScheduler.CONTINUE for d in self.decisions)
+            counts[d.reason] += 1
+        counts["held"] = sum(d.asha_would_stop and d.action == TrialScheduler.CONTINUE for d in self.decisions)
         return counts
 
     def debug_string(self) -> str:
@@ -301,15 +290,15 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         return f"{super().debug_string()}\nkept on noise where ASHA would stop: {held}"
 
 
-def make_scheduler(run: Resolved, noise: dict[str, Any], exp_dir: Path, *, metric: str, mode: str) -> TrialScheduler:
-    """The search's scheduler: FIFO, or this ASHA with the validation split's noise inputs
-    (noise.read_noise: its size, majority-class rate, z), logging to <exp_dir>/scheduler.jsonl."""
+def make_scheduler(run: Settings, noise: Noise, exp_dir: Path) -> TrialScheduler:
+    """The search's scheduler: FIFO, or this ASHA on the settings' metric with the validation split's
+    noise inputs (its size, majority-class rate, z), logging to <exp_dir>/scheduler.jsonl."""
     from ray.tune.schedulers import FIFOScheduler
 
     if run.scheduler == "fifo":
         return FIFOScheduler()
     # Absolute: Ray pickles the scheduler, and a resumed search may run from another cwd.
-    return NoiseAwareASHA(n_val=max(1, noise["n_val"]), majority=noise["majority"], z=noise["z"],
+    return NoiseAwareASHA(n_val=max(1, noise.n_val), majority=noise.majority, z=noise.z,
                           log_path=exp_dir.resolve() / DECISIONS_FILE, time_attr="training_iteration",
-                          metric=metric, mode=mode, max_t=run.max_epochs, grace_period=run.grace_period,
+                          metric=run.metric, mode=run.mode, max_t=run.max_epochs, grace_period=run.grace_period,
                           reduction_factor=run.reduction_factor)

@@ -21,8 +21,7 @@ import ast
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..errors import ConfigError, SpaceError
 from ..fmt import first_line
+from ..results.study import quiet_optuna
 from .space_fn import PickledFunction, SpaceFunction, call_space  # noqa: F401 (call_space: API)
 
 SPACES_DIR = "search_spaces"
@@ -175,19 +175,6 @@ def check_spaces(directory: str | Path | None = None) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------------ checking
-@contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna logs every study and trial at INFO; fersearch reports progress itself."""
-    import optuna
-
-    old = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(old)
-
-
 def _check(where: str, fn: Callable, points: list[dict], base: TrainConfig) -> tuple[set[str], set[str]]:
     """Ask the space for configurations and resolve each one; returns (params, constants)."""
     import optuna

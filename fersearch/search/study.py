@@ -17,45 +17,19 @@ declared distributions (what importance analysis and the plots need).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io import cut_torn_tail
-from .experiment import read_meta
+from ..results.study import STUDY_FILE, load_study, storage, study_name
 from .workarounds import TPE_SETTINGS, optuna_search_with_states, remove_journal_lock
 
 if TYPE_CHECKING:
     from .spaces import Space
 
-STUDY_FILE = "study.journal"
 SEARCH_METRIC, MODE = "best_val_acc", "max"
 LATENCY_METRIC = "latency_ms"  # the second objective of --objectives val_acc,latency (minimised)
-
-
-def storage(exp_dir: str | os.PathLike) -> Any:
-    """The experiment's Optuna storage: a JournalStorage on <exp_dir>/study.journal (created if missing)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    # Absolute: Ray pickles the searcher with its storage, and a resumed search may run from another cwd.
-    return JournalStorage(JournalFileBackend(str(Path(exp_dir).resolve() / STUDY_FILE)))
-
-
-def study_name(meta_or_name: Mapping[str, Any] | str) -> str:
-    """The study's name: the experiment's name (from its fersearch.json, or given)."""
-    return meta_or_name if isinstance(meta_or_name, str) else str(meta_or_name["name"])
-
-
-def load_study(exp_dir: str | os.PathLike) -> Any:
-    """The experiment's optuna.Study, or None when it has no study.journal (searches before
-    the study was kept)."""
-    import optuna
-
-    exp_dir = Path(exp_dir)
-    if not (exp_dir / STUDY_FILE).is_file():
-        return None
-    return optuna.load_study(study_name=study_name(read_meta(exp_dir)), storage=storage(exp_dir))
 
 
 def close_study(exp_dir: str | os.PathLike) -> int:

@@ -21,11 +21,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import FersearchError
+from ..results.record import ExperimentRecord, Mlflow
 from .workarounds import pickle_as
 
 DB_FILE = "mlflow.db"
@@ -142,22 +143,23 @@ def _answers(query: Callable[[], Any], value: str) -> None:
                              ) from None
 
 
-def start_parent(exp_dir: Path, meta: dict[str, Any], value: Any) -> dict[str, Any]:
+def start_parent(exp_dir: Path, record: ExperimentRecord, value: Any) -> Mlflow:
     """Create (or, resuming, find) the search's parent run; returns fersearch.json's "mlflow" block."""
-    if meta.get("mlflow"):
-        return dict(meta["mlflow"])
+    if record.mlflow is not None:
+        return record.mlflow
     uri = tracking_uri(value, exp_dir)
     client = _client(uri)
-    name = meta["name"]
+    name = record.name
     exp = client.get_experiment_by_name("fersearch")
     exp_id = exp.experiment_id if exp is not None else client.create_experiment("fersearch")
-    params = {k: meta.get(k) for k in ("trials", "max_epochs", "grace_period", "reduction_factor", "scheduler",
-                                       "sampler", "seed")}
-    params.update(space=meta["space"].get("name", meta["space"].get("path")), data_sha256=meta["data"].get("sha256"))
+    s = record.settings
+    params: dict[str, Any] = {k: getattr(s, k, None) for k in ("trials", "max_epochs", "grace_period",
+                                                               "reduction_factor", "scheduler", "sampler", "seed")}
+    params.update(space=record.space.label, data_sha256=record.data.sha256)
     run = client.create_run(exp_id, run_name=name, tags={"fersearch.experiment": name,
                                                          "fersearch.folder": str(Path(exp_dir).resolve())})
     client.log_batch(run.info.run_id, params=_params(params))
-    return {"uri": uri, "experiment_id": exp_id, "parent_run_id": run.info.run_id}
+    return Mlflow(uri=uri, experiment_id=exp_id, parent_run_id=run.info.run_id)
 
 
 def _params(values: Mapping[str, Any]) -> list:
@@ -184,8 +186,8 @@ def _tracker_class() -> type:
     class MlflowTracker(Callback):
         """Child run per trial under the search's parent run; any MLflow failure: one warning, then off."""
 
-        def __init__(self, record: Mapping[str, Any], hide: frozenset[str], max_epochs: int):
-            self.record = dict(record)
+        def __init__(self, record: Mlflow, hide: frozenset[str], max_epochs: int):
+            self.record = record
             self.hide = hide
             self.max_epochs = max_epochs
             self.runs: dict[str, str] = {}  # trial id -> child run id (kept in Ray's callback state)
@@ -211,7 +213,7 @@ def _tracker_class() -> type:
                 return None
             try:
                 if self._client is None:
-                    self._client = _client(self.record["uri"])
+                    self._client = _client(self.record.uri)
                 return getattr(self._client, fn_name)(*args, **kwargs)
             except Exception as e:
                 self.broken = True  # one warning; the search goes on untracked
@@ -222,8 +224,8 @@ def _tracker_class() -> type:
 
         def _run(self, trial: Any) -> str | None:
             if trial.trial_id not in self.runs:
-                run = self._call("create_run", self.record["experiment_id"], run_name=trial.trial_id,
-                                 tags={"mlflow.parentRunId": self.record["parent_run_id"],
+                run = self._call("create_run", self.record.experiment_id, run_name=trial.trial_id,
+                                 tags={"mlflow.parentRunId": self.record.parent_run_id,
                                        "fersearch.trial_id": trial.trial_id, STATUS_TAG: "running"})
                 if run is None:
                     return None
@@ -263,33 +265,34 @@ def _tracker_class() -> type:
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             if any(not t.is_finished() for t in trials):
                 return  # interrupted: the parent stays open for --resume
-            self._call("set_terminated", self.record["parent_run_id"], "FINISHED")
+            self._call("set_terminated", self.record.parent_run_id, "FINISHED")
 
     return MlflowTracker
 
 
-def make_tracker(record: Mapping[str, Any], hide: Any, max_epochs: int) -> Any:
+def make_tracker(record: Mlflow, hide: Iterable[str], max_epochs: int) -> Any:
     """The Tune callback for fersearch.json's "mlflow" block."""
     return __getattr__("MlflowTracker")(record, frozenset(hide), max_epochs)
 
 
-def log_evaluation(exp_dir: Path, meta: Mapping[str, Any], ev: Any) -> str | None:
-    """`best --evaluate` on a search tracked in MLflow: the winner's test metrics and the best/ folder's
-    files (confusion matrix, report, model) on the parent run. Returns a warning line, or None."""
-    record = meta.get("mlflow")
-    if not record:
+def log_evaluation(exp_dir: Path, experiment: ExperimentRecord, metrics: Mapping[str, object], trial_id: str,
+                   best_dir: Path) -> str | None:
+    """`best --evaluate` on a search tracked in MLflow: the winner's (`trial_id`) test metrics and the
+    best/ folder's files (confusion matrix, report, model) on the parent run. Returns a warning line, or None."""
+    record = experiment.mlflow
+    if record is None:
         return None
     try:
-        client = _client(record["uri"])
-        run_id = record["parent_run_id"]
+        client = _client(record.uri)
+        run_id = record.parent_run_id
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(f"test_{k}", float(v), now, 0) for k, v in ev.metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-        client.log_batch(run_id, metrics=metrics)
-        client.set_tag(run_id, "fersearch.best_trial", ev.best.trial_id)
-        client.log_artifacts(run_id, str(ev.out_dir), artifact_path="best")
+        logged = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        client.log_batch(run_id, metrics=logged)
+        client.set_tag(run_id, "fersearch.best_trial", trial_id)
+        client.log_artifacts(run_id, str(best_dir), artifact_path="best")
     except FersearchError:
         raise
     except Exception as e:

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..results.record import EXPERIMENT_STATE_GLOB
+
 # =============================================================================================== Ray
 
 # ---- Ray's saved-state files (names), Ray 2.60.0
@@ -23,7 +25,6 @@ from typing import Any
 # --resume); the experiment state is also rewritten every few seconds while a search runs, which
 # `fersearch status` reads as the search's heartbeat. Ray's templates: TuneController.CKPT_FILE_TMPL,
 # SearchGenerator.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL, CallbackList.CKPT_FILE_TMPL.
-EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 RAY_STATE_GLOBS = (EXPERIMENT_STATE_GLOB, "search_gen_state-*.json", "searcher-state-*.pkl", "callback-states-*.pkl")
 JSON_STATE_GLOBS = (EXPERIMENT_STATE_GLOB,)  # the others are pickles (search_gen_state-*.json too)
 
