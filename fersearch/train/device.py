@@ -1,5 +1,5 @@
 """Where and in what precision training runs: device choice, bf16 detection, autocast, seeding,
-determinism, and a clock that waits for the device."""
+determinism."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import random
-import time
 
 import numpy as np
 import torch
@@ -88,14 +87,6 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.deterministic = enabled
     # warn_only: an op with no deterministic CUDA kernel warns instead of ending the trial.
     torch.use_deterministic_algorithms(enabled, warn_only=True)
-
-
-def device_clock(device: torch.device) -> float:
-    """perf_counter once the device has finished its queued work: CUDA kernels run
-    asynchronously, so a clock read without a sync times the launches, not the training."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def seed_everything(seed: int) -> None:

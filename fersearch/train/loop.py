@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import paired
@@ -43,9 +44,9 @@ from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..model import build_model
 from .augment import augment_batch
-from .device import autocast, device_clock, resolve_device, resolve_precision, seed_everything, set_deterministic
+from .device import autocast, resolve_device, resolve_precision, seed_everything, set_deterministic
 from .graphs import GraphedEval, GraphedSteps, graphed_eval, portable_optimizer_state, use_graphs
-from .predict import EVAL_BATCH, as_input, log_probs, loss_acc
+from .predict import EVAL_BATCH, as_input, log_probs
 from .progress import EpochProgress
 from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors, training_loss
 
@@ -132,6 +133,7 @@ class _Run:
         self.graphs: GraphedSteps | None = None  # made at the first epoch, after any resume's load
         self.eval_graph: GraphedEval | None = None
         self.eval_tried = False
+        self.perm_host: torch.Tensor | None = None  # pinned, on a GPU: the permutation's copy needs no sync
 
     # -- one epoch of training
     def batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -163,14 +165,25 @@ class _Run:
                                        self.device, (self.aug_gen,), strict=self.cfg.cuda_graphs == "on")
         return self.graphs
 
-    def train_epoch(self, progress: EpochProgress | None) -> tuple[float, float, int, float]:
-        """(mean loss, accuracy, images, seconds) over the training split."""
+    def permutation(self) -> torch.Tensor:
+        """The epoch's seeded order of the training images, on the device. On a GPU it is drawn into
+        pinned memory and copied without a host sync (the epoch's summary syncs before the next draw)."""
+        n = self.train_y.numel()
+        if self.device.type != "cuda":
+            return torch.randperm(n, generator=self.perm_gen)
+        if self.perm_host is None:
+            self.perm_host = torch.empty(n, dtype=torch.long).pin_memory()
+        torch.randperm(n, generator=self.perm_gen, out=self.perm_host)
+        return self.perm_host.to(self.device, non_blocking=True)
+
+    def train_epoch(self, progress: EpochProgress | None) -> tuple[int, _Clock]:
+        """Trains one epoch; returns (images, its clock). The loss and accuracy sums stay on the device."""
         self.model.train()
         self.loss_sum.zero_()
         self.correct.zero_()
         seen, n = 0, self.train_y.numel()
-        start = device_clock(self.device)
-        perm = torch.randperm(n, generator=self.perm_gen).to(self.device)
+        clock = _Clock(self.device)
+        perm = self.permutation()
         graphs = self._graphs()
         replayed = graphs.start_epoch(perm) if graphs is not None else 0
         for i, idx in enumerate(self.batches(perm)):
@@ -183,10 +196,8 @@ class _Run:
                 progress.batch(seen, n, functools.partial(_running, self.loss_sum, self.correct, seen))
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(self.loss_sum):
                 break  # diverged: more steps on NaN/inf weights only waste time
-        elapsed = device_clock(self.device) - start
-        self.trained_images += seen
-        self.trained_s += elapsed
-        return float(self.loss_sum) / max(seen, 1), float(self.correct) / max(seen, 1), seen, elapsed
+        clock.stop()
+        return seen, clock
 
     def validate(self) -> torch.Tensor:
         """The validation split's log-probabilities; replayed from a graph where the run uses graphs."""
@@ -202,18 +213,34 @@ class _Run:
         finally:
             self.model.train()
 
+    def summary(self, val_lp: torch.Tensor, seen: int) -> tuple[float, float, float, float, dict[str, str]]:
+        """(train loss, train accuracy, val loss, val accuracy, per-image record) of the epoch, copied to
+        the host at once: the epoch's one host sync (besides the divergence checks)."""
+        y = self.val_y  # every one labelled (split_tensors)
+        losses = -val_lp.gather(1, y[:, None])[:, 0]
+        right = val_lp.argmax(1) == y
+        head = torch.stack([self.loss_sum.float(), self.correct.float(), F.nll_loss(val_lp, y), right.float().mean()])
+        host = torch.cat([head, right.float(), losses.float()]).cpu().numpy()
+        n = y.numel()
+        record = paired.encode(host[4:4 + n] > 0.5, host[4 + n:])
+        seen = max(seen, 1)
+        return float(host[0]) / seen, float(host[1]) / seen, float(host[2]), float(host[3]), record
+
     def step_epoch(self, progress: EpochProgress | None) -> dict:
         epoch_start = time.perf_counter()
         self.epoch += 1
         lr = self.optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, train_n, train_s = self.train_epoch(progress)
+        train_n, train_clock = self.train_epoch(progress)
+        eval_clock = _Clock(self.device)
+        val_lp = self.validate()
+        eval_clock.stop()
+        train_loss, train_acc, val_loss, val_acc, record = self.summary(val_lp, train_n)
+        train_s, eval_s = train_clock.seconds(), eval_clock.seconds()
+        self.trained_images += train_n
+        self.trained_s += train_s
         images_per_s = train_n / train_s if train_s > 0 else float("nan")
         if not math.isfinite(train_loss):
             return self._diverge(lr, train_loss, train_acc, images_per_s, epoch_start)
-        eval_start = time.perf_counter()
-        val_lp = self.validate()
-        val_loss, val_acc = loss_acc(val_lp, self.val_y)
-        eval_s = time.perf_counter() - eval_start
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_acc)
         elif self.scheduler is not None:
@@ -228,11 +255,11 @@ class _Run:
         self.history.append(metrics)
         # Per validation image (fersearch.paired): not history (text, ~1.5 bytes an image), only the report.
         # train_s / eval_s: where the epoch's time went (bench_gpu.py's headline reads them).
-        return {**metrics, "train_s": train_s, "eval_s": eval_s, **per_image(val_lp, self.val_y)}
+        return {**metrics, "train_s": train_s, "eval_s": eval_s, **record}
 
     def _diverge(self, lr: float, train_loss: float, train_acc: float, images_per_s: float,
                  epoch_start: float) -> dict:
-        """The epoch whose training loss went non-finite: no validation (the weights are broken),
+        """The epoch whose training loss went non-finite: no validation figures (the weights are broken),
         no schedule or early-stopping step; the run ends here."""
         self.diverged = (f"training loss became {train_loss} in epoch {self.epoch} at lr {lr:g}; "
                          f"lower the learning rate")
@@ -319,6 +346,27 @@ class _Run:
         if self.early.best_weights:
             self.model.load_state_dict(self.early.best_weights)
         return self.model.eval()
+
+
+class _Clock:
+    """Seconds of device work without a host sync: CUDA events on a GPU, read after the epoch's one
+    sync (summary); perf_counter on the CPU. Starts when made."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.t0, self.elapsed = time.perf_counter(), 0.0
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            self.elapsed = time.perf_counter() - self.t0
+
+    def seconds(self) -> float:
+        return self.start.elapsed_time(self.end) / 1000 if self.cuda else self.elapsed
 
 
 def per_image(log_probs: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
