@@ -13,7 +13,7 @@ How (torch.cuda.graph's recipe, as airbench and PyTorch's docs do it):
   so an epoch still sees every image.
 - Randomness: dropout draws from the default CUDA generator and augmentation from the run's own
   generator, registered with the graph, so each replay draws fresh numbers.
-- The optimiser is capturable (Adam, AdamW: `capturable=True`; SGD: `fused=True`), and the
+- The optimiser runs its fused kernels, capturable (Adam, AdamW, SGD: `fused=True`), and the
   learning rate the graph reads is a device tensor filled from the param group at each epoch's
   start, so cosine and plateau change it without a re-capture (a re-capture costs the capture
   time bench_gpu.py reports, every epoch; filling a tensor costs one tiny kernel).
@@ -54,12 +54,15 @@ def use_graphs(mode: str, device: torch.device) -> bool:
 
 # ---------------------------------------------------------------- the optimiser, capturable and portable
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Flags that let `step()` be captured, on a new optimiser or one that just loaded a saved state."""
-    fused = isinstance(optimizer, torch.optim.SGD)
+    """Flags that let `step()` be captured, on a new optimiser or one that just loaded a saved state.
+
+    Fused kernels: Adam's fused step is 2 kernels where the capturable multi-tensor one launches one
+    per operation over the parameter list (each costs its launch latency even inside a graph, and the
+    seed CNN's step at batch 64 is made of small kernels), and the multi-tensor SGD reads a tensor lr
+    on the host (.item()), which the fused one does not."""
     for group in optimizer.param_groups:
-        if fused:  # the multi-tensor SGD reads a tensor lr on the host (.item()); the fused kernel does not
-            group["fused"], group["foreach"] = True, False
-        else:
+        group["fused"], group["foreach"] = True, False
+        if "capturable" in group:  # Adam, AdamW: step() refuses to be captured without it
             group["capturable"] = True
     for param, state in optimizer.state.items():
         step = state.get("step")
