@@ -16,10 +16,16 @@ Module names differ from the API names on purpose: importing a submodule
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
-from .config import TrainConfig
-from .errors import FersearchError
+from . import interrupts
+
+if sys.argv[:1] == ["-m"] or sys.argv[0].rsplit("/", 1)[-1] == "fersearch":  # the CLI starting (python -m, script)
+    interrupts.install(armed=False)  # a Ctrl+C while its modules import: exit 130, not a traceback
+
+from .config import TrainConfig  # noqa: E402
+from .errors import FersearchError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -405,8 +405,8 @@ def predict_cmd(
 
 
 def main() -> None:
-    interrupts.install()  # Ctrl+C always stops a command (interrupts.py)
     try:
+        interrupts.install()  # Ctrl+C always stops a command (interrupts.py); one during start-up: 130 now
         app()
     except KeyboardInterrupt:  # one that landed outside a command (parsing, exit): the same 130, no traceback
         interrupts.stopped()

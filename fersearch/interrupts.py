@@ -22,21 +22,32 @@ from contextlib import contextmanager
 
 EXIT_CODE = 130  # 128 + SIGINT: what shells and scripts expect of a command stopped by Ctrl+C
 REPEAT_S = 2.0  # a swallowed interrupt is raised again this often
-_state = {"requested": False, "stopped": False, "deferring": 0, "pending": False}
+_state = {"requested": False, "stopped": False, "deferring": 0, "pending": False, "armed": False}
 _watchdog: list[threading.Thread] = []
 
 
-def install() -> None:
-    """The CLI's SIGINT handler (main thread only; elsewhere Python's stays)."""
+def install(armed: bool = True) -> None:
+    """The CLI's SIGINT handler (main thread only; elsewhere Python's stays). Not armed (while the CLI's
+    modules import, see fersearch/__init__.py): a Ctrl+C is recorded, and `arm` then exits 130 at once."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
+        if armed:
+            arm()
+
+
+def arm() -> None:
+    """From here on a Ctrl+C raises KeyboardInterrupt; one recorded before arming raises now."""
+    _state["armed"] = True
+    if _state["pending"] and not _state["deferring"]:
+        _state["pending"] = False
+        handler(signal.SIGINT, None)
 
 
 def handler(signum: int, frame: object) -> None:
     if _state["stopped"]:
         return  # the command is already on its way out: let its cleanup finish
-    if _state["deferring"]:
-        _state["pending"] = True
+    if _state["deferring"] or not _state["armed"]:
+        _state["pending"] = True  # raised when the block ends, or once the CLI is armed
         return
     _state["requested"] = True
     if not _watchdog:
