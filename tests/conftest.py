@@ -46,7 +46,7 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-# ---- search fixtures (issue: tune) ------------------------------------------
+# ---- search fixtures ---------------------------------------------------------
 FAST_SPACE = '''"""Fast test space: a small CNN that learns within a few epochs on tiny synthetic data."""
 
 
@@ -88,7 +88,7 @@ def tuned_experiment(tmp_path_factory, fast_space, tiny_csv):
     return tune(space=fast_space, data=tiny_csv, name="tuned", results=results, verbose=False, **TUNED).path
 
 
-# ---- best / predict fixtures (issue: best) ----------------------------------
+# ---- best / predict fixtures --------------------------------------------------
 EVALUATE_ARGS = ("--epochs", "2", "--seeds", "2", "--tta")
 EXPERIMENT_FILES = ("fersearch.json", "trials.csv", "history.csv", "study.journal")
 
@@ -123,7 +123,7 @@ def evaluated_experiment(tmp_path_factory, tuned_experiment):
     return exp
 
 
-# ---- bad input / reliability fixtures (issue 11) ----------------------------
+# ---- bad input / reliability fixtures ----------------------------------------
 @pytest.fixture
 def ray_never_started(monkeypatch):
     """ray.init fails the test if called: for mistakes that must be answered before Ray starts."""

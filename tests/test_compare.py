@@ -1,4 +1,4 @@
-"""`fersearch compare` (issue 20): a real search against copies of it changed as another search would differ."""
+"""`fersearch compare`: a real search against copies of it changed as another search would differ."""
 
 from __future__ import annotations
 

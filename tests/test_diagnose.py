@@ -40,7 +40,7 @@ def test_winner_still_improving_names_max_epochs():
 
 
 def test_stops_within_noise_of_the_majority_rate_name_grace_period():
-    """Issue 10's run: trials stopped at epoch 1 while everyone sat at 0.208-0.217."""
+    """A 10-epoch benchmark run: trials stopped at epoch 1 while everyone sat at 0.208-0.217."""
     curves = {f"s{i}": [MAJORITY + 0.003 * (i % 3 - 1)] for i in range(6)}
     curves.update({f"k{i}": [MAJORITY + 0.004 * (i - 1)] + [0.5] * 9 for i in range(3)})
     ranked, history = frames(curves, {f"s{i}": "stopped" for i in range(6)})
@@ -50,7 +50,7 @@ def test_stops_within_noise_of_the_majority_rate_name_grace_period():
 
 
 def test_a_stop_on_val_loss_is_said_as_such_with_its_margin_never_as_noise():
-    """Issue 17's run: a trial the scheduler stopped at epoch 5 on val_loss (its val_acc tied at the
+    """A recorded run: a trial the scheduler stopped at epoch 5 on val_loss (its val_acc tied at the
     majority rate) was reported as stopped where it "could not be told apart". The log says which
     metric decided: the diagnosis names val_loss and the margins, and no noise-stop is left."""
     curves = {"s0": [MAJORITY] * 5, **{f"k{i}": [MAJORITY + 0.002 * (i - 1)] * 5 + [0.5] * 5 for i in range(3)}}
@@ -148,7 +148,7 @@ def test_the_warm_start_seed_point_counts_as_the_seed_configuration():
 
 
 def test_a_tied_top_still_improving_at_the_end_says_the_budget_is_too_short_and_by_how_much():
-    """Issue 21: the two best trials end at 0.66 and 0.65, still rising at epoch 10, and agree on most of
+    """The two best trials end at 0.66 and 0.65, still rising at epoch 10, and agree on most of
     the 600 validation images: a tie the budget cannot break. Said instead of still-improving, naming both
     trials and twice the budget; a clear lead, or a tie whose trials had peaked, says nothing of it."""
     import numpy as np

@@ -1,4 +1,4 @@
-"""Faults injected into real processes during real searches (issue 11): each one is survived.
+"""Faults injected into real processes during real searches: each one is survived.
 
 1. a trial's worker process is SIGKILLed mid-epoch: the trial goes on from its last checkpoint;
 2. the `fersearch tune` driver gets Ctrl+C (SIGINT to its process group): exit 130, a resume
@@ -36,7 +36,7 @@ from fersearch.results.study import load_study
 from fersearch.search.driver import tune
 
 FINISHED = {"completed", "stopped"}
-# checkpoint_every 1: these faults test recovery from the last checkpoint, so every epoch has one (issue 18's
+# checkpoint_every 1: these faults test recovery from the last checkpoint, so every epoch has one (the
 # default of 5 would make a 3-4 epoch trial restart from scratch, as documented).
 SEARCH = {"cpus_per_trial": 1, "gpus": 0, "seed": 0, "verbose": False, "checkpoint_every": 1}  # + their fault's
 

@@ -1,4 +1,4 @@
-"""Reliability and security (issue 11): diverging trials, unusable results folders, two searches of
+"""Reliability and security: diverging trials, unusable results folders, two searches of
 one name, crashes in the middle of a write, and what is never printed, loaded or run.
 
 Every fault is real: a NaN loss from a learning rate that blows up, a read-only or full

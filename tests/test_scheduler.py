@@ -54,7 +54,7 @@ def test_standard_error_of_an_accuracy():
 
 
 def test_everyone_at_the_majority_rate_stops_nobody():
-    """Issue 10's run: at epoch 1 every trial sat at 0.208-0.217; ASHA stopped 9 of 16 there."""
+    """A 10-epoch benchmark run: at epoch 1 every trial sat at 0.208-0.217; ASHA stopped 9 of 16 there."""
     values = [0.212, 0.215, 0.208, 0.217, 0.210, 0.213, 0.209, 0.216, 0.211, 0.214, 0.208, 0.212]
     ours, asha = make(majority=0.215)
     asha_stops = feed(asha, values).count(STOP)

@@ -43,7 +43,7 @@ def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_exper
     assert meta["noise"] == {"n_val": n_val, "majority": pytest.approx(max(val.values()) / n_val), "z": 2.0}
     unpaired = 2 * ((first["value"] * (1 - first["value"]) + first["cutoff"] * (1 - first["cutoff"])) / n_val) ** 0.5
     assert first["unpaired_margin"] == pytest.approx(unpaired)
-    # Paired (issue 21): the margin is z * the McNemar SE against the rung's cutoff trial, on the same images,
+    # Paired: the margin is z * the McNemar SE against the rung's cutoff trial, on the same images,
     # whose per-image record the log holds beside its own decision at that rung.
     assert first["paired"] and first["ref_trial"]
     ref = next(d for d in decisions if d["trial_id"] == first["ref_trial"] and d["rung"] == first["rung"])

@@ -104,7 +104,7 @@ def test_statuses_retries_files_and_reload(tmp_path):
         "completed", 3, 0.5, 2, 0.4]
     assert trials.loc["b", "status"] == "stopped" and trials.loc["c", "status"] == "running"
     assert trials.loc["c", "error"] == "retried after: RuntimeError: worker died"
-    assert list(trials.columns) == [*ex.TRIAL_COLUMNS[1:], *ex.DEPLOY_COLUMNS, "config/lr"]  # deploy: issue 19
+    assert list(trials.columns) == [*ex.TRIAL_COLUMNS[1:], *ex.DEPLOY_COLUMNS, "config/lr"]
     assert (tmp_path / ex.HISTORY_FILE).read_text().count("\nc,1,") == 2  # appended, never rewritten
     history = ex.read_history(tmp_path)
     assert list(history.columns) == list(ex.HISTORY_COLUMNS)

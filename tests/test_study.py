@@ -1,4 +1,4 @@
-"""The tools that open a search folder without fersearch (issue 20), each with its real client: the Optuna study
+"""The tools that open a search folder without fersearch, each with its real client: the Optuna study
 (optuna.load_study: states, values, per-epoch intermediate values), TensorBoard's event reader, and Ray's
 ExperimentAnalysis."""
 

@@ -1,4 +1,4 @@
-"""Ties with the best (issue 21): on a crafted study folder whose per-image records make two trials
+"""Ties with the best: on a crafted study folder whose per-image records make two trials
 tied with the best and one clearly not, `find_ties` gives exactly the trials within z paired SE,
 `fersearch best` lists them, and `best --evaluate` retrains the tied configurations (validation
 only) and keeps the highest mean val_acc; `--ties 1` retrains the best alone."""

@@ -1,4 +1,4 @@
-"""MLflow tracking (issue 20): a real search's store read back with mlflow.search_runs; the flag's mistakes;
+"""MLflow tracking: a real search's store read back with mlflow.search_runs; the flag's mistakes;
 a store that breaks mid-run costs the search nothing."""
 
 from __future__ import annotations

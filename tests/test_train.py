@@ -413,7 +413,7 @@ def test_trains_on_a_gpu_with_resume():
     assert resumed.epochs == 2 and next(resumed.model.parameters()).is_cuda
 
 
-# ------------------------------------------------------------------ issue 18: the GPU path, as a CPU shows it
+# ------------------------------------------------------------------ the GPU path, as a CPU shows it
 @pytest.mark.parametrize("capability, native", [((6, 1), False), ((7, 0), False), ((7, 5), False), ((8, 0), True),
                                                 ((8, 6), True), ((9, 0), True)])
 def test_bf16_only_from_ampere_on_not_emulated(capability, native):
@@ -446,7 +446,7 @@ def test_resume_from_a_best_epoch_state_equals_an_uninterrupted_run():
 
 def _gpu_state_of(state: dict, legacy: bool) -> dict:
     """A CPU state turned into what a CUDA trial saves: a 16-byte Philox augmentation state and
-    its GPU's RNG (legacy: no aug_device, every visible GPU's state, as before issue 18)."""
+    its GPU's RNG (legacy: no aug_device, every visible GPU's state, as older checkpoints hold)."""
     philox = torch.zeros(16, dtype=torch.uint8)
     rng = {**state["rng"], "aug": philox, "aug_device": "cuda", "cuda": [philox.clone()]}
     if legacy:
