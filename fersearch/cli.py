@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 from . import interrupts
 from .errors import FersearchError
 from .search.guard import full_disk_error
-from .search.options import cli_signature, from_cli
+from .search.options import Sampler, Scheduler, SearchOptions
 
 
 class _Group(TyperGroup):
@@ -64,6 +64,7 @@ DataOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars; print only the result.")]
+_TUNE = SearchOptions()  # `tune`'s defaults: SearchOptions' own
 SYNTH_PRESETS = Literal["default", "hard"]  # data.presets.PRESETS (not imported: --help stays light; a test compares)
 
 
@@ -72,7 +73,6 @@ def _main() -> None:
     """Distributed hyperparameter search for facial-expression CNNs on FER2013."""
 
 
-# ---- data commands (issue: data layer) -------------------------------------
 ResizeOpt = Annotated[
     bool, typer.Option("--resize", help="Scale images that are not 48x48 (image folders) to 48x48 instead of "
                        "stopping with an error.")
@@ -142,7 +142,6 @@ def data_preview_cmd(
     typer.echo(f"wrote {written}")
 
 
-# ---- train command (issue: trainer) ----------------------------------------
 @app.command("train")
 def train_cmd(
     data: DataOpt = None,
@@ -180,12 +179,99 @@ def train_cmd(
     typer.echo(json_text(summary) if json_out else format_summary(summary))
 
 
-# ---- tune / spaces / status commands (issue: tune) ------------------------
-def tune_cmd(**settings) -> None:
+@app.command("tune")
+def tune_cmd(
+    space: Annotated[Optional[str], typer.Option(
+        "--space", show_default=False,
+        help="Search space: a .py file or a name from `fersearch spaces` (default: wide, which found "
+             "better models than seed per trial and per minute on the default data).")] = None,
+    data: DataOpt = None,
+    trials: Annotated[int, typer.Option(
+        "--trials",
+        help="Configurations to try (Optuna proposals).")] = _TUNE.trials,
+    gpus: Annotated[Optional[int], typer.Option(
+        "--gpus", show_default=False,
+        help="GPUs the search may use (default: all the Ray cluster has; none = CPUs).")] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option(
+        "--gpus-per-trial", show_default=False,
+        help="GPU share per trial, at most 1; fractions pack several small CNNs on one GPU (default: 0.25 "
+             "with GPUs; raised so that the trials at once spread over every GPU).")] = None,
+    cpus_per_trial: Annotated[Optional[float], typer.Option(
+        "--cpus-per-trial", show_default=False,
+        help="CPU share per trial (fractions allowed); its torch thread count is the whole part, at least "
+             "1 (default: 1).")] = None,
+    max_epochs: Annotated[int, typer.Option(
+        "--max-epochs",
+        help="Epochs a trial may train at most (ASHA's max_t).")] = _TUNE.max_epochs,
+    checkpoint_every: Annotated[int, typer.Option(
+        "--checkpoint-every",
+        help="Epochs between a trial's checkpoints (also at ASHA's rungs and its last epoch); a crashed "
+             "trial is retried from its last one, so a crash costs it up to N-1 epochs.")] = _TUNE.checkpoint_every,
+    grace_period: Annotated[Optional[int], typer.Option(
+        "--grace-period", show_default=False,
+        help="Epochs every trial gets before ASHA may stop it (default: max-epochs/6, >= 1).")] = None,
+    reduction_factor: Annotated[float, typer.Option(
+        "--reduction-factor",
+        help="ASHA keeps the best 1/R of trials at each rung.")] = _TUNE.reduction_factor,
+    scheduler: Annotated[Scheduler, typer.Option(
+        "--scheduler",
+        help="asha (stop trials clearly below the others at a rung, beyond the noise of the validation "
+             "split, on val_acc or, where val_acc ties, on val_loss; decisions in scheduler.jsonl) or fifo "
+             "(run all to the end).")] = _TUNE.scheduler,
+    sampler: Annotated[Sampler, typer.Option(
+        "--sampler",
+        help="mix (mutations of the best trial so far, the warm-start recipes' neighbourhood early on, TPE "
+             "for the rest; each trial's source in trials.csv), tpe (Optuna TPE alone) or random; all "
+             "seeded.")] = _TUNE.sampler,
+    objectives: Annotated[str, typer.Option(
+        "--objectives",
+        help="What the sampler optimises: val_acc, or val_acc,latency (accuracy up and batch-1 CPU latency "
+             "down together: Optuna keeps a Pareto front; ASHA still stops trials on val_acc).")] = _TUNE.objectives,
+    seed: Annotated[int, typer.Option(
+        "--seed",
+        help="Seed of the sampler and of every trial's training.")] = _TUNE.seed,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", show_default=False,
+        help="Experiment name under --results (default: <space>-<timestamp>).")] = None,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Where experiments go (default: results/). With --address: a path every node shares, or a URI "
+             "Ray accepts (s3://, gs://, file://).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", show_default=False,
+        help="Join an existing Ray cluster (auto or host:port) instead of starting a local one.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume",
+        help="Continue the interrupted search --name: finished trials stay, the rest run; space, trials, "
+             "epochs and ASHA settings come from the original search.")] = False,
+    dashboard_host: Annotated[str, typer.Option(
+        "--dashboard-host",
+        help="Interface the local Ray dashboard binds to (warns unless loopback).")] = _TUNE.dashboard_host,
+    dashboard_port: Annotated[Optional[int], typer.Option(
+        "--dashboard-port", show_default=False,
+        help="Port of the local Ray dashboard (default: Ray's, 8265).")] = None,
+    mlflow: Annotated[bool, typer.Option(
+        "--mlflow", show_default=False,
+        help="Track the search in MLflow (a parent run, a child run per trial) in a local store, "
+             "sqlite:///results/<name>/mlflow.db. Needs fersearch[mlflow].")] = False,
+    mlflow_uri: Annotated[Optional[str], typer.Option(
+        "--mlflow-uri", show_default=False,
+        help="Track the search in this MLflow tracking store instead (http://host:5000, sqlite:///file.db; "
+             "implies --mlflow).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", show_default=False,
+        help="No live view; print only the summary.")] = False,
+) -> None:
     """Search hyperparameters with Ray Tune + Optuna (TPE) + ASHA; results in results/<name>/."""
     from .search.driver import tune
 
-    result = tune(from_cli(settings))
+    result = tune(SearchOptions(
+        space=space, data=data, trials=trials, gpus=gpus, gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial, max_epochs=max_epochs, checkpoint_every=checkpoint_every,
+        grace_period=grace_period, reduction_factor=reduction_factor, scheduler=scheduler, sampler=sampler,
+        objectives=objectives, seed=seed, name=name, results=results, address=address, resume=resume,
+        dashboard_host=dashboard_host, dashboard_port=dashboard_port, mlflow=mlflow, mlflow_uri=mlflow_uri,
+        verbose=not quiet))
     for line in result.summary():
         typer.echo(line)
     if result.best and not result.interrupted:  # the rules live in report/ (search/ cannot import it)
@@ -196,11 +282,6 @@ def tune_cmd(**settings) -> None:
             typer.echo(line)
     if result.interrupted:
         raise typer.Exit(130)  # interrupted: scripts (and `make demo`) must not go on as if it had finished
-
-
-# every option, its default and help: SearchOptions' fields
-tune_cmd.__signature__ = cli_signature()  # type: ignore[attr-defined]
-app.command("tune")(tune_cmd)
 
 
 @app.command("spaces")
@@ -246,7 +327,6 @@ def status_cmd(
         typer.echo(format_status(st, width or None))
 
 
-# ---- best / predict commands (issue: best) ---------------------------------
 _ExperimentsDirOpt = Annotated[
     Optional[Path], typer.Option("--results", help="Directory holding the experiments (default: results/).")
 ]
@@ -273,7 +353,8 @@ def best_cmd(
     ] = 1,
     ties: Annotated[int, typer.Option("--ties", help="With --evaluate: retrain up to K configurations tied with "
                                       "the best (within validation noise), max(--seeds, 2) seeds each, and keep the "
-                                      "highest mean val_acc; 1 (default): the best alone.")] = 1,  # tiebreak.DEFAULT_TIES
+                                      "highest mean val_acc; 1 (default): the best alone.")
+                    ] = 1,  # tiebreak.DEFAULT_TIES
     tta: Annotated[bool, typer.Option("--tta", help="Also report horizontal-flip test-time augmentation.")] = False,
     split: Annotated[
         Literal["test", "val"], typer.Option("--split", help="Split to evaluate on: test (PrivateTest) or val (when "

@@ -184,7 +184,7 @@ def test_choice_flags_list_their_values_in_help_and_refuse_others_in_one_line():
     from fersearch.data.presets import PRESETS
 
     assert get_args(cli.SYNTH_PRESETS) == PRESETS  # cli.py does not import data/ (a light --help)
-    for args, shown in ((["tune"], ("<asha|fifo>", "<tpe|random>")), (["best"], ("<test|val>",)),
+    for args, shown in ((["tune"], ("<asha|fifo>", "<mix|tpe|random>")), (["best"], ("<test|val>",)),
                         (["data", "synth"], ("<default|hard>",)), (["data", "preview"], ("<train|val|test>",))):
         out = runner.invoke(app, [*args, "--help"], terminal_width=200).output
         assert all(s in out for s in shown), (args, out)
