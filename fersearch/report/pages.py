@@ -69,14 +69,6 @@ def write_pages(ctx: ReportContext) -> tuple[Path, Path]:
     return html_path, md_path
 
 
-def render_html(ctx: ReportContext) -> str:
-    return pm.render_html(build_page(ctx))
-
-
-def render_markdown(ctx: ReportContext) -> str:
-    return pm.render_markdown(build_page(ctx))
-
-
 # ---------------------------------------------------------------- what the page says
 def headline(ctx: ReportContext) -> list[tuple[str, str, str]]:
     """(label, value, detail) figures shown at the top of both pages."""
