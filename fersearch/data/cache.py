@@ -65,16 +65,17 @@ def _load_cache(path: Path, fmt: str, resize: bool, log: Log, *, stamp=None, sha
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if (meta.get("version"), meta.get("format"), meta.get("resize")) != (CACHE_VERSION, fmt, resize):
+            header = json.loads(str(z["meta"]))  # the cache's own header (version, source stamp, hash)
+            if (header.get("version"), header.get("format"), header.get("resize")) != (CACHE_VERSION, fmt, resize):
                 return None
-            if (stamp is not None and meta.get("stamp") != stamp) or (sha is not None and meta.get("sha256") != sha):
+            if ((stamp is not None and header.get("stamp") != stamp)
+                    or (sha is not None and header.get("sha256") != sha)):
                 return None
-            parsed = Parsed(z["images"], z["labels"], z["usage"], list(meta.get("notes", [])))
+            parsed = Parsed(z["images"], z["labels"], z["usage"], list(header.get("notes", [])))
         n = len(parsed.labels)
         if parsed.images.shape != (n, SIZE, SIZE) or parsed.images.dtype != np.uint8 or len(parsed.usage) != n:
             raise ValueError("arrays have inconsistent shapes")
-        return parsed, meta["sha256"]
+        return parsed, header["sha256"]
     except Exception as e:  # any damage (truncated zip, bad JSON, missing key) just means: parse again
         log(f"ignoring unreadable cache {path} ({type(e).__name__}); reading the source again")
         return None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ..config import TrainConfig
 from ..io import atomic_write_text, timestamp, versions, write_json
 from ..results.experiment import results_root
 from . import analysis as an
@@ -26,13 +27,17 @@ from .pages import PARETO, ReportContext, write_pages
 from .run import history_csv
 from .tiebreak import DEFAULT_TIES
 
+if TYPE_CHECKING:
+    from ..data import FerData
+    from ..train.loop import FitResult
+
 BEST_DIR = "best"
 
 
 @dataclass
 class Evaluation:
     best: BestTrial
-    config: Any  # the TrainConfig retrained (epochs = budget, seed = the kept run's seed)
+    config: TrainConfig  # retrained (epochs = budget, seed = the kept run's seed)
     metrics: dict[str, Any]  # metrics.json
     tta_metrics: dict[str, Any] | None
     seed_runs: list[dict[str, Any]]
@@ -58,12 +63,12 @@ class RetrainRun:
     """One retrain: its seed, what fit returned, and its predicted probabilities on the split."""
 
     seed: int
-    fit: Any  # train.FitResult
+    fit: FitResult
     probs: np.ndarray
     tta_probs: np.ndarray | None
 
 
-def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: Any, elapsed: float) -> None:
+def write_files(out: Path, ev: Evaluation, run: RetrainRun, fer: FerData, elapsed: float) -> None:
     from ..deploy import ONNX_FILE, export_onnx
     from ..model import save_model
     from ..train.predict import MODEL_FILE
@@ -138,7 +143,7 @@ def evaluate_command(ev: Evaluation) -> str:
     return f"fersearch best {bt.name if under_default else bt.experiment} --evaluate{flags}"
 
 
-def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
+def reproduce_commands(ev: Evaluation, fer: FerData) -> dict[str, str]:
     bt = ev.best
     data = bt.record.data.path or fer.source
     return {
@@ -149,7 +154,7 @@ def reproduce_commands(ev: Evaluation, fer: Any) -> dict[str, str]:
     }
 
 
-def _notes(ev: Evaluation, fer: Any) -> list[str]:
+def _notes(ev: Evaluation, fer: FerData) -> list[str]:
     notes = []
     if getattr(fer, "synthetic", False):
         notes.append("These figures are on the synthetic stand-in data set, not on FER2013; put fer2013.csv in "
@@ -160,7 +165,7 @@ def _notes(ev: Evaluation, fer: Any) -> list[str]:
     return notes
 
 
-def provenance(ev: Evaluation, fer: Any, elapsed: float, run: RetrainRun) -> dict[str, Any]:
+def provenance(ev: Evaluation, fer: FerData, elapsed: float, run: RetrainRun) -> dict[str, Any]:
     """best/fersearch.json: what made these results (command, data, seeds, device, versions)."""
     bt = ev.best
     return {

@@ -7,7 +7,7 @@ shows the same figures as metrics.json and the report pages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -15,12 +15,17 @@ from ..fmt import acc, cells, num
 from .analysis import config_diff
 from .tiebreak import tie_break_lines, tie_lines
 
+if TYPE_CHECKING:
+    from .best import BestTrial
+    from .bestdir import Evaluation
+    from .diagnose import Diagnosis
+
 
 def format_table(df: pd.DataFrame) -> str:
     return cells(df).to_string(index=False)
 
 
-def format_best(bt: Any, n: int = 5) -> str:
+def format_best(bt: BestTrial, n: int = 5) -> str:
     """What `fersearch best` prints: the winner, how it was judged, its config, the top trials."""
     a = bt.analysis
     counts = ", ".join(f"{c} {s}" for s, c in sorted(a.counts.items(), key=lambda kv: -kv[1]))
@@ -42,12 +47,12 @@ def format_best(bt: Any, n: int = 5) -> str:
     return "\n".join(lines)
 
 
-def closing_lines(bt: Any) -> list[str]:
+def closing_lines(bt: BestTrial) -> list[str]:
     """What `fersearch tune` prints after its summary: the ties with the best, then the diagnoses."""
     return ["", *tie_lines(bt.analysis.ties), *diagnosis_lines(bt.analysis.diagnoses)]
 
 
-def diagnosis_lines(diagnoses: Sequence[Any]) -> list[str]:
+def diagnosis_lines(diagnoses: Sequence[Diagnosis]) -> list[str]:
     """The search's diagnoses (report.diagnose), one bullet each, after a blank line and a title."""
     return ["", "what the search saw:", *(f"  - {d.message}" for d in diagnoses)] if diagnoses else []
 
@@ -57,7 +62,7 @@ def _figures(m: dict[str, Any]) -> str:
             f"weighted F1 {acc(m['weighted_f1'])}")
 
 
-def format_evaluation(ev: Any) -> str:
+def format_evaluation(ev: Evaluation) -> str:
     """What `fersearch best --evaluate` prints after training: figures, report, files."""
     m, t = ev.metrics, ev.tta_metrics
     lines = [f"{m['split']} split, n={m['n']}: {_figures(m)}"]

@@ -38,6 +38,7 @@ from .metrics import classification_report_text, compute_metrics, predictions_fr
 
 if TYPE_CHECKING:
     from ..data import FerData
+    from ..train.loop import FitResult
 
 BEST_DIR = bestdir.BEST_DIR
 SPLITS = ("test", "val")
@@ -149,7 +150,7 @@ def _recorded_data_path(record: ExperimentRecord, experiment: Path | None) -> Pa
                           "run from the directory the search ran in, or restore the file")
 
 
-def split_with_labels(fer: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+def split_with_labels(fer: FerData, split: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = fer.subset(split)
     if len(labels) == 0:
         raise DataError(f"data {fer.source} has no {split} split; evaluate on another with --split "
@@ -163,7 +164,7 @@ def split_with_labels(fer: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- retrain and assemble
-def _retrain_tie_set(bt: BestTrial, ties: int, seeds: int, fer: Any, budget: int, threads: int | None,
+def _retrain_tie_set(bt: BestTrial, ties: int, seeds: int, fer: FerData, budget: int, threads: int | None,
                      progress: bool, log: Log) -> tuple[BestTrial, list[tuple[int, Any]], dict[str, Any] | None]:
     """Retrain the winner, or each configuration of its tie set (report/tiebreak.py), on validation
     only. Returns the pick, its (seed, FitResult) runs and the tie-break record (None without a tie)."""
@@ -181,7 +182,8 @@ def _retrain_tie_set(bt: BestTrial, ties: int, seeds: int, fer: Any, budget: int
     return configs[picked], list(zip(seed_lists[picked], fits[picked])), record
 
 
-def _retrain(bt: BestTrial, fer: Any, budget: int, seed: int, threads: int | None, progress: bool, log: Log) -> Any:
+def _retrain(bt: BestTrial, fer: FerData, budget: int, seed: int, threads: int | None, progress: bool,
+             log: Log) -> FitResult:
     """One retrain of the trial's configuration from scratch: train.FitResult (validation only)."""
     from ..train import fit
 
@@ -194,7 +196,7 @@ def _retrain(bt: BestTrial, fer: Any, budget: int, seed: int, threads: int | Non
     return result
 
 
-def _score(result: Any, seed: int, images: np.ndarray, tta: bool) -> RetrainRun:
+def _score(result: FitResult, seed: int, images: np.ndarray, tta: bool) -> RetrainRun:
     """A retrained model's probabilities on the split to score."""
     from ..train import predict_proba
 
@@ -202,7 +204,7 @@ def _score(result: Any, seed: int, images: np.ndarray, tta: bool) -> RetrainRun:
     return RetrainRun(seed, result, probs, predict_proba(result.model, images, tta=True) if tta else None)
 
 
-def _assemble(bt: BestTrial, fer: Any, labels: np.ndarray, split: str, runs: list[RetrainRun], kept: int,
+def _assemble(bt: BestTrial, fer: FerData, labels: np.ndarray, split: str, runs: list[RetrainRun], kept: int,
               budget: int, tta: bool) -> Evaluation:
     names = tuple(fer.names)
     run = runs[kept]
@@ -228,7 +230,7 @@ def _assemble(bt: BestTrial, fer: Any, labels: np.ndarray, split: str, runs: lis
 
 
 # ---------------------------------------------------------------- best/, all or nothing
-def write_best_dir(ev: Evaluation, run: RetrainRun, fer: Any, *, elapsed: float) -> Path:
+def write_best_dir(ev: Evaluation, run: RetrainRun, fer: FerData, *, elapsed: float) -> Path:
     """Write every result file into a temp dir beside best/, then swap it in."""
     exp = ev.best.experiment
     tmp = Path(tempfile.mkdtemp(dir=exp, prefix=".best.tmp-"))

@@ -12,12 +12,15 @@ the best-of rule). The winner is picked by one of two rules, said wherever it is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..results.experiment import pareto_front
 from .plots import _figure, _save, _styled
+
+if TYPE_CHECKING:
+    from .best import BestTrial
 
 FRONT_COLUMNS = ("trial_id", "best_val_acc", "latency_ms", "params", "onnx_bytes", "status")
 
@@ -61,7 +64,7 @@ def format_front(trials: pd.DataFrame, picked: str, max_latency_ms: float | None
     return "\n".join(lines)
 
 
-def format_best_and_front(bt: Any, max_latency_ms: float | None) -> str:
+def format_best_and_front(bt: BestTrial, max_latency_ms: float | None) -> str:
     """What `fersearch best` prints: the winner (report.console.format_best), then the front if there is one."""
     from .console import format_best
 

@@ -19,10 +19,11 @@ from typing import Any, TextIO
 
 from ..fmt import acc, clock, text_table
 from ..results.experiment import TrialStatus
+from ..results.state import TrialState
 
 
 # ------------------------------------------------------------------ the lines
-def status_line(state: Any, elapsed: float, width: int | None = None, final: bool = False,
+def status_line(state: TrialState, elapsed: float, width: int | None = None, final: bool = False,
                 params: bool = True) -> str:
     """Counts of the search's trials and its best so far, in one line. `params`: the best trial's
     hyperparameters too (the terminal's line); a log file gets its id and value only, every line."""
@@ -47,7 +48,7 @@ def status_line(state: Any, elapsed: float, width: int | None = None, final: boo
     return line if width is None else line[:width]
 
 
-def end_line(state: Any, trial_id: str, elapsed: float) -> str:
+def end_line(state: TrialState, trial_id: str, elapsed: float) -> str:
     """How a trial ended: stopped by ASHA, completed, or failed; at which epoch; its best."""
     row, max_epochs = state.rows[trial_id], state.max_epochs
     epochs = row["epochs"] or 0
@@ -67,7 +68,7 @@ def recover_line(trial_id: str, error: str, elapsed: float) -> str:
     return f"[{clock(elapsed)}] trial {trial_id} crashed, retrying from its last checkpoint: {error}"
 
 
-def trial_table(state: Any, max_rows: int = 20) -> Any:
+def trial_table(state: TrialState, max_rows: int = 20) -> Any:
     """A rich Table: the best trial so far, then the running ones (best first)."""
     best = state.best()
     running = sorted((r for r in state.running() if r is not best), key=lambda r: -(r["best_val_acc"] or 0.0))
@@ -118,7 +119,7 @@ class LiveView:
         return self._tty
 
     # ---- what the recorder calls
-    def update(self, state: Any, elapsed: float, *, changed: bool = True, force: bool = False,
+    def update(self, state: TrialState, elapsed: float, *, changed: bool = True, force: bool = False,
                line: str | None = None) -> None:
         """After an event: `line` to keep (a trial ended) is printed at once; the status is
         redrawn when due (`force`: now, on a terminal; a new best, say)."""
@@ -140,7 +141,7 @@ class LiveView:
         self._last_print = now
         self._dirty = False
 
-    def close(self, state: Any, elapsed: float) -> None:
+    def close(self, state: TrialState, elapsed: float) -> None:
         """The search ended: the table goes, the final status line stays."""
         if self._live is not None:
             self._live.stop()
@@ -170,7 +171,7 @@ class LiveView:
             self._console = Console(file=self.stream, force_terminal=True, highlight=False)
         return self._console
 
-    def _draw(self, state: Any, elapsed: float) -> None:
+    def _draw(self, state: TrialState, elapsed: float) -> None:
         from rich.console import Group
         from rich.live import Live
         from rich.text import Text
