@@ -17,7 +17,6 @@ from .tiebreak import tie_break_lines, tie_lines
 
 if TYPE_CHECKING:
     from .best import BestTrial
-    from .bestdir import Evaluation
     from .diagnose import Diagnosis
 
 
@@ -62,7 +61,7 @@ def _figures(m: dict[str, Any]) -> str:
             f"weighted F1 {acc(m['weighted_f1'])}")
 
 
-def format_evaluation(ev: Evaluation) -> str:
+def format_evaluation(ev: Any) -> str:  # a bestdir.Evaluation (bestdir imports this module's callers)
     """What `fersearch best --evaluate` prints after training: figures, report, files."""
     m, t = ev.metrics, ev.tta_metrics
     lines = [f"{m['split']} split, n={m['n']}: {_figures(m)}"]
