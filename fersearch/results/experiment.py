@@ -78,6 +78,9 @@ HISTORY_TIMING_COLUMNS = HISTORY_COLUMNS[-5:]
 # or cuda: a trial holding a GPU that torch could not see says cpu), after TRIAL_COLUMNS;
 # optional on reading: searches made before they existed lack them.
 DEPLOY_COLUMNS = ("latency_ms", "params", "onnx_bytes", "device")
+# Where each trial's configuration came from (search/sampler.py: recipe, prior, incumbent, tpe, random), after
+# DEPLOY_COLUMNS; only in searches whose sampler says (--sampler mix), so optional on reading.
+SOURCE_COLUMN = "source"
 PARAM_PREFIX = "config/"
 # Read as text so ids like "0e1" or gpu lists like "0,1" are never turned into numbers.
 _TEXT_COLUMNS = {"trial_id": str, "status": str, "node": str, "gpu_ids": str, "error": str, "config_json": str}

@@ -110,13 +110,14 @@ class TrialState:
         self._score(trial_id)
 
     # ---- Tune's events
-    def add(self, trial_id: str, config_json: str, params: Mapping[str, Any]) -> None:
-        """A trial Tune created (not started yet); known trials are left as they are."""
+    def add(self, trial_id: str, config_json: str, params: Mapping[str, Any], source: str = "") -> None:
+        """A trial Tune created (not started yet); known trials are left as they are. `source`: where
+        its configuration came from (the mix sampler's word: trials.csv's source column), if said."""
         if trial_id in self.rows:
             return
         self._put({"trial_id": trial_id, "status": TrialStatus.PENDING, "epochs": 0, "best_val_acc": None,
                    "best_epoch": None, "last_val_acc": None, "node": "", "gpu_ids": "", "error": "",
-                   "config_json": config_json,
+                   "config_json": config_json, **({"source": source} if source else {}),
                    **{PARAM_PREFIX + k: v for k, v in params.items()}})
         if trial_id in self.accs:  # reported before a crash, before trials.csv was saved
             self._catch_up(trial_id)

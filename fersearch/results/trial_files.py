@@ -16,7 +16,15 @@ from typing import Any
 
 from ..fmt import int_or_none, json_value, missing
 from ..io import atomic_write, cut_torn_tail
-from .experiment import DEPLOY_COLUMNS, HISTORY_COLUMNS, HISTORY_FILE, PARAM_PREFIX, TRIAL_COLUMNS, TRIALS_FILE
+from .experiment import (
+    DEPLOY_COLUMNS,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    PARAM_PREFIX,
+    SOURCE_COLUMN,
+    TRIAL_COLUMNS,
+    TRIALS_FILE,
+)
 
 _INT_COLUMNS = ("epochs", "best_epoch", "epoch")  # never "4.0" for 4
 
@@ -63,7 +71,8 @@ class TrialsFile:
         rows = list(rows)
         if params is None:
             params = {k for row in rows for k in row if str(k).startswith(PARAM_PREFIX)}
-        columns = [*TRIAL_COLUMNS, *DEPLOY_COLUMNS, *sorted(params)]
+        sources = [SOURCE_COLUMN] if any(row.get(SOURCE_COLUMN) for row in rows) else []
+        columns = [*TRIAL_COLUMNS, *DEPLOY_COLUMNS, *sources, *sorted(params)]
         if columns != self._columns or changed is None:  # a new parameter column: every line changes
             self._columns, self._lines = columns, {}
         for trial_id in changed or ():

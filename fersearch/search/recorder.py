@@ -26,7 +26,7 @@ from ..results.experiment import HISTORY_FILE, PER_IMAGE_FILE, TRIALS_FILE
 from ..results.state import TrialState
 from ..results.trial_files import HistoryFile, TrialsFile
 from .live import LiveView, end_line, recover_line
-from .workarounds import pickle_as
+from .workarounds import PROPOSAL_SOURCES, pickle_as
 
 SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at most this stale
 # Ray restores a resumed search's callbacks as the first run pickled them; the driver sets this to
@@ -103,7 +103,8 @@ def _recorder_class() -> type:
             for t in [*trials[self._seen:], *([trial] if trial is not None else [])]:
                 if t.trial_id not in self.state.rows:
                     params = {k: v for k, v in t.config.items() if k not in self.hide}
-                    self.state.add(t.trial_id, json.dumps(self.to_config(t.config).to_dict()), params)
+                    self.state.add(t.trial_id, json.dumps(self.to_config(t.config).to_dict()), params,
+                                   source=PROPOSAL_SOURCES.get(t.trial_id, ""))
             self._seen = len(trials)
 
         def _save(self, force: bool = False) -> None:

@@ -205,6 +205,12 @@ def trial_end_state(result: dict | None, error: bool, max_epochs: int | None) ->
     return None
 
 
+# ---- Proposal sources, Ray 2.60.0: which study trial a Ray trial is, only the searcher knows (OptunaSearch._ot_trials,
+# private); the recorder (a Tune callback in the same driver process) reads each trial's source (search/sampler.py)
+# here for trials.csv. The study trial also gets user attr ray_trial_id: the study joins trials.csv by it.
+PROPOSAL_SOURCES: dict[str, str] = {}
+
+
 def optuna_search_with_states(module: str) -> type:
     """Ray's OptunaSearch telling PRUNED and FAIL as above; registered as <module>.OptunaSearchWithStates
     (Ray pickles the searcher into tuner.pkl: --resume must find the class)."""
@@ -212,6 +218,15 @@ def optuna_search_with_states(module: str) -> type:
 
     class OptunaSearchWithStates(OptunaSearch):
         max_epochs: int | None = None
+
+        def suggest(self, trial_id: str) -> dict | None:
+            config = super().suggest(trial_id)
+            ot = self._ot_trials.get(trial_id)
+            if config is not None and ot is not None:
+                ot.set_user_attr("ray_trial_id", trial_id)
+                if ot.user_attrs.get("source"):
+                    PROPOSAL_SOURCES[trial_id] = str(ot.user_attrs["source"])
+            return config
 
         def _told_before(self, trial_id: str) -> bool:
             # On --resume the study journal may hold a trial's end that Ray's saved searcher state (older:
