@@ -162,3 +162,18 @@ def test_the_sampler_pickles_mid_search_and_carries_on_alike():
         study.tell(t, score(t.params))
     copy = pickle.loads(pickle.dumps(sampler))
     assert type(copy) is MixSampler and copy._space.source == space.fn.source
+
+
+@pytest.mark.slow
+def test_a_real_search_with_the_default_sampler_says_each_trials_source(tuned_experiment):
+    """`fersearch tune` as shipped (the mix sampler): trials.csv's source column and the study's user attrs agree."""
+    import pandas as pd
+
+    from fersearch.search.study import load_study
+
+    trials = pd.read_csv(tuned_experiment / "trials.csv", dtype={"trial_id": str})
+    study = load_study(tuned_experiment)
+    by_ray_id = {t.user_attrs["ray_trial_id"]: t.user_attrs["source"] for t in study.trials}
+    assert len(trials) == len(study.trials) == 6 and set(trials["source"]) <= set(SOURCES)
+    assert dict(zip(trials["trial_id"], trials["source"])) == by_ray_id
+    assert len(set(configs(study))) == 6
