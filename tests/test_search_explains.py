@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from fersearch import paired
 from fersearch.cli import app
+from fersearch.results.decisions import read_decisions
 from fersearch.results.experiment import read_history, read_per_image
-from fersearch.search.noise import REASONS, read_decisions
+from fersearch.results.noise import REASONS
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search.py"
 LEARNS, STUCK = 5e-3, 1e-6  # learning rates of the fast CNN: learns within 2 epochs / stays at chance
@@ -33,23 +34,23 @@ stuck_or_learning.points = [{"lr": lr} for lr in (LEARNS, LEARNS, STUCK, LEARNS,
 def test_asha_search_logs_its_decisions_and_best_explains_the_search(tuned_experiment):
     decisions = read_decisions(tuned_experiment)
     assert decisions, "an ASHA search logs a decision at each rung it reaches"
-    assert {d["reason"] for d in decisions} <= set(REASONS)
-    assert all(d["rung"] in (1, 2) and d["action"] in ("CONTINUE", "STOP") for d in decisions)  # grace 1, rf 2, max 3
+    assert {d.reason for d in decisions} <= set(REASONS)
+    assert all(d.rung in (1, 2) and d.action in ("CONTINUE", "STOP") for d in decisions)  # grace 1, rf 2, max 3
     meta = json.loads((tuned_experiment / "fersearch.json").read_text())
     val = meta["data"]["counts"]["val"]
-    first = next(d for d in decisions if d["reason"] not in ("few", "no value"))
+    first = next(d for d in decisions if d.reason not in ("few", "no value"))
     n_val = sum(val.values())  # the margin is computed on the validation split's size
     # the noise inputs the scheduler used, recorded once when the search started (noise.noise_inputs)
     assert meta["noise"] == {"n_val": n_val, "majority": pytest.approx(max(val.values()) / n_val), "z": 2.0}
-    unpaired = 2 * ((first["value"] * (1 - first["value"]) + first["cutoff"] * (1 - first["cutoff"])) / n_val) ** 0.5
-    assert first["unpaired_margin"] == pytest.approx(unpaired)
+    unpaired = 2 * ((first.value * (1 - first.value) + first.cutoff * (1 - first.cutoff)) / n_val) ** 0.5
+    assert first.unpaired_margin == pytest.approx(unpaired)
     # Paired: the margin is z * the McNemar SE against the rung's cutoff trial, on the same images,
     # whose per-image record the log holds beside its own decision at that rung.
-    assert first["paired"] and first["ref_trial"]
-    ref = next(d for d in decisions if d["trial_id"] == first["ref_trial"] and d["rung"] == first["rung"])
-    mine, theirs = paired.decode(first), paired.decode(ref)
-    assert mine.n == theirs.n == n_val and mine.acc == pytest.approx(first["value"], abs=1e-6)
-    assert first["margin"] == pytest.approx(2 * paired.acc_diff_se(mine, theirs))
+    assert first.paired and first.ref_trial
+    ref = next(d for d in decisions if d.trial_id == first.ref_trial and d.rung == first.rung)
+    mine, theirs = first.images, ref.images
+    assert mine.n == theirs.n == n_val and mine.acc == pytest.approx(first.value, abs=1e-6)
+    assert first.margin == pytest.approx(2 * paired.acc_diff_se(mine, theirs))
     # Every epoch of every trial wrote its per-image record (per_image.jsonl), for ties after the search.
     records = read_per_image(tuned_experiment)
     history = read_history(tuned_experiment)
@@ -141,9 +142,9 @@ def test_a_real_search_stops_trials_clearly_below_the_rung_and_only_those(tmp_pa
     trials = result.trials.set_index("trial_id")
     stuck = trials["config/lr"] == STUCK
     assert (trials.loc[~stuck, "status"] == "completed").all()
-    stops = [d for d in read_decisions(result.path) if d["action"] == "STOP"]
-    assert stops and all(d["reason"] in ("stop", "loss") and d["rung"] == 2 for d in stops)
-    assert all(d["cutoff"] - d["value"] > d["margin"] if d["metric"] == "val_acc"  # clearly below: beyond the noise
-               else d["loss"] - d["loss_cutoff"] > d["loss_margin"] for d in stops)
-    assert set(trials.index[trials["status"] == "stopped"]) == {d["trial_id"] for d in stops}
+    stops = [d for d in read_decisions(result.path) if d.action == "STOP"]
+    assert stops and all(d.reason in ("stop", "loss") and d.rung == 2 for d in stops)
+    assert all(d.cutoff - d.value > d.margin if d.metric == "val_acc"  # clearly below: beyond the noise
+               else d.loss - d.loss_cutoff > d.loss_margin for d in stops)
+    assert set(trials.index[trials["status"] == "stopped"]) == {d.trial_id for d in stops}
     assert set(trials.index[trials["status"] == "stopped"]) <= set(trials.index[stuck])
