@@ -177,3 +177,21 @@ def test_a_real_search_with_the_default_sampler_says_each_trials_source(tuned_ex
     assert len(trials) == len(study.trials) == 6 and set(trials["source"]) <= set(SOURCES)
     assert dict(zip(trials["trial_id"], trials["source"])) == by_ray_id
     assert len(set(configs(study))) == 6
+
+
+@pytest.mark.slow
+def test_best_and_the_report_page_say_where_the_configurations_came_from(tuned_experiment, evaluated_experiment):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from fersearch.cli import app
+
+    res = CliRunner().invoke(app, ["best", str(tuned_experiment)])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_csv(tuned_experiment / "trials.csv")
+    said = next(line for line in res.output.splitlines() if line.startswith("  proposals: "))
+    assert sorted(said[len("  proposals: "):].split(", ")) == sorted(
+        f"{n} {s}" for s, n in trials["source"].value_counts().items())
+    assert "; proposed as " in res.output and " source " in res.output.split("top ")[1].splitlines()[1]
+    for page in ("report.md", "report.html"):
+        assert "Where the configurations came from" in (evaluated_experiment / "best" / page).read_text()

@@ -26,7 +26,14 @@ import pandas as pd
 from ..config import TrainConfig
 from ..fmt import first_line, missing, plain
 from ..results.decisions import Decision
-from ..results.experiment import PARAM_PREFIX, TrialStatus, best_trial, param_columns, trial_config
+from ..results.experiment import (
+    PARAM_PREFIX,
+    SOURCE_COLUMN,
+    TrialStatus,
+    best_trial,
+    param_columns,
+    trial_config,
+)
 from ..results.record import ExperimentRecord
 from ..results.rungs import search_rungs
 from .boundaries import Boundary, declared_ranges, find_boundaries, is_bool, trial_distributions
@@ -102,13 +109,29 @@ def trial_params(row: pd.Series) -> dict[str, Any]:
 
 
 def top_table(ranked: pd.DataFrame, params: list[str], n: int = 5) -> pd.DataFrame:
-    cols = ["trial_id", "status", "epochs", METRIC, "best_epoch", *[PARAM_PREFIX + p for p in params]]
+    cols = ["trial_id", "status", "epochs", METRIC, "best_epoch", SOURCE_COLUMN, *[PARAM_PREFIX + p for p in params]]
     out = ranked[ranked[METRIC].notna()].head(n)[[c for c in cols if c in ranked.columns]].copy()
     for c in out.columns.drop(METRIC):
         # Counts and integer parameters turn float in a column with gaps (filters_4 of 3-block trials).
         if out[c].dtype.kind == "f" and out[c].notna().any() and (out[c].dropna() % 1 == 0).all():
             out[c] = out[c].astype("Int64")
     return out.rename(columns=lambda c: c[len(PARAM_PREFIX):] if c.startswith(PARAM_PREFIX) else c)
+
+
+def proposal_sources(trials: pd.DataFrame) -> dict[str, int]:
+    """How many trials each proposal source gave (trials.csv's source column: --sampler mix), most first;
+    {} for searches whose sampler did not say."""
+    if SOURCE_COLUMN not in trials.columns or not trials[SOURCE_COLUMN].notna().any():
+        return {}
+    return {str(k): int(v) for k, v in trials[SOURCE_COLUMN].fillna("unknown").value_counts().items()}
+
+
+def proposal_source(trials: pd.DataFrame, trial_id: str) -> str:
+    """Where a trial's configuration came from (recipe, prior, incumbent, tpe, random), or "" if not said."""
+    if SOURCE_COLUMN not in trials.columns:
+        return ""
+    found = trials.loc[trials["trial_id"] == trial_id, SOURCE_COLUMN].dropna()
+    return str(found.iloc[0]) if len(found) else ""
 
 
 # ---------------------------------------------------------------- analysis

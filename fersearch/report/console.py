@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..fmt import acc, cells, num
-from .analysis import config_diff
+from .analysis import config_diff, proposal_source, proposal_sources
 from .tiebreak import tie_break_lines, tie_lines
 
 if TYPE_CHECKING:
@@ -34,8 +34,12 @@ def format_best(bt: BestTrial, n: int = 5) -> str:
              else "search finished")
     lines = [f"experiment {bt.name} ({bt.experiment}): {started} trials ({counts}); {state}",
              f"best trial {bt.trial_id} ({bt.status}): val_acc {acc(bt.best_val_acc)} at epoch {bt.best_epoch} "
-             f"of {bt.epochs}",
+             f"of {bt.epochs}" + (f"; proposed as {source}" if (source := proposal_source(a.trials, bt.trial_id))
+                                  else ""),
              "  judged by each trial's best val_acc over its epochs (Ray's default scope is the last epoch)"]
+    sources = proposal_sources(a.trials)
+    if sources:
+        lines.append("  proposals: " + ", ".join(f"{n} {s}" for s, n in sources.items()))
     if bt.params:
         lines.append("search-space parameters: " + ", ".join(f"{k}={num(v, 4)}" for k, v in bt.params.items()))
     changes = ", ".join(f"{k} {num(old, 4)} -> {num(new, 4)}" for k, (old, new) in config_diff(bt.config).items())

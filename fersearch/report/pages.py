@@ -17,6 +17,7 @@ import pandas as pd
 from ..fmt import acc, num, pct, plural
 from ..io import atomic_write_text
 from . import page_model as pm
+from .analysis import proposal_source, proposal_sources
 from .page_model import (
     Block,
     Cards,
@@ -135,6 +136,12 @@ def search_summary(ctx: ReportContext) -> list[str]:
              else "the range of values tried (the space's declared ranges were not available: no Optuna study saved)")
     if not a.boundaries:  # a boundary found is a diagnosis (below)
         out.append(f"Boundary check against {basis}: no best value sits on a boundary that could be widened.")
+    sources = proposal_sources(a.trials)
+    if sources:
+        winner = proposal_source(a.trials, str(ctx.best.get("trial_id")))
+        out.append("Where the configurations came from (recipe: a warm-start point; prior: near one; incumbent: "
+                   "a step from the best trial so far; tpe; random): "
+                   + ", ".join(f"{n} {s}" for s, n in sources.items()) + f"; the winner: {winner or 'not said'}.")
     if a.rungs:
         out.append(f"ASHA rungs at epochs {', '.join(map(str, a.rungs))}: trials clearly below the top share there "
                    "(beyond the noise of the validation split) were stopped.")
