@@ -247,7 +247,7 @@ def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]], budget: int) -
         by_seed = {k: {r["seed"]: r for r in v} for k, v in lines.items()}
         if floor and oracle:
             t["headroom_points"] = round(100 * (oracle[0] - float(np.mean(list(floor.values())))), 1)
-        for line in ("mix", "tpe", "random_asha", "default"):
+        for line in ("mix", "tpe", "random_asha", "random_fifo", "default"):
             if line not in by_seed:
                 continue
             runs = by_seed[line]

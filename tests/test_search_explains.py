@@ -88,9 +88,9 @@ def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
     assert lines["random_fifo"]["epochs"]["mean"] == 4 * 2  # FIFO: every trial to --max-epochs
     assert lines["point:std"]["epochs"]["mean"] == 2
     t = report["targets"]["hard"]
-    assert set(t) == {"default_test_vs_best_warm_start_point", "default_test_vs_best_lever", "default_epochs_share",
-                      "random_fifo_epochs_share", "default_vs_random_fifo_test"}
-    assert t["random_fifo_epochs_share"]["share"] == 1.0
+    assert set(t) == {"default", "random_fifo"}  # no floor (it needs every warm-start point) nor oracle here
+    assert t["random_fifo"]["epochs_share"] == 1.0 and 0 < t["default"]["epochs_share"] <= 1.0
+    assert t["default"]["recipe_winners"] in (0.0, 1.0)  # 4 trials, all warm-start points: a recipe won
     # random_fifo's curves, every epoch with its per-image record, for replay_rungs.py (written once: the rerun
     # trained nothing); they replay through the paired and the unpaired rule.
     (search,) = [json.loads(line) for line in curves.read_text().splitlines()]
@@ -106,8 +106,6 @@ def test_bench_search_quick_reports_every_line_and_the_targets(tmp_path):
                           capture_output=True, text=True, timeout=120)
     checked = json.loads(proc.stdout)
     assert checked["searches_checked"] == 2 and checked["all_equal"], checked
-    assert t["default_test_vs_best_warm_start_point"]["met"] == (t["default_test_vs_best_warm_start_point"]["points"]
-                                                                 >= 2)
 
 
 @pytest.mark.slow
