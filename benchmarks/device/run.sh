@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 18's device check, ready for any CUDA box (about 6-8 minutes on one GPU; 10 at most).
+# The device check, ready for any CUDA box (about 8-9 minutes on one GPU; 10 at most).
 # From the repository root:   bash benchmarks/device/run.sh [OUT_DIR]
 # Needs a CUDA build of torch in .venv (or on PATH's python); it never downloads data or weights.
 # Writes OUT_DIR/bench_gpu.json (one JSON of figures) and OUT_DIR/bench_gpu.log; default OUT_DIR: $OUT or results/.

@@ -60,8 +60,8 @@ def resolve_precision(precision: str, device: torch.device, graphs: bool = False
       (21,952 vs 26,563 img/s at batch 64; 90,803 vs 97,798 at 256): a launch-bound step only
       gains autocast's extra cast kernels. So fp32.
     - CUDA, a captured step (train/graphs.py): the launches are gone and bf16's tensor cores
-      count: the bare graphed step ran 92,797 vs 88,278 img/s at batch 64 and 190,990 vs 160,034
-      at 256 on the H200. So bf16 where the GPU has it natively (Ampere and newer)."""
+      count: fit ran 90,974 vs 81,490 img/s at batch 64 and 187,003 vs 150,564 at 256 on the
+      H200 (bench_gpu.py --quick, 2026-12-04). So bf16 where the GPU has it natively (Ampere on)."""
     if precision != "auto":
         return precision
     if device.type == "cuda" and not graphs:
