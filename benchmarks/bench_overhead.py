@@ -10,7 +10,7 @@ tune`, on a fixed seed-CNN space (only lr varies; no early stopping), 2 trials a
   size       16 trials x 30 epochs, ASHA (the default scheduler): the experiment folder's size
 
 each with this checkout's code ("after") and, with --before REV, with the code of git revision
-REV ("before", e.g. the commit before issue 18), run alternately in one invocation.
+REV ("before", e.g. the commit before a change), run alternately in one invocation.
 
   utilisation        images trained / (trials at once x the trainer's own images/s x wall)
                      (the trainer's images/s is fit's: training batches only)

@@ -1,6 +1,6 @@
 """Does TPE propose better trials when ASHA-stopped trials are told PRUNED, or COMPLETE at their best value?
 
-Issue 20. A cheap synthetic objective with learning curves (a trial's val_acc rises towards a
+A cheap synthetic objective with learning curves (a trial's val_acc rises towards a
 final value that depends on lr and width, some configurations learn slowly), the same
 successive-halving rule in both arms (stop a trial at a rung when it is below the median of the
 trials seen at that rung: the scheduler's decisions depend only on the curves, never on the tell),
@@ -80,7 +80,7 @@ DIVERGE_LR = 0.02  # above it a trial's loss goes non-finite at epoch 2 (fersear
 
 
 def run_diverged(seed: int, trials: int, arm: str) -> tuple[float, float]:
-    """Diverged trials told COMPLETE at 0.0 (before issue 20) or FAIL: share of proposals after the start-up
+    """Diverged trials told COMPLETE at 0.0 (as fersearch once did) or FAIL: share of proposals after the start-up
     that diverge, and their mean true final accuracy (a diverged one counts 0)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed, trials))

@@ -1,4 +1,4 @@
-"""Which Optuna sampler finds the best configuration in a short search (issue 10): prints JSON.
+"""Which Optuna sampler finds the best configuration in a short search: prints JSON.
 
 Isolates the sampler: no Ray, no early stopping (FIFO), trials run one after another
 with Optuna's ask/tell over the same space function the search uses, each told its

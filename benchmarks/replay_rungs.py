@@ -12,7 +12,7 @@ configurations, whether it kept FIFO's winner (within `--keep` of its best) and 
 share of FIFO's epochs. Schedulers:
 
   paired      NoiseAwareASHA as fersearch runs it: val_acc, val_loss where val_acc holds, each
-              compared with the rung's cutoff trial on the same images (issue 21)
+              compared with the rung's cutoff trial on the same images
   noise       the same rule unpaired (paired=False): margins from binomial SEs and loss_sd
   noise-acc   NoiseAwareASHA unpaired on val_acc alone (loss_sd None)
   asha        Ray's ASHAScheduler on val_acc
@@ -23,7 +23,7 @@ share of FIFO's epochs. Schedulers:
 
 The table on stderr: one row per setting, per scheduler the share of FIFO's epochs and
 a * where FIFO's winner was lost, for each search in the files. The JSON's `paired` block
-checks issue 21's targets at each setting: the paired rule keeps FIFO's winner (within
+checks the paired rule's targets at each setting: the paired rule keeps FIFO's winner (within
 --keep) in every search, never stops a trial at a decision where the unpaired rule keeps it
 for a reason other than the margin (few, above, flat, majority), and trains at most 85% of the
 unpaired rule's epochs on each data set. --n-val and --majority default to what the per-image
@@ -148,7 +148,7 @@ def recorded_n(curves: list[dict[str, Any]]) -> int:
 
 def paired_targets(results: list[dict[str, Any]], graces: list[int], factors: list[float],
                    keep: float) -> dict[str, Any]:
-    """Issue 21's targets for the paired rule, per setting: FIFO's winner kept in every search, no stop
+    """The targets for the paired rule, per setting: FIFO's winner kept in every search, no stop
     against an unpaired guard, and per data set the paired rule's epochs over the unpaired rule's."""
     out: dict[str, Any] = {}
     for grace in graces:

@@ -1,4 +1,4 @@
-"""Issue 18, the GPU path as a CPU machine can check it: packing and spreading GPU shares, the
+"""The GPU path as a CPU machine can check it: packing and spreading GPU shares, the
 refusals before a search starts, which GPUs a local Ray sees, the checkpoint schedule, the
 Makefile's TORCH line. Training on a device is tested in test_train.py (gpu-marked)."""
 

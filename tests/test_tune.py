@@ -253,7 +253,7 @@ def test_the_study_in_the_experiment_folder_has_the_trials_and_values_of_trials_
     names = [c[len(ex.PARAM_PREFIX):] for c in ex.param_columns(trials)]
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert len(study.trials) == len(trials) == TUNED["trials"]
-    states = {"completed": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED}  # issue 20
+    states = {"completed": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED}
     assert sorted(t.state.name for t in study.trials) == sorted(states[s].name for s in trials.status)
 
     def key(params, value):
@@ -273,7 +273,7 @@ def test_the_study_in_the_experiment_folder_has_the_trials_and_values_of_trials_
 @pytest.mark.slow
 def test_a_finished_search_keeps_no_checkpoints_and_still_resumes_and_evaluates(ray_local, fast_space, tiny_csv,
                                                                               tmp_path):
-    """Issue 18: ended trials' checkpoints are deleted at the end (nothing reads them); `status`,
+    """Ended trials' checkpoints are deleted at the end (nothing reads them); `status`,
     `best --evaluate` and `--resume` work on what is left."""
     from fersearch.search.checkpoints import folder_bytes
 
@@ -363,7 +363,7 @@ def test_fractional_gpus_pack_eight_trials_and_train_on_cpu(ray_local, tiny_data
 @pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch sees a GPU here")
 def test_gpus_torch_cannot_use_are_refused_before_any_trial(ray_local, in_tmp, tiny_csv, fast_space, monkeypatch):
-    # The machine's NVML count stands in for GPUs this CPU build of torch cannot use (issue 18, fault 2).
+    # The machine's NVML count stands in for GPUs this CPU build of torch cannot use.
     from fersearch.search import resources
 
     monkeypatch.setattr(resources, "local_gpu_count", lambda: 2)

@@ -1,7 +1,7 @@
 """Synthetic-data presets: how a preset's faces differ from the default drawing.
 
 `default` is the embedded data set as it always was (nothing here touches it).
-`hard` is a second kind of data to choose search defaults on (issue 10): faces
+`hard` is a second kind of data to choose search defaults on: faces
 whose early epochs say nothing. Its differences, applied to the per-image
 parameters before drawing and to the drawn image after:
 

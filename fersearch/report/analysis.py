@@ -222,7 +222,7 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if t.values is not None]
-    # Optuna's evaluators read COMPLETE trials only, and ASHA's stops are PRUNED (issue 20): a view with both.
+    # Optuna's evaluators read COMPLETE trials only, and ASHA's stops are PRUNED (workarounds): a view with both.
     from ..results.study import quiet_optuna
 
     with quiet_optuna():  # no "A new study created in memory" line

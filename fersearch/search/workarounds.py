@@ -180,7 +180,7 @@ def remove_journal_lock(journal: Path) -> None:
 # point); Optuna 5 defaults to both, Optuna 4 to neither. Passed explicitly, so the pin does not decide.
 TPE_SETTINGS: dict[str, Any] = {"multivariate": True, "constant_liar": True}
 
-# ---- Trial states in the study, Ray 2.60.0 + Optuna 5.0.0 (fersearch issue 20; no upstream issue found:
+# ---- Trial states in the study, Ray 2.60.0 + Optuna 5.0.0 (no upstream report found:
 # ray.tune.search.optuna.OptunaSearch.on_trial_complete tells COMPLETE whenever the last result has the metric)
 # Ray tells a trial ASHA stopped COMPLETE, like one that ran to the end, and a trial that errored after
 # reporting COMPLETE with its last value. Optuna's convention: PRUNED (its value, Optuna's own rule, the last
