@@ -77,7 +77,7 @@ def test_an_old_folder_reads_with_its_defaults_and_cannot_resume_without_its_set
 @pytest.mark.parametrize("content, fragment", [
     ("[1, 2]", "must hold a JSON object, not a list"),
     ("{not json", "is not valid JSON"),
-    (json.dumps({**FULL, "max_epochs": "30"}), "max_epochs must be a whole number, not text"),
+    (json.dumps({**FULL, "max_epochs": "30"}), "max_epochs must be a whole number >= 1, not text"),
     (json.dumps({**FULL, "data": {"counts": {"val": {"Happy": "many"}}}}), "data.counts.val must be"),
     (json.dumps({**FULL, "resumed": [3]}), "resumed[0] must be a JSON object"),
     (json.dumps({**FULL, "mlflow": {"uri": "x"}}), "mlflow must be a JSON object with uri"),

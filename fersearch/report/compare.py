@@ -8,7 +8,6 @@ both pay for (wall time depends on the machine and on what else ran).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 from ..errors import ExperimentError
 from ..io import parse_timestamp
 from ..results import experiment as ex
+from ..results.metrics_file import read_metrics
 from ..results.record import ExperimentRecord, load_record
 
 
@@ -67,8 +67,8 @@ def search_row(exp: Path) -> SearchRow:
     statuses = set(trials["status"]) if len(trials) else set()
     running = bool(statuses & {ex.TrialStatus.PENDING, ex.TrialStatus.RUNNING}) or record.running
     best = ex.best_trial(trials)
-    metrics = exp / "best" / "metrics.json"
-    test_acc = json.loads(metrics.read_text()).get("accuracy") if metrics.is_file() else None
+    metrics = read_metrics(exp) or {}
+    test_acc = metrics.get("accuracy")
     val = record.data.labelled("val") or record.data.labelled("PublicTest")
     settings = record.settings
     return SearchRow(
@@ -79,7 +79,7 @@ def search_row(exp: Path) -> SearchRow:
         trials=len(trials), planned=record.planned_trials, epochs_trained=len(history),
         wall_s=_wall_s(record, running),
         best_val_acc=float(best["best_val_acc"]) if best else None, best_trial=best["trial_id"] if best else None,
-        test_acc=float(test_acc) if test_acc is not None else None, running=running,
+        test_acc=float(test_acc) if isinstance(test_acc, (int, float)) else None, running=running,
         curve=best_so_far(history, trials))
 
 

@@ -3,7 +3,8 @@
 search/scheduler.py's NoiseAwareASHA makes a Decision at each rung and appends it to
 results/<name>/scheduler.jsonl as one JSON line; the report's diagnoses and a resumed
 scheduler read them back with read_decisions. Older logs lack the paired keys: they
-read as unpaired decisions. A torn last line (a crash mid-append) is skipped.
+read as unpaired decisions. A torn last line (a crash mid-append) is skipped; any other line that
+is not a decision is one line naming the file and the line (lines.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..paired import CORRECT_KEY, LOSSES_KEY, PerImage, decode
+from .lines import damaged, json_objects
+from .values import as_count, as_float, kind
 
 DECISIONS_FILE = "scheduler.jsonl"
 STOP, CONTINUE = "STOP", "CONTINUE"  # Ray's TrialScheduler actions, as the log spells them
@@ -69,11 +72,17 @@ class Decision:
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> Decision:
-        """A log line back; KeyError/TypeError/ValueError when it is not a decision."""
+        """A log line back; KeyError/TypeError/ValueError (saying which key) when it is not a decision."""
         reason = str(d["reason"])
-        rung = _float(d["rung"])
-        if rung is None:
-            raise TypeError(f"rung is not a number: {d['rung']!r}")
+        rung = as_float(d["rung"])
+        if rung is None or rung <= 0:
+            raise TypeError(f"rung must be a finite number > 0, not {kind(d['rung'])}")
+        if d["action"] not in (STOP, CONTINUE):
+            raise ValueError(f"action must be {STOP} or {CONTINUE}, not {kind(d['action'])}")
+        for key in ("value", "cutoff", "margin", "loss", "loss_cutoff", "loss_margin", "unpaired_margin",
+                    "unpaired_loss_margin"):
+            if d.get(key) is not None and _float(d[key]) is None:
+                raise TypeError(f"{key} must be a number or null, not {kind(d[key])}")
         return cls(trial_id=str(d["trial_id"]), rung=int(rung) if rung.is_integer() else rung,
                    iteration=_int(d.get("iteration", math.ceil(rung))),
                    compared=_int(d.get("compared", 0)), value=_float(d.get("value")), cutoff=_float(d.get("cutoff")),
@@ -103,21 +112,18 @@ class DecisionLog(list[Decision]):
 
 
 def read_decisions(path: str | os.PathLike) -> list[Decision]:
-    """The decisions in a scheduler.jsonl (a folder: its scheduler.jsonl); [] without one.
-    A torn or foreign line is skipped."""
+    """The decisions in a scheduler.jsonl (a folder: its scheduler.jsonl); [] without one. A torn last
+    line is left out; any other line that is not a decision is one ExperimentError naming the file and line."""
     path = Path(path)
     path = path / DECISIONS_FILE if path.is_dir() else path
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
     out = []
-    for line in lines:
+    for n, raw in json_objects(path):
         try:
-            raw = json.loads(line)
             out.append(Decision.from_json(raw))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
+        except KeyError as e:
+            raise damaged(path, n, f"a decision must have {e}") from None
+        except (TypeError, ValueError) as e:
+            raise damaged(path, n, str(e)) from None
     return out
 
 
@@ -130,9 +136,10 @@ def _float(v: object) -> float | None:
 
 
 def _int(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"not a number: {v!r}")
-    return int(v)
+    n = as_count(v)
+    if n is None:
+        raise TypeError(f"iteration and compared must be whole numbers >= 0, not {kind(v)}")
+    return n
 
 
 def _text(v: object) -> str | None:

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -31,7 +32,10 @@ from ..config import TrainConfig
 from ..errors import ExperimentError, ModelFileError
 from ..fmt import json_value
 from ..io import parse_timestamp
-from .record import META_FILE, load_record
+from ..paired import CORRECT_KEY, LOSSES_KEY
+from .lines import damaged, json_objects
+from .record import META_FILE, NotAnExperiment, load_record
+from .values import as_count, kind
 
 TRIALS_FILE = "trials.csv"
 HISTORY_FILE = "history.csv"
@@ -83,6 +87,10 @@ DEPLOY_COLUMNS = ("latency_ms", "params", "onnx_bytes", "device")
 SOURCE_COLUMN = "source"
 PARAM_PREFIX = "config/"
 # Read as text so ids like "0e1" or gpu lists like "0,1" are never turned into numbers.
+_COUNT_COLUMNS = {"epochs", "best_epoch", "epoch", "params", "onnx_bytes"}
+_NUMBER_COLUMNS = {*_COUNT_COLUMNS, "best_val_acc", "last_val_acc", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "lr", "images_per_s", "epoch_time_s", "train_s", "eval_s", "setup_s", "report_s", "time",
+                   "latency_ms"}
 _TEXT_COLUMNS = {"trial_id": str, "status": str, "node": str, "gpu_ids": str, "error": str, "config_json": str}
 
 
@@ -97,21 +105,25 @@ def is_experiment(path: str | os.PathLike) -> bool:
 
 
 def list_experiments(results: str | os.PathLike | None = None) -> list[Path]:
-    """Experiment dirs under the results root, oldest first (by fersearch.json `created`)."""
+    """Experiment dirs under the results root, oldest first (by fersearch.json `created`). One whose
+    fersearch.json is damaged is left out with a one-line note on stderr (the others still list);
+    a `fersearch train` run is no experiment and is left out without one."""
     root = results_root(results)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and is_experiment(p)]
-    return sorted(found, key=lambda p: (_created(p), p.name))
-
-
-def _created(exp: Path) -> float:
-    """When fersearch.json says the experiment was made (as a time: its formats differ by version)."""
-    try:
-        created = parse_timestamp(load_record(exp).created)
-    except ExperimentError:
-        created = None
-    return created if created is not None else float("-inf")
+    found = []
+    for p in sorted(root.iterdir()):
+        if not (p.is_dir() and is_experiment(p)):
+            continue
+        try:
+            created = parse_timestamp(load_record(p).created)
+        except NotAnExperiment:
+            continue
+        except ExperimentError as e:
+            print(f"note: skipped {p}: {e}", file=sys.stderr)
+            continue
+        found.append((created if created is not None else float("-inf"), p.name, p))
+    return [p for *_, p in sorted(found)]
 
 
 def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> Path:
@@ -126,6 +138,9 @@ def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: s
     for candidate in (given, root / given):
         if is_experiment(candidate):
             return candidate
+    if given.is_file() or (root / given).is_file():
+        where = given if given.is_file() else root / given
+        raise ExperimentError(f"{where} is a file, not an experiment folder; pass a folder made by `fersearch tune`")
     if given.is_dir() or (root / given).is_dir():
         where = given if given.is_dir() else root / given
         raise ExperimentError(f"{where} has no {META_FILE}; it is not a fersearch experiment (was the search started?)")
@@ -135,26 +150,59 @@ def resolve_experiment(name_or_path: str | os.PathLike | None = None, results: s
 
 # ---------------------------------------------------------------- reading
 def _read_csv(path: Path, columns: Iterable[str], whole_lines: bool = False) -> pd.DataFrame:
-    """whole_lines: leave out a last line without its newline (a file being appended to)."""
+    """whole_lines: leave out a last line without its newline (a file being appended to). A file that is
+    not CSV, lacks a column, or holds text where a number belongs is one ExperimentError naming it."""
     columns = list(columns)
     source: Any = path
-    if whole_lines and path.is_file():
-        text = path.read_text()
-        source = io.StringIO(text if text.endswith("\n") else text[: text.rfind("\n") + 1])
-    if not path.is_file() or (whole_lines and not source.getvalue()):
-        return pd.DataFrame({c: pd.Series(dtype=_TEXT_COLUMNS.get(c, "float64")) for c in columns})
-    dtype = {c: t for c, t in _TEXT_COLUMNS.items() if c in columns}
     try:
+        if whole_lines and path.is_file():
+            text = path.read_text()
+            source = io.StringIO(text if text.endswith("\n") else text[: text.rfind("\n") + 1])
+        if not path.is_file() or (whole_lines and not source.getvalue()):
+            return pd.DataFrame({c: pd.Series(dtype=_TEXT_COLUMNS.get(c, "float64")) for c in columns})
+        dtype = {c: t for c, t in _TEXT_COLUMNS.items() if c in columns}
         # Only empty cells are missing (a node or error text "NA" stays text); text columns keep "".
         df = pd.read_csv(source, dtype=dtype, keep_default_na=False, na_values=[""])
         df[list(dtype)] = df[list(dtype)].fillna("")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise ExperimentError(f"{path} cannot be read as CSV ({str(e).splitlines()[0]}); the file is damaged") from None
+    except OSError as e:
+        raise ExperimentError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ExperimentError(f"{path} lacks column(s) {', '.join(missing)}; "
                               "it was not written by this fersearch version")
+    return _checked(df, path)
+
+
+def _checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The frame with its number columns as numbers: text in one, or a count that is not a whole number
+    >= 0, is one ExperimentError naming the file, the row and the column; a status outside TrialStatus too."""
+    for column in [c for c in df.columns if c in _NUMBER_COLUMNS]:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        for i in numbers.index[numbers.isna() & df[column].notna()]:
+            try:
+                float(df.at[i, column])
+            except (TypeError, ValueError):
+                raise _bad_cell(path, i, column, df.at[i, column], "a number") from None
+        if column in _COUNT_COLUMNS:
+            bad = numbers.notna() & ~((numbers >= 0) & (numbers < 2**53) & (numbers % 1 == 0))
+            if bad.any():
+                i = numbers.index[bad][0]
+                raise _bad_cell(path, i, column, df.at[i, column], "a whole number >= 0")
+        df[column] = numbers
+    if "status" in df.columns:
+        unknown = ~df["status"].isin([*TrialStatus, ""])
+        if unknown.any():
+            i = df.index[unknown][0]
+            raise _bad_cell(path, i, "status", df.at[i, "status"], "one of " + ", ".join(TrialStatus))
     return df
+
+
+def _bad_cell(path: Path, i: object, column: str, value: object, want: str) -> ExperimentError:
+    row = int(str(i)) + 2  # the file's line: the header is line 1 (the index is the row number)
+    return ExperimentError(f"{path}: line {row}, column {column} must be {want}, not {str(value)[:40]!r}; "
+                           "the file is damaged")
 
 
 def read_trials(exp: str | os.PathLike) -> pd.DataFrame:
@@ -177,18 +225,20 @@ def read_history(exp: str | os.PathLike) -> pd.DataFrame:
 
 def read_per_image(exp: str | os.PathLike) -> dict[str, dict[int, dict[str, Any]]]:
     """per_image.jsonl: trial id -> epoch -> its record (the last one of an epoch reported twice);
-    {} without the file. A torn last line is skipped."""
+    {} without the file. A torn last line is left out; any other line that is not a record (its
+    trial_id, a whole epoch, its per-image strings) is one ExperimentError naming the file and line."""
+    path = Path(exp) / PER_IMAGE_FILE
     out: dict[str, dict[int, dict[str, Any]]] = {}
-    try:
-        lines = (Path(exp) / PER_IMAGE_FILE).read_text().splitlines()
-    except FileNotFoundError:
-        return out
-    for line in lines:
-        try:
-            rec = json.loads(line)
-            out.setdefault(str(rec["trial_id"]), {})[int(rec["epoch"])] = rec
-        except (ValueError, KeyError, TypeError):
-            continue
+    for n, rec in json_objects(path):
+        trial, epoch = rec.get("trial_id"), as_count(rec.get("epoch"))
+        if not isinstance(trial, (str, int)) or isinstance(trial, bool):
+            raise damaged(path, n, f"trial_id must be text, not {kind(trial)}")
+        if epoch is None:
+            raise damaged(path, n, f"epoch must be a whole number >= 0, not {kind(rec.get('epoch'))}")
+        for key in (CORRECT_KEY, LOSSES_KEY):
+            if rec.get(key) is not None and not isinstance(rec[key], str):
+                raise damaged(path, n, f"{key} must be text, not {kind(rec[key])}")
+        out.setdefault(str(trial), {})[epoch] = rec
     return out
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ExperimentError
 from .record import ExperimentRecord, load_record
 
 if TYPE_CHECKING:
@@ -40,9 +41,18 @@ def load_study(exp_dir: str | os.PathLike) -> optuna.Study | None:
     import optuna
 
     exp_dir = Path(exp_dir)
-    if not (exp_dir / STUDY_FILE).is_file():
+    path = exp_dir / STUDY_FILE
+    if not path.is_file():
         return None
-    return optuna.load_study(study_name=study_name(load_record(exp_dir)), storage=storage(exp_dir))
+    name = study_name(load_record(exp_dir))
+    try:
+        return optuna.load_study(study_name=name, storage=storage(exp_dir))
+    except KeyError:
+        raise ExperimentError(f"{path} holds no study named {name!r}; the file is damaged or not this "
+                              "experiment's") from None
+    except (ValueError, TypeError, AttributeError, IndexError, UnicodeDecodeError, optuna.exceptions.OptunaError) as e:
+        raise ExperimentError(f"{path} cannot be read as an Optuna journal ({str(e).splitlines()[0][:120]}); "
+                              "the file is damaged") from None
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from ..errors import ExperimentError
 from ..fmt import num, plural
 from ..io import command_line, timestamp, versions
 from ..results import experiment as ex
+from ..results.inputs import check_inputs
 from ..results.noise import noise_inputs
 from ..results.record import DataRecord, ExperimentRecord, Resume, Settings, SpaceRecord, load_record, save_record
 from ..results.study import quiet_optuna
@@ -267,6 +268,7 @@ def _resumable_record(exp_dir: Path, storage: str, name: str) -> ExperimentRecor
         raise ExperimentError(f"--resume: no search named {name!r} in {exp_dir.parent}/ (no {ex.META_FILE}); "
                               f"check --name and --results")
     record = load_record(exp_dir)
+    check_inputs(exp_dir)  # a damaged trials.csv, log or study: one line before Ray or any file changes
     record.require_settings(exp_dir)  # before any file changes
     ray_dir = f"{record.storage or storage}/{name}"
     if "://" not in ray_dir:
