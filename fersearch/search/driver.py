@@ -193,7 +193,11 @@ def _search(opts: SearchOptions, log: Callable[[str], None], exp_dir: Path, reco
                     raise
                 raise full from None
             finally:
-                signer.sign_at_end(exp_dir)  # what Ray saved last is signed, Ctrl+C or not
+                try:
+                    signer.sign_at_end(exp_dir)  # what Ray saved last is signed, Ctrl+C or not
+                except OSError as e:  # a full disk: the error being raised (with its resume hint) is the one to show
+                    if full_disk_error(e) is None:
+                        raise
                 if opts.resume:
                     recorder.LIVE = None
         mark_unfinished(exp_dir)
