@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, SupportsFloat
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import RenderableType
+    from rich.table import Table
 
-def missing(v: Any) -> bool:
+
+def missing(v: object) -> bool:
     """None or NaN: a value a row does not have."""
     return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-def plain(v: Any) -> Any:
+def plain(v: object) -> object:
     """numpy scalars -> Python, NaN -> None; "True"/"False" text (a CSV cell) -> bool;
     an integral float (CSV's 128.0 for 128) -> int."""
     if isinstance(v, np.generic):
@@ -35,15 +40,18 @@ def plain(v: Any) -> Any:
     return v
 
 
-def json_value(v: Any) -> Any:
+def json_value(v: object) -> object:
     """numpy scalars -> Python and NaN -> None, nothing else changed (JSON output)."""
     if isinstance(v, np.generic):
         v = v.item()
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def int_or_none(v: Any) -> int | None:
+def int_or_none(v: SupportsFloat | str | None) -> int | None:
+    if v is None:
+        return None
     try:
+
         f = float(v)
     except (TypeError, ValueError):
         return None
@@ -55,7 +63,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def num(x: Any, digits: int = 6) -> str:
+def num(x: object, digits: int = 6) -> str:
     """A count or setting as written: 3, 0.5, 1e-05 (never 3.0); a float to `digits`
     significant figures; a list as [32, 64, 0.25]."""
     if isinstance(x, (list, tuple)):
@@ -66,13 +74,13 @@ def num(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
-def acc(v: Any) -> str:
+def acc(v: SupportsFloat | None) -> str:
     """An accuracy or loss: 4 decimals; '-' when missing."""
-    return "-" if missing(v) else f"{float(v):.4f}"
+    return "-" if v is None or missing(v) else f"{float(v):.4f}"
 
 
-def pct(v: Any) -> str:
-    return "n/a" if missing(v) else f"{100 * float(v):.2f}%"
+def pct(v: SupportsFloat | None) -> str:
+    return "n/a" if v is None or missing(v) else f"{100 * float(v):.2f}%"
 
 
 def clock(seconds: float) -> str:
@@ -82,7 +90,7 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def short_value(v: Any) -> str:
+def short_value(v: object) -> str:
     """A hyperparameter value in a few characters: 0.25 -> .25, 0.000316 -> 3.2e-4, True -> on."""
     v = plain(v) if not isinstance(v, str) else v
     if isinstance(v, bool):
@@ -98,13 +106,13 @@ def short_value(v: Any) -> str:
     return str(v)
 
 
-def short_params(params: Mapping[str, Any], width: int | None = None,
+def short_params(params: Mapping[str, object], width: int | None = None,
                  order: Iterable[str] = ()) -> str:
     """Hyperparameters in one short line; per-block values (filters_1, filters_2, ...) are
     joined as `filters=32/64/128`; missing ones left out. `order`: names to put first, in
     that order (TrainConfig's field order). Cut at `width` characters with an ellipsis."""
     order = tuple(order)
-    groups: dict[str, list[tuple[int, Any]]] = {}
+    groups: dict[str, list[tuple[int, object]]] = {}
     for key, value in params.items():
         if missing(value):
             continue  # a parameter this trial does not have (filters_4 of a 3-block trial)
@@ -145,12 +153,12 @@ def first_line(e: BaseException | str) -> str:
     return excs[-1] if excs else lines[0]
 
 
-def cells(df: Any) -> Any:
+def cells(df: pd.DataFrame) -> pd.DataFrame:
     """A DataFrame with every cell as display text, for tables: floats as `acc` (4 decimals),
     missing cells (None, NaN, pandas' NA) as '-', numpy scalars as plain values."""
     import pandas as pd
 
-    def text(v: Any) -> str:
+    def text(v: object) -> str:
         if v is None or v is pd.NA or missing(v):
             return "-"
         return acc(v) if isinstance(v, (float, np.floating)) else str(plain(v))
@@ -158,7 +166,7 @@ def cells(df: Any) -> Any:
     return df.map(text).astype(object)
 
 
-def text_table(header: Iterable[tuple[str, str]], rows: Iterable[Iterable[str]]) -> Any:
+def text_table(header: Iterable[tuple[str, str]], rows: Iterable[Iterable[str]]) -> Table:
     """A rich Table of text cells, the one table renderer of the live view and `fersearch status`.
     header: (name, "left" | "right") per column. Every column but the last keeps its full width; the
     last (the hyperparameters) is cut with an ellipsis on a narrow screen."""
@@ -176,7 +184,8 @@ def text_table(header: Iterable[tuple[str, str]], rows: Iterable[Iterable[str]])
     return table
 
 
-def render(renderable: Any, width: int | None = None) -> str:
+def render(renderable: RenderableType, width: int | None = None) -> str:
+
     """A rich renderable as plain text (no colour codes), `width` characters wide (None: as wide as it needs)."""
     import io
 

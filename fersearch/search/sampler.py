@@ -39,11 +39,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeAlias
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -57,6 +63,8 @@ CATEGORICAL_WEIGHT = 0.3  # categorical flips are rarer than numeric steps
 MAX_PENDING_CHILDREN = 2
 DEDUP_TRIES = 8
 _PENDING = (TrialState.RUNNING, TrialState.WAITING)
+Param: TypeAlias = CategoricalChoiceType  # a parameter value as Optuna stores it: None, bool, int, float or str
+Pick = Callable[[str, BaseDistribution], Param]  # (parameter name, its distribution) -> the value proposed
 
 
 def shares(progress: float) -> dict[str, float]:
@@ -69,13 +77,13 @@ def shares(progress: float) -> dict[str, float]:
 class MixSampler(BaseSampler):
     """Recipes, then prior / incumbent / TPE proposals (see the module docstring); seeded."""
 
-    def __init__(self, space: Callable[[Any], Any], *, seed: int, trials: int, tpe: TPESampler | None = None):
+    def __init__(self, space: Callable[[_DryTrial], object], *, seed: int, trials: int, tpe: TPESampler | None = None):
         self._space = space  # the define-by-run space (pickles: SpaceFunction or PickledFunction)
         self._seed = seed
         self._trials = max(1, trials)
         self._tpe = tpe or TPESampler(seed=seed)
         self._random = RandomSampler(seed=seed)
-        self._plans: dict[int, dict[str, Any]] = {}  # trial number -> its planned params
+        self._plans: dict[int, dict[str, Param]] = {}  # trial number -> its planned params
 
     # ---- Optuna's sampler interface
     def reseed_rng(self) -> None:
@@ -86,11 +94,11 @@ class MixSampler(BaseSampler):
         return {}  # every proposal is planned whole in before_trial
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Param]:
         return {}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+                           param_distribution: BaseDistribution) -> Param:
         plan = self._plans.get(trial.number, {})
         if param_name in plan and _contains(param_distribution, plan[param_name]):
             return plan[param_name]
@@ -116,7 +124,7 @@ class MixSampler(BaseSampler):
 
     # ---- proposing
     def _propose(self, study: Study, trial: FrozenTrial,
-                 rng: np.random.Generator) -> tuple[str, int | None, dict[str, Any]]:
+                 rng: np.random.Generator) -> tuple[str, int | None, dict[str, Param]]:
         trials = study.get_trials(deepcopy=False)
         seen = {_key(_params(t)) for t in trials if t.number != trial.number}
         seen.update(_key(p) for n, p in self._plans.items() if n != trial.number)
@@ -148,16 +156,16 @@ class MixSampler(BaseSampler):
         return source
 
     def _picker(self, source: str, study: Study, trial: FrozenTrial, trials: list[FrozenTrial],
-                rng: np.random.Generator) -> tuple[int | None, Callable[[str, BaseDistribution], Any]]:
+                rng: np.random.Generator) -> tuple[int | None, Pick]:
         """(parent trial number, a function answering each suggest) for one proposal of `source`."""
-        def random(name: str, dist: BaseDistribution) -> Any:
+        def random(name: str, dist: BaseDistribution) -> Param:
             return self._random.sample_independent(study, trial, name, dist)
 
         if source == "tpe":
             space = self._tpe.infer_relative_search_space(study, trial)
             relative = self._tpe.sample_relative(study, trial, space)
 
-            def tpe(name: str, dist: BaseDistribution) -> Any:
+            def tpe(name: str, dist: BaseDistribution) -> Param:
                 if name in relative and space.get(name) == dist and _contains(dist, relative[name]):
                     return relative[name]
                 return self._tpe.sample_independent(study, trial, name, dist)
@@ -166,7 +174,7 @@ class MixSampler(BaseSampler):
             parent = _pick_recipe(study, trials, rng)
             base = _params(parent)
 
-            def prior(name: str, dist: BaseDistribution) -> Any:
+            def prior(name: str, dist: BaseDistribution) -> Param:
                 if name not in base:
                     return random(name, dist)
                 if isinstance(dist, CategoricalDistribution) and not _ordered(dist):
@@ -179,27 +187,27 @@ class MixSampler(BaseSampler):
             base = _params(parent)
             moved = _choose_moves(base, rng)
 
-            def incumbent(name: str, dist: BaseDistribution) -> Any:
+            def incumbent(name: str, dist: BaseDistribution) -> Param:
                 if name not in base:
                     return random(name, dist)
                 return mutate(base[name], dist, rng, STEP_SIGMA) if name in moved else _fit(base[name], dist, rng)
             return parent.number, incumbent
         return None, random
 
-    def _dry_run(self, pick: Callable[[str, BaseDistribution], Any]) -> dict[str, Any]:
+    def _dry_run(self, pick: Pick) -> dict[str, Param]:
         dry = _DryTrial(pick)
         self._space(dry)
         return dry.params
 
 
-def _set_user_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:
+def _set_user_attr(study: Study, trial: FrozenTrial, key: str, value: object) -> None:
     """In the storage and in the frozen trial Optuna's Trial caches (its user_attrs read that copy)."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
     trial.user_attrs[key] = value
 
 
 # ---- the incumbent and the recipes
-def _params(t: FrozenTrial) -> dict[str, Any]:
+def _params(t: FrozenTrial) -> dict[str, Param]:
     return dict(t.params) or dict(t.system_attrs.get("fixed_params") or {})
 
 
@@ -245,7 +253,7 @@ def _pick_recipe(study: Study, trials: list[FrozenTrial], rng: np.random.Generat
     return recipes[int(rng.choice(len(recipes), p=weights / weights.sum()))]
 
 
-def _choose_moves(base: dict[str, Any], rng: np.random.Generator) -> set[str]:
+def _choose_moves(base: dict[str, Param], rng: np.random.Generator) -> set[str]:
     names = sorted(base)
     counts, probs = zip(*MUTATIONS)
     k = min(len(names), int(rng.choice(counts, p=np.array(probs) / sum(probs))))
@@ -259,14 +267,14 @@ def _ordered(dist: CategoricalDistribution) -> bool:
     return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
 
 
-def _contains(dist: BaseDistribution, value: Any) -> bool:
+def _contains(dist: BaseDistribution, value: Param) -> bool:
     try:
         return bool(dist._contains(dist.to_internal_repr(value)))
     except (ValueError, TypeError):
         return False
 
 
-def _snap(x: float, dist: FloatDistribution | IntDistribution) -> Any:
+def _snap(x: float, dist: FloatDistribution | IntDistribution) -> int | float:
     """x clipped into the range, on its step grid; an int for IntDistribution."""
     low, high, step = dist.low, dist.high, dist.step
     x = min(high, max(low, x))
@@ -277,7 +285,7 @@ def _snap(x: float, dist: FloatDistribution | IntDistribution) -> Any:
     return int(round(x)) if isinstance(dist, IntDistribution) else float(x)
 
 
-def _fit(value: Any, dist: BaseDistribution, rng: np.random.Generator) -> Any:
+def _fit(value: Param, dist: BaseDistribution, rng: np.random.Generator) -> Param:
     """The value itself when the distribution holds it; else the nearest it does (a range that
     depends on another parameter: lr after the optimiser changed), or a random choice."""
     if _contains(dist, value):
@@ -288,12 +296,12 @@ def _fit(value: Any, dist: BaseDistribution, rng: np.random.Generator) -> Any:
         return dist.choices[int(rng.integers(len(dist.choices)))]
     assert isinstance(dist, (FloatDistribution, IntDistribution))
     try:
-        return _snap(float(value), dist)
+        return _snap(float(value), dist)  # type: ignore[arg-type]  # None: the TypeError below
     except (TypeError, ValueError):
         return _snap(dist.low, dist)
 
 
-def mutate(value: Any, dist: BaseDistribution, rng: np.random.Generator, sigma: float, force: bool = True) -> Any:
+def mutate(value: Param, dist: BaseDistribution, rng: np.random.Generator, sigma: float, force: bool = True) -> Param:
     """`value` moved by N(0, sigma) of the distribution's range on its own scale (log for log ranges),
     snapped onto its step grid, inside its bounds; with `force`, at least one step away from `value`.
     Ordered choices move to a neighbour (with probability 2 sigma when not forced); others flip."""
@@ -316,7 +324,8 @@ def mutate(value: Any, dist: BaseDistribution, rng: np.random.Generator, sigma: 
         return _snap(low, dist)
     f, g = (math.log, math.exp) if log else (float, float)
     start = _fit(value, dist, rng)
-    u = (f(float(start)) - f(low)) / (f(high) - f(low)) + rng.normal(0.0, sigma)
+    u = (f(float(start)) - f(low)) / (f(high) - f(low)) + rng.normal(0.0, sigma)  # type: ignore[arg-type]  # a number here
+
     u = abs(u) % 2.0  # reflected into [0, 1] at both ends
     u = 2.0 - u if u > 1.0 else u
     new = _snap(g(f(low) + u * (f(high) - f(low))), dist)
@@ -333,32 +342,33 @@ def mutate(value: Any, dist: BaseDistribution, rng: np.random.Generator, sigma: 
 class _DryTrial:
     """Enough of optuna.Trial for a space function: suggest_* answered by `pick`, in suggestion order."""
 
-    def __init__(self, pick: Callable[[str, BaseDistribution], Any]):
+    def __init__(self, pick: Pick):
         self._pick = pick
-        self.params: dict[str, Any] = {}
+        self.params: dict[str, Param] = {}
         self.distributions: dict[str, BaseDistribution] = {}
-        self.user_attrs: dict[str, Any] = {}
+        self.user_attrs: dict[str, object] = {}
 
-    def _suggest(self, name: str, dist: BaseDistribution) -> Any:
+    def _suggest(self, name: str, dist: BaseDistribution) -> Param:
         if name not in self.params:
             self.params[name], self.distributions[name] = self._pick(name, dist), dist
         return self.params[name]
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+                      log: bool = False) -> Param:
         return self._suggest(name, FloatDistribution(low, high, step=step, log=log))
 
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> Param:
+
         return self._suggest(name, IntDistribution(low, high, step=step, log=log))
 
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+    def suggest_categorical(self, name: str, choices: Sequence[Param]) -> Param:
         return self._suggest(name, CategoricalDistribution(choices))
 
-    def set_user_attr(self, key: str, value: Any) -> None:
+    def set_user_attr(self, key: str, value: object) -> None:
         self.user_attrs[key] = value
 
 
-def _key(params: dict[str, Any]) -> tuple:
+def _key(params: dict[str, Param]) -> tuple:
     """A configuration's identity: floats compared at 10 significant digits (step-grid floats differ in the 17th)."""
     return tuple(sorted((k, f"{v:.10g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
 
