@@ -14,10 +14,13 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    from ..config import TrainConfig
 
 from .. import paired
 from ..fmt import cut, first_line
@@ -34,9 +37,9 @@ SAVE_EVERY_S = 3.0  # trials.csv between trial ends: a reader (status) is at mos
 LIVE: bool | None = None
 
 
-def trial_error(trial: Any) -> str:
+def trial_error(trial: Trial) -> str:
     """The exception line of a trial's latest failure (Ray keeps the whole traceback in the trial dir)."""
-    err = ""
+    err: object = ""  # the file's text, or the TuneError Ray keeps
     try:  # Ray writes error.txt to the driver's staging dir at once, to the trial dir only later
         local = trial.error_file
         err = Path(local).read_text() if local and Path(local).is_file() else (trial.get_error() or "")
@@ -59,7 +62,7 @@ def _recorder_class() -> type:
     class Recorder(Callback):
         """Feeds the TrialState from Tune's events, persists it, and has the live view draw it."""
 
-        def __init__(self, exp_dir: str | os.PathLike, state: TrialState, *, to_config: Callable[[dict], Any],
+        def __init__(self, exp_dir: str | os.PathLike, state: TrialState, *, to_config: Callable[[dict], TrainConfig],
                      hide: Iterable[str], view: LiveView | None):
             self.exp_dir = Path(exp_dir)
             self.to_config = to_config
@@ -76,7 +79,7 @@ def _recorder_class() -> type:
             self._elapsed_before = 0.0  # seconds spent in earlier runs of a resumed search
 
         # ---- Tune saves set_state's dict with its experiment state; the files hold the rest
-        def get_state(self) -> dict[str, Any]:
+        def get_state(self) -> dict[str, object]:
             return {"elapsed": self.elapsed()}
 
         def set_state(self, state: dict) -> None:
@@ -86,7 +89,7 @@ def _recorder_class() -> type:
             return self._elapsed_before + time.monotonic() - self._t0
 
         # ---- keeping up with Tune
-        def setup(self, **info: Any) -> None:  # type: ignore[override]  # Tune passes only keywords
+        def setup(self, **info: object) -> None:  # type: ignore[override]  # Tune passes only keywords
             if LIVE is not None:
                 self.view = LiveView() if LIVE else None
             self.state = type(self.state).load(self.exp_dir, self.state.total, self.state.max_epochs)
@@ -94,7 +97,7 @@ def _recorder_class() -> type:
             cut_torn_tail(self.exp_dir / PER_IMAGE_FILE)
             self._seen, self._reconciled, self._t0 = 0, False, time.monotonic()
 
-        def _sync(self, trials: list, trial: Any = None) -> None:
+        def _sync(self, trials: list, trial: Trial | None = None) -> None:
             if not self._reconciled:  # the first event sees every trial Ray restored
                 self.state.reconcile(t.trial_id for t in trials)
                 self._reconciled = True
@@ -120,13 +123,13 @@ def _recorder_class() -> type:
                 self.view.update(self.state, self.elapsed(), changed=changed, force=force, line=line)
 
         # ---- Tune's hooks
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._sync(trials, trial)
             self.state.start(trial.trial_id)
             self._save()
             self._draw()
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: object) -> None:
             self._sync(trials, trial)
             before = self.state.best_id, self.state.best_acc()
             self.history.append(self.state.result(trial.trial_id, result, stop_decided=bool(result.get("done"))))
@@ -138,31 +141,31 @@ def _recorder_class() -> type:
             self._save()
             self._draw(force=(self.state.best_id, self.state.best_acc()) != before)  # a new best shows at once
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._sync(trials, trial)
             self.state.end(trial.trial_id)
             self._save(force=True)
             self._draw(line=end_line(self.state, trial.trial_id, self.elapsed()))
 
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._sync(trials, trial)
             error = trial_error(trial)
             self.state.retry(trial.trial_id, error)
             self._save()
             self._draw(line=recover_line(trial.trial_id, error, self.elapsed()))
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._sync(trials, trial)
             self.state.fail(trial.trial_id, trial_error(trial))
             self._save(force=True)
             self._draw(line=end_line(self.state, trial.trial_id, self.elapsed()))
 
-        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        def on_step_end(self, iteration: int, trials: list, **info: object) -> None:
             if self._dirty:
                 self._save()
             self._draw(changed=False)
 
-        def on_experiment_end(self, trials: list, **info: Any) -> None:
+        def on_experiment_end(self, trials: list, **info: object) -> None:
             self._sync(trials)
             self._save(force=True)
             if self.view is not None:
@@ -172,7 +175,7 @@ def _recorder_class() -> type:
 
 
 def make_recorder(exp_dir: str | os.PathLike, *, total_trials: int, max_epochs: int,
-                  to_config: Callable[[dict], Any], hide: Iterable[str] = (), live: bool = True,
+                  to_config: Callable[[dict], TrainConfig], hide: Iterable[str] = (), live: bool = True,
                   stream: TextIO | None = None, tty: bool | None = None) -> Callback:
     """The search's one Tune callback: keeps the TrialState, writes trials.csv/history.csv
     (in exp_dir) and, with `live`, draws the live view on `stream` (stderr).
@@ -183,7 +186,7 @@ def make_recorder(exp_dir: str | os.PathLike, *, total_trials: int, max_epochs: 
                view=LiveView(stream, tty=tty) if live else None)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type:
     # Registered here under its own name, so pickle finds it as fersearch.search.recorder.Recorder.
     if name == "Recorder":
         cls = pickle_as(_recorder_class(), __name__, "Recorder")

@@ -10,7 +10,6 @@ more after `Tuner.fit` returns (Ray waits for its last copy), Ctrl+C included.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ray.tune import Callback
 
@@ -27,16 +26,16 @@ class PickleSigner(Callback):
         self._staging: Path | None = None
         self._seen: dict[str, tuple[int, int]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         return {}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__()  # type: ignore[misc]
 
-    def setup(self, *args: Any, **info: Any) -> None:
+    def setup(self, *args: object, **info: object) -> None:
         _ACTIVE[:] = [self]
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: object) -> None:
         if not self._learn(trials):
             return
         assert self._staging is not None and self._exp_dir is not None
@@ -45,7 +44,7 @@ class PickleSigner(Callback):
             pickles.sign(self._exp_dir, [self._staging])
             self._seen = now
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
+    def on_experiment_end(self, trials: list, **info: object) -> None:
         """After Ray's last, awaited save (a resumed search whose trials had all ended runs no step)."""
         if self._learn(trials):
             assert self._exp_dir is not None

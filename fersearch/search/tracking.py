@@ -23,11 +23,18 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FersearchError
 from ..results.record import ExperimentRecord, Mlflow
 from .workarounds import pickle_as
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    from .options import SearchOptions
 
 DB_FILE = "mlflow.db"
 DEFAULT = "default"  # --mlflow without a URI: the store in the experiment folder
@@ -41,7 +48,7 @@ CHECK_S = 20  # the check's wait for a store to answer
 RUN_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
 
 
-def wanted(opts: Any) -> Any:
+def wanted(opts: SearchOptions) -> str | None:
     """What --mlflow / --mlflow-uri ask for: a URI, DEFAULT (the folder's store) or None."""
     if opts.mlflow_uri is not None and not str(opts.mlflow_uri).strip():
         raise FersearchError("--mlflow-uri is empty; pass a tracking URI (http://host:5000, sqlite:///path/mlflow.db) "
@@ -49,14 +56,14 @@ def wanted(opts: Any) -> Any:
     return opts.mlflow_uri or (DEFAULT if opts.mlflow else None)
 
 
-def tracking_uri(value: Any, exp_dir: Path) -> str:
+def tracking_uri(value: object, exp_dir: Path) -> str:
     """The tracking URI for --mlflow's value: the experiment folder's SQLite store by default."""
     if value == DEFAULT:
         return f"sqlite:///{Path(exp_dir).resolve() / DB_FILE}"
     return str(value)
 
 
-def _client(uri: str) -> Any:
+def _client(uri: str) -> MlflowClient:
     for k, v in HTTP_ENV.items():
         os.environ.setdefault(k, v)
     try:
@@ -66,7 +73,7 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def check(value: Any) -> None:
+def check(value: object) -> None:
     """Before the search starts: MLflow importable, and a given URI answers (one line if not).
     The default store is made with the experiment folder, so only the import is checked for it."""
     if not value:
@@ -116,7 +123,7 @@ def _check_sqlite(name: str, where: str) -> None:
                              f"the database: pass a folder you can write to") from None
 
 
-def _answers(query: Callable[[], Any], value: str) -> None:
+def _answers(query: Callable[[], object], value: str) -> None:
     """The store answers one query within CHECK_S (MLflow's SQL stores retry for minutes otherwise)."""
     import threading
 
@@ -143,7 +150,7 @@ def _answers(query: Callable[[], Any], value: str) -> None:
                              ) from None
 
 
-def start_parent(exp_dir: Path, record: ExperimentRecord, value: Any) -> Mlflow:
+def start_parent(exp_dir: Path, record: ExperimentRecord, value: object) -> Mlflow:
     """Create (or, resuming, find) the search's parent run; returns fersearch.json's "mlflow" block."""
     if record.mlflow is not None:
         return record.mlflow
@@ -153,7 +160,7 @@ def start_parent(exp_dir: Path, record: ExperimentRecord, value: Any) -> Mlflow:
     exp = client.get_experiment_by_name("fersearch")
     exp_id = exp.experiment_id if exp is not None else client.create_experiment("fersearch")
     s = record.settings
-    params: dict[str, Any] = {k: getattr(s, k, None) for k in ("trials", "max_epochs", "grace_period",
+    params: dict[str, object] = {k: getattr(s, k, None) for k in ("trials", "max_epochs", "grace_period",
                                                                "reduction_factor", "scheduler", "sampler", "seed")}
     params.update(space=record.space.label, data_sha256=record.data.sha256)
     run = client.create_run(exp_id, run_name=name, tags={"fersearch.experiment": name,
@@ -162,13 +169,13 @@ def start_parent(exp_dir: Path, record: ExperimentRecord, value: Any) -> Mlflow:
     return Mlflow(uri=uri, experiment_id=exp_id, parent_run_id=run.info.run_id)
 
 
-def _params(values: Mapping[str, Any]) -> list:
+def _params(values: Mapping[str, object]) -> list:
     from mlflow.entities import Param
 
     return [Param(str(k), str(v)[:6000]) for k, v in values.items()]
 
 
-def _metrics(result: Mapping[str, Any], step: int) -> list:
+def _metrics(result: Mapping[str, object], step: int) -> list:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -193,22 +200,22 @@ def _tracker_class() -> type:
             self.runs: dict[str, str] = {}  # trial id -> child run id (kept in Ray's callback state)
             self.last: dict[str, dict] = {}
             self.broken = False
-            self._client: Any = None
+            self._client: MlflowClient | None = None
 
-        def __getstate__(self) -> dict[str, Any]:
+        def __getstate__(self) -> dict[str, object]:
             return {**self.__dict__, "_client": None, "last": {}}
 
         # Tune saves this with its experiment state: a resumed search logs on into the same child runs.
-        def get_state(self) -> dict[str, Any]:
+        def get_state(self) -> dict[str, object]:
             return {"runs": dict(self.runs)}
 
         def set_state(self, state: dict) -> None:
             self.runs.update(state.get("runs") or {})
 
-        def setup(self, *args: Any, **info: Any) -> None:
+        def setup(self, *args: object, **info: object) -> None:
             self.broken = False  # a resumed search tries the store again (its run ids came back with Ray's state)
 
-        def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> Any:
+        def _call(self, fn_name: str, *args: object, **kwargs: object) -> Any:
             if self.broken:
                 return None
             try:
@@ -222,7 +229,7 @@ def _tracker_class() -> type:
                       f"(trials.csv keeps every trial)", file=sys.stderr)
                 return None
 
-        def _run(self, trial: Any) -> str | None:
+        def _run(self, trial: Trial) -> str | None:
             if trial.trial_id not in self.runs:
                 run = self._call("create_run", self.record.experiment_id, run_name=trial.trial_id,
                                  tags={"mlflow.parentRunId": self.record.parent_run_id,
@@ -234,22 +241,22 @@ def _tracker_class() -> type:
                 self._call("log_batch", run.info.run_id, params=_params(params))
             return self.runs[trial.trial_id]
 
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._run(trial)
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: object) -> None:
             run_id = self._run(trial)
             self.last[trial.trial_id] = result
             if run_id is not None:
                 self._call("log_batch", run_id, metrics=_metrics(result, int(result.get("training_iteration", 0))))
 
-        def _end(self, trial: Any, status: str) -> None:
+        def _end(self, trial: Trial, status: str) -> None:
             run_id = self._run(trial)
             if run_id is not None:
                 self._call("set_tag", run_id, STATUS_TAG, status)
                 self._call("set_terminated", run_id, RUN_STATUS[status])
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             last = self.last.get(trial.trial_id) or trial.last_result or {}
             if last.get("diverged"):
                 status = "diverged"
@@ -259,10 +266,10 @@ def _tracker_class() -> type:
                 status = "completed"
             self._end(trial, status)
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: object) -> None:
             self._end(trial, "failed")
 
-        def on_experiment_end(self, trials: list, **info: Any) -> None:
+        def on_experiment_end(self, trials: list, **info: object) -> None:
             if any(not t.is_finished() for t in trials):
                 return  # interrupted: the parent stays open for --resume
             self._call("set_terminated", self.record.parent_run_id, "FINISHED")
@@ -270,7 +277,7 @@ def _tracker_class() -> type:
     return MlflowTracker
 
 
-def make_tracker(record: Mlflow, hide: Iterable[str], max_epochs: int) -> Any:
+def make_tracker(record: Mlflow, hide: Iterable[str], max_epochs: int) -> Callback:
     """The Tune callback for fersearch.json's "mlflow" block."""
     return __getattr__("MlflowTracker")(record, frozenset(hide), max_epochs)
 
@@ -301,7 +308,7 @@ def log_evaluation(exp_dir: Path, experiment: ExperimentRecord, metrics: Mapping
     return None
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type:
     if name == "MlflowTracker" and "MlflowTracker" in globals():
         return globals()["MlflowTracker"]
     if name == "MlflowTracker":  # built on first use (no Ray import for `fersearch status`); pickles find it here
