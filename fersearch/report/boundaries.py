@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, SupportsFloat
 
 import pandas as pd
 
 from ..config import hard_bounds
 from ..fmt import missing, num, plain
 from ..results.experiment import PARAM_PREFIX
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.distributions import BaseDistribution
 
 # The best value within this fraction of a numeric range's end counts as "on the boundary".
 EDGE_FRACTION = 0.05
@@ -26,9 +31,9 @@ EDGE_FRACTION = 0.05
 @dataclass
 class Boundary:
     param: str
-    best: Any
-    low: Any
-    high: Any
+    best: object  # the winner's value: a number, or an ordered choice
+    low: float
+    high: float
     basis: str  # "declared" (the search space's range) or "tried" (min/max over the trials)
     edge: str  # "low" or "high"
 
@@ -38,17 +43,18 @@ class Boundary:
                 f"[{num(self.low, 3)}, {num(self.high, 3)}]; the optimum may lie beyond it: widen the space")
 
 
-def declared_ranges(study: Any) -> dict[str, Any]:
+def declared_ranges(study: Study | None) -> dict[str, BaseDistribution]:
     """{param: one distribution spanning every range the space declared for it}, from the study's
     trials ({} without a study). A range may depend on another parameter (wide's lr on the
     optimiser): the span holds them all, so every trial's point lies on the plot's axis."""
     import optuna.distributions as od
 
-    found: dict[str, Any] = {}
+    found: dict[str, BaseDistribution] = {}
     for trial in study.get_trials(deepcopy=False) if study is not None else ():
         for name, dist in trial.distributions.items():
             seen = found.setdefault(name, dist)
-            if seen is not dist and hasattr(dist, "low") and hasattr(seen, "low") and seen != dist:
+            numeric = (od.FloatDistribution, od.IntDistribution)  # the distributions with a low and a high
+            if seen is not dist and isinstance(dist, numeric) and isinstance(seen, numeric) and seen != dist:
                 low, high = min(seen.low, dist.low), max(seen.high, dist.high)
                 found[name] = (od.FloatDistribution(float(low), float(high), log=bool(seen.log and dist.log))
                                if isinstance(seen, od.FloatDistribution) or isinstance(dist, od.FloatDistribution)
@@ -56,10 +62,10 @@ def declared_ranges(study: Any) -> dict[str, Any]:
     return found
 
 
-def trial_distributions(study: Any, params: dict[str, Any]) -> dict[str, Any]:
+def trial_distributions(study: Study | None, params: Mapping[str, object]) -> dict[str, BaseDistribution]:
     """The distributions the space declared for the study trial with these parameter values (the
     trial itself: Ray's OptunaSearch tells Optuna every trial it runs); {} without a study or a match."""
-    def same(a: Any, b: Any) -> bool:
+    def same(a: object, b: object) -> bool:
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
         return plain(a) == plain(b)
@@ -70,7 +76,7 @@ def trial_distributions(study: Any, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, Any]) -> list[Boundary]:
+def find_boundaries(scored: pd.DataFrame, params: list[str], dists: Mapping[str, BaseDistribution]) -> list[Boundary]:
     """The winner's (scored's first row) values at an end of its range. `dists`: the winner's own
     distributions (trial_distributions); without them, the range of values tried."""
     best = scored.iloc[0]
@@ -86,8 +92,10 @@ def find_boundaries(scored: pd.DataFrame, params: list[str], dists: dict[str, An
     return out
 
 
-def _boundary(p: str, value: Any, tried: pd.Series, dist: Any) -> Boundary | None:
-    if dist is not None and hasattr(dist, "low"):
+def _boundary(p: str, value: SupportsFloat | str, tried: pd.Series, dist: BaseDistribution | None) -> Boundary | None:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
         low, high, log = dist.low, dist.high, bool(getattr(dist, "log", False))
         step = getattr(dist, "step", None)
         if step and (high - low) / step < 2:
@@ -128,10 +136,11 @@ def _cannot_widen(p: str, end: float, edge: str, log: bool) -> bool:
     return bounds is not None and end == bounds[0 if edge == "low" else 1]
 
 
-def _ordered_choices(choices: list[Any]) -> list[Any] | None:
-    if any(isinstance(c, bool) for c in choices) or not all(isinstance(c, (int, float)) for c in choices):
+def _ordered_choices(choices: Sequence[object]) -> list[float] | None:
+    numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+    if len(numbers) < len(choices):
         return None  # strings and booleans have no order, so no boundary
-    return sorted(choices)
+    return sorted(numbers)
 
 
 def is_bool(s: pd.Series) -> bool:
