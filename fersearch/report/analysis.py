@@ -16,7 +16,7 @@ range of values tried and no importance estimates.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,8 @@ from .ties import Ties, find_ties
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.importance import BaseImportanceEvaluator
 
 __all__ = ["Boundary", "SearchAnalysis", "analyze", "is_bool", "rank_trials", "top_table", "trial_params"]
 
@@ -70,7 +72,7 @@ class SearchAnalysis:
     seed_trial: str | None  # trial id whose config is the seed configuration, if any
     rungs: list[int]  # ASHA's rung epochs (rungs.search_rungs) when the scheduler was ASHA
     # {param: the span of every range the space declared for it} (from the study): the scatter plot's axes
-    distributions: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     study: optuna.Study | None = None  # the search's study, None for a search that saved none
     decisions: list[Decision] = field(default_factory=list)  # the scheduler's log (scheduler.jsonl)
     diagnoses: list[Diagnosis] = field(default_factory=list)  # what to change, flag named
@@ -102,7 +104,7 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def trial_params(row: pd.Series) -> dict[str, Any]:
+def trial_params(row: pd.Series) -> dict[str, object]:
     """The search-space parameters of one trials.csv row ({name: value}, absent ones left out)."""
     return {c[len(PARAM_PREFIX):]: plain(row[c]) for c in row.index
             if str(c).startswith(PARAM_PREFIX) and not missing(row[c])}
@@ -137,7 +139,7 @@ def proposal_source(trials: pd.DataFrame, trial_id: str) -> str:
 # ---------------------------------------------------------------- analysis
 def analyze(trials: pd.DataFrame, history: pd.DataFrame, record: ExperimentRecord, study: optuna.Study | None = None,
             importance: bool = True, decisions: list[Decision] | None = None,
-            per_image: dict[str, dict[int, dict[str, Any]]] | None = None) -> SearchAnalysis:
+            per_image: Mapping[str, Mapping[int, Mapping[str, object]]] | None = None) -> SearchAnalysis:
     """Everything the report says about the search. `study`: the search's optuna.Study (its
     declared distributions and trial values), None when the search saved none.
     `importance=False` skips Optuna's importance estimates (the slow part), e.g. for a quick
@@ -204,14 +206,14 @@ def _model_fields(cfg: TrainConfig) -> dict[str, Any]:
     return fields
 
 
-def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, tuple[Any, Any]]:
+def config_diff(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, tuple[object, object]]:
     """{field: (base value, cfg value)} for model/training fields that differ from `base` (the seed)."""
     a, b = _model_fields(base or TrainConfig()), _model_fields(cfg)
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
 # ---------------------------------------------------------------- importance
-def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
+def param_importance(study: optuna.Study | None) -> tuple[dict[str, dict[str, float]], str]:
     """Optuna's importance evaluators (PED-ANOVA, its default, and fANOVA) over the study's
     finished trials, with the distributions the space declared. ({}, why) when there is no
     study or too little in it."""
@@ -236,7 +238,7 @@ def param_importance(study: Any) -> tuple[dict[str, dict[str, float]], str]:
         return {}, (f"not enough finished trials ({len(done)}) with varying hyperparameters "
                     f"to estimate importance (needs {MIN_IMPORTANCE_TRIALS} or more)")
     everywhere = [p for p in varying if all(p in t.params for t in done)]  # fANOVA skips conditional ones
-    evaluators: dict[str, tuple[Callable[[], Any], list[str]]] = {
+    evaluators: dict[str, tuple[Callable[[], BaseImportanceEvaluator], list[str]]] = {
         # by name, not Optuna's default (PED-ANOVA in Optuna 5, fANOVA in 4): the label says what ran
         "PED-ANOVA": (lambda: optuna.importance.PedAnovaImportanceEvaluator(), varying),
         "fANOVA": (lambda: optuna.importance.FanovaImportanceEvaluator(seed=0), everywhere),

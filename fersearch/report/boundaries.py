@@ -10,8 +10,8 @@ the end is a limit of the config itself (config.hard_bounds: dropout 0, a probab
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, SupportsFloat
 
 import pandas as pd

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ import pandas as pd
 from ..fmt import plain
 from ..results.experiment import PARAM_PREFIX, TrialStatus
 from .boundaries import is_bool
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 # One colour per status of the vocabulary (a test checks every member has one); the best trial is green.
 STATUS_COLORS = {TrialStatus.COMPLETED: "#1f77b4", TrialStatus.STOPPED: "#ff7f0e", TrialStatus.FAILED: "#d62728",
@@ -160,7 +163,7 @@ def plot_trial_curves(history: pd.DataFrame, trials: pd.DataFrame, path: Path, r
 
 @_styled("whitegrid")
 def plot_param_scatter(trials: pd.DataFrame, params: Sequence[str], path: Path, best: str | None,
-                       distributions: dict[str, Any], boundary: Sequence[str] = ()) -> Path:
+                       distributions: Mapping[str, BaseDistribution], boundary: Sequence[str] = ()) -> Path:
     """Best val_acc of every trial against each hyperparameter; the winner is a star and a
     parameter whose best value is on the boundary of the space has a red title."""
     ncols = min(3, max(1, len(params)))

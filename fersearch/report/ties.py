@@ -62,7 +62,7 @@ class Ties:
                 "compared": [t.to_dict() for t in self.compared]}
 
 
-def find_ties(ranked: pd.DataFrame, per_image: Mapping[str, Mapping[int, Mapping[str, Any]]], z: float) -> Ties:
+def find_ties(ranked: pd.DataFrame, per_image: Mapping[str, Mapping[int, Mapping[str, object]]], z: float) -> Ties:
     """The trials tied with the best. `ranked`: trials best first (analysis.rank_trials), with
     best_val_acc and best_epoch; `per_image`: experiment.read_per_image; `z`: the noise rule's."""
     scored = ranked[pd.to_numeric(ranked["best_val_acc"], errors="coerce").notna()
