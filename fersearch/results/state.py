@@ -17,7 +17,7 @@ import functools
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..fmt import short_params
 from .experiment import (
@@ -30,6 +30,9 @@ from .experiment import (
     read_trials,
 )
 from .trial_files import frame_rows, write_trials
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def end_status(stop_decided: bool, epochs: int, max_epochs: int | None) -> str:
@@ -51,7 +54,7 @@ def config_order() -> tuple[str, ...]:
     return tuple(f.name for f in fields(TrainConfig))
 
 
-def _finite(v: Any) -> float | None:
+def _finite(v: object) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
@@ -80,7 +83,8 @@ class TrialState:
         return cls.from_frames(read_trials(exp_dir), read_history(exp_dir), total, max_epochs)
 
     @classmethod
-    def from_frames(cls, trials: Any, history: Any, total: int = 0, max_epochs: int | None = None) -> TrialState:
+    def from_frames(cls, trials: pd.DataFrame, history: pd.DataFrame, total: int = 0,
+                    max_epochs: int | None = None) -> TrialState:
         state = cls(total, max_epochs)
         for row in frame_rows(trials):
             state._put(row)
@@ -110,7 +114,7 @@ class TrialState:
         self._score(trial_id)
 
     # ---- Tune's events
-    def add(self, trial_id: str, config_json: str, params: Mapping[str, Any], source: str = "") -> None:
+    def add(self, trial_id: str, config_json: str, params: Mapping[str, object], source: str = "") -> None:
         """A trial Tune created (not started yet); known trials are left as they are. `source`: where
         its configuration came from (the mix sampler's word: trials.csv's source column), if said."""
         if trial_id in self.rows:

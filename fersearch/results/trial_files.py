@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..fmt import int_or_none, json_value, missing
 from ..io import atomic_write, cut_torn_tail
@@ -26,17 +26,20 @@ from .experiment import (
     TRIALS_FILE,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _INT_COLUMNS = ("epochs", "best_epoch", "epoch")  # never "4.0" for 4
 
 
-def _cell(column: str, v: Any) -> Any:
+def _cell(column: str, v: Any) -> object:
     """A value as pandas would write it: missing -> empty; whole-number columns as ints."""
     if missing(v):
         return ""
     return int_or_none(v) if column in _INT_COLUMNS else json_value(v)
 
 
-def csv_text(columns: list[str], rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+def csv_text(columns: list[str], rows: Iterable[Mapping[str, object]], header: bool = True) -> str:
     """CSV text of row dicts in `columns` (missing keys empty): the one writer of fersearch's CSV files
     (trials.csv, a search's history.csv, and a run's history.csv of `train` and `best --evaluate`)."""
     out = io.StringIO()
@@ -47,7 +50,7 @@ def csv_text(columns: list[str], rows: Iterable[Mapping[str, Any]], header: bool
     return out.getvalue()
 
 
-def write_trials(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+def write_trials(exp: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> None:
     """trials.csv from row dicts (TRIAL_COLUMNS, then `config/<param>` keys, A-Z), atomically."""
     TrialsFile(Path(exp) / TRIALS_FILE).write(rows)
 
@@ -61,7 +64,7 @@ class TrialsFile:
         self._columns: list[str] = []
         self._lines: dict[str, str] = {}  # trial id -> its CSV line
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "_columns": [], "_lines": {}}  # a cache: not worth pickling
 
     def write(self, rows: Iterable[Mapping[str, Any]], changed: Iterable[str] | None = None,
@@ -86,12 +89,12 @@ class TrialsFile:
         atomic_write(self.path, "".join(text))
 
 
-def write_history(exp: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+def write_history(exp: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> None:
     """history.csv whole from row dicts (HISTORY_COLUMNS; missing keys stay empty), atomically."""
     atomic_write(Path(exp) / HISTORY_FILE, csv_text(list(HISTORY_COLUMNS), rows))
 
 
-def frame_rows(df: Any) -> list[dict[str, Any]]:
+def frame_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     """A DataFrame (read_trials, read_history) as plain row dicts: NaN -> None, numpy -> Python,
     epochs as ints."""
     return [{k: (int_or_none(v) if k in _INT_COLUMNS else json_value(v)) for k, v in rec.items()}
@@ -108,7 +111,7 @@ class HistoryFile:
         """Cut a torn last line (a crash in the middle of an append) before appending after it."""
         cut_torn_tail(self.path)
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, row: Mapping[str, object]) -> None:
         columns = self._columns()
         with open(self.path, "a", newline="") as f:  # opened at its end: tell() is its size
             f.write(csv_text(columns, [row], header=f.tell() == 0))
