@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.util.metrics import Gauge
 
 METRIC_PREFIX = "fersearch_trial_"
 GAUGES = {  # gauge name -> (metrics key, description)
@@ -25,10 +28,10 @@ GAUGES = {  # gauge name -> (metrics key, description)
 TAG_KEYS = ("experiment", "trial_id")
 PROMETHEUS_PREFIX = "ray_"  # Ray's exporter puts custom metrics in its own namespace
 
-_gauges: dict[str, Any] = {}  # one Gauge object per name and process (Ray registers by name)
+_gauges: dict[str, Gauge] = {}  # one Gauge object per name and process (Ray registers by name)
 
 
-def _gauge(name: str) -> Any:
+def _gauge(name: str) -> Gauge:
     if name not in _gauges:
         from ray.util.metrics import Gauge
 
@@ -44,7 +47,7 @@ class TrialGauges:
     def __init__(self, experiment: str, trial_id: str):
         self.tags = {"experiment": str(experiment), "trial_id": str(trial_id)}
 
-    def update(self, metrics: Mapping[str, Any]) -> None:
+    def update(self, metrics: Mapping[str, object]) -> None:
         for name, (key, _) in GAUGES.items():
             value = metrics.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):

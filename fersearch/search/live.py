@@ -15,11 +15,16 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..fmt import acc, clock, text_table
 from ..results.experiment import TrialStatus
 from ..results.state import TrialState
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 
 # ------------------------------------------------------------------ the lines
@@ -68,7 +73,7 @@ def recover_line(trial_id: str, error: str, elapsed: float) -> str:
     return f"[{clock(elapsed)}] trial {trial_id} crashed, retrying from its last checkpoint: {error}"
 
 
-def trial_table(state: TrialState, max_rows: int = 20) -> Any:
+def trial_table(state: TrialState, max_rows: int = 20) -> Table:
     """A rich Table: the best trial so far, then the running ones (best first)."""
     best = state.best()
     running = sorted((r for r in state.running() if r is not best), key=lambda r: -(r["best_val_acc"] or 0.0))
@@ -99,10 +104,10 @@ class LiveView:
         self.heartbeat = heartbeat
         self._last_print = -math.inf
         self._dirty = True
-        self._console: Any = None
-        self._live: Any = None
+        self._console: Console | None = None
+        self._live: Live | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_stream": None, "_console": None, "_live": None}
 
     @property
@@ -164,7 +169,7 @@ class LiveView:
         except (OSError, ValueError):  # a closed stream must never break the search
             pass
 
-    def _terminal(self) -> Any:
+    def _terminal(self) -> Console:
         if self._console is None:
             from rich.console import Console
 

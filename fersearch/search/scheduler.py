@@ -93,8 +93,8 @@ def _json_number(v: float | None) -> float | None:
 class _NoiseAwareBracket(_Bracket):
     """ASHA's bracket (rungs, cutoff, records) with NoiseRule deciding each stop."""
 
-    def __init__(self, rule: NoiseRule, decisions: list[Decision], sign: float, *args: Any, paired: bool = True,
-                 **kwargs: Any):
+    def __init__(self, rule: NoiseRule, decisions: list[Decision], sign: float, *args: object, paired: bool = True,
+                 **kwargs: object):
         super().__init__(*args, **kwargs)
         self.rule, self.decisions, self.sign, self.paired = rule, decisions, sign, paired
         self.losses: dict[int, dict[str, float]] = {milestone: {} for milestone, _ in self._rungs}

@@ -15,11 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import TrainConfig
 from .resources import Resources
 from .workarounds import quiet_checkpoint_logs
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+    from ..data import FerData
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +149,12 @@ def gpu_unseen_warning(gpu_ids: list, torch_version: str, cuda_version: str | No
             f"(device=cpu in trials.csv); install a CUDA build of torch on this node or check its driver")
 
 
-def trainable(data: Any, plan: Resources, settings: TrialSettings) -> Any:
+def trainable(data: FerData, plan: Resources, settings: TrialSettings) -> Any:
     """run_trial with the data (once, through Ray's object store) and the plan's resources."""
     from ray import tune
 
     return tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings), plan.ray_request())
 
 
-def trial_dirname(trial: Any) -> str:
+def trial_dirname(trial: Trial) -> str:
     return f"trial_{trial.trial_id}"

@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..results.record import EXPERIMENT_STATE_GLOB
+
+if TYPE_CHECKING:
+    import optuna
 
 # =============================================================================================== Ray
 
@@ -178,7 +181,7 @@ def remove_journal_lock(journal: Path) -> None:
 # ---- Sampler defaults, Optuna 5.0.0
 # fersearch's TPE is multivariate with the constant liar (parallel trials do not all sample the same
 # point); Optuna 5 defaults to both, Optuna 4 to neither. Passed explicitly, so the pin does not decide.
-TPE_SETTINGS: dict[str, Any] = {"multivariate": True, "constant_liar": True}
+TPE_SETTINGS: dict[str, bool] = {"multivariate": True, "constant_liar": True}
 
 # ---- Trial states in the study, Ray 2.60.0 + Optuna 5.0.0 (no upstream report found:
 # ray.tune.search.optuna.OptunaSearch.on_trial_complete tells COMPLETE whenever the last result has the metric)
@@ -193,7 +196,7 @@ TPE_SETTINGS: dict[str, Any] = {"multivariate": True, "constant_liar": True}
 # reported here, so optuna-dashboard's curves end at the trial's last epoch.
 # What TPE proposes does not change (benchmarks/bench_pruned.py: identical proposals in 40 seeds x 40
 # trials; TPE only ranks pruned trials below the completed ones, where ASHA's stopped trials are anyway).
-def trial_end_state(result: dict | None, error: bool, max_epochs: int | None) -> Any:
+def trial_end_state(result: dict | None, error: bool, max_epochs: int | None) -> optuna.trial.TrialState | None:
     """The Optuna state a trial ending with `result` is told in (PRUNED: ASHA stopped it; FAIL: it errored),
     or None for Ray's own (COMPLETE, also for a diverged trial: see above)."""
     from optuna.trial import TrialState
