@@ -1,4 +1,4 @@
-"""Hostile input (issue 26), generated here, through the real CLI in-process: images (thin, bombs,
+"""Hostile input, generated here, through the real CLI in-process: images (thin, bombs,
 short pixel data, odd modes), model files (ONNX of the wrong shape, type, names or tags, pickles
 with payloads, oversized configs, NaN weights), unwritable outputs, tracker URIs, flags that mean
 nothing. Each case: one `error:` line (or the command's own one-line outcome), the exit code, no

@@ -1,4 +1,4 @@
-"""Hostile results folders and Ctrl+C, end to end (issue 26): Ray's pickles tampered with before
+"""Hostile results folders and Ctrl+C, end to end: Ray's pickles tampered with before
 `--resume` (the payload must never run, the folder must not change), and SIGINT at many moments of
 a real `best --evaluate` (exit 130; best/ the old files or a whole new set)."""
 

@@ -27,7 +27,7 @@ from . import analysis as an
 from .best import BestTrial
 from .ties import Tie, Ties
 
-# --ties 1 by default (issue 28): on bench_search's 6 searches (16 x 30, 2 data sets x 3 seeds,
+# --ties 1 by default: on bench_search's 6 searches (16 x 30, 2 data sets x 3 seeds,
 # benchmarks/figures/bench_tiebreak-2026-12-02-30ep.json) retraining the tied configurations changed the pick
 # once, and that pick tested 1.7 points below the search's own winner retrained alone; it cost 170-250 s per
 # `best --evaluate` on 2 cores and doubled the demo's time. The tie report stays; --ties K breaks ties on request.
