@@ -5,6 +5,8 @@ Other helpers may append fixtures below (str_replace); keep them tiny and fast.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,20 @@ def write_meta(exp, meta: dict) -> None:
     from fersearch.io import write_json
 
     write_json(Path(exp) / "fersearch.json", meta)
+
+
+# ------------------------------------------------------------------ hostile inputs (test_hostile*.py)
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file below `folder`: a folder left untouched has the same checksums."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Payload:
+    """Touches `marker` when unpickled: a pickle that must never run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -6,7 +6,6 @@ traceback, and the checksums of a results folder and the inputs the same before 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -19,23 +18,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import Payload, assert_one_line_error, checksums
 from fersearch.cli import app
 
 runner = CliRunner()
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-class Payload:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 # ------------------------------------------------------------------ the files, made by the tests

@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_hostile import checksums
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error, copy_experiment
+from conftest import assert_one_line_error, checksums, copy_experiment
 from fersearch.cli import app
 
 runner = CliRunner()

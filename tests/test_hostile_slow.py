@@ -18,26 +18,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import EVALUATE_ARGS, assert_one_line_error, copy_experiment
+from conftest import EVALUATE_ARGS, Payload, assert_one_line_error, checksums, copy_experiment
 from fersearch.cli import app
 from fersearch.search.pickles import MANIFEST
 
 runner = CliRunner()
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-class Payload:
-    """Touches `marker` when unpickled."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def resumable_copy(src: Path, results: Path) -> Path:
