@@ -1,16 +1,16 @@
 """Does the search find better than its own recipes, at the budget users run? Prints JSON.
 
 On the default synthetic data and the hard preset, for each of N seeds, at the same
-budget (--trials, --max-epochs; issue 28: 16 x 30, and 50 x 30 with one seed):
+budget (--trials, --max-epochs; 16 x 30, and 50 x 30 with one seed):
   mix                `fersearch tune` as shipped: the mix sampler (search/sampler.py: mutations of
                      the incumbent, the recipes' neighbourhood, TPE), the paired noise-aware ASHA
-  tpe                --sampler tpe: the search before issue 28 (TPE after the recipes)
+  tpe                --sampler tpe: the search before the mix sampler (TPE after the recipes)
   random_asha        --sampler random with the same stopping
   random_fifo        --sampler random --scheduler fifo: every configuration trained to the end
                      (its curves go to --curves for benchmarks/replay_rungs.py)
   oracle             random_fifo at --oracle-trials (64) x --max-epochs, once per data set (the first
                      seed), its winner retrained with 3 seeds: the headroom's top
-  default            `fersearch tune` with no --sampler (the rows of the issue 21 logs)
+  default            `fersearch tune` with no --sampler (the rows of the earlier logs)
   seed+<lever>       the seed CNN with one lever changed, trained alone for --max-epochs
   point:<name>       each warm-start point of the wide space (seed, std, bn-std, sgd-cosine,
                      augment) trained alone for --max-epochs; the one with the best validation
@@ -18,7 +18,7 @@ budget (--trials, --max-epochs; issue 28: 16 x 30, and 50 x 30 with one seed):
 For each line: mean and sd over seeds of the best val_acc, of the test accuracy of the
 winner retrained from scratch (for a single configuration: its own run, best epoch
 restored), epochs trained and wall time; for searches also the share of winners that were
-recipes and the proposal sources; then issue 28's targets, checked (targets()).
+recipes and the proposal sources; then the mix sampler's targets, checked (targets()).
 
     python benchmarks/bench_search.py --lines mix tpe --seeds 0          # the headline pair, one seed
     python benchmarks/bench_search.py --lines oracle                      # the headroom, once per data set
@@ -233,7 +233,7 @@ def floor_runs(lines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def targets(per_seed: dict[str, dict[str, list[dict[str, Any]]]], budget: int) -> dict[str, Any]:
-    """Issue 28's targets per data set, from the mean retrained test accuracy over seeds: the mix
+    """The mix sampler's targets per data set, from the mean retrained test accuracy over seeds: the mix
     sampler closes at least half the gap from the floor to the oracle and is >= 1 point above tpe;
     it never loses to tpe by more than 0.5 points; at most 40% of its winners are recipes; its
     epochs stay within 45% of trials x max epochs. Seeds are paired: only the seeds both lines ran."""

@@ -9,7 +9,7 @@ whether it changed the winner, both test accuracies and the wall time.
 
     python benchmarks/bench_tiebreak.py /work/bench/keep --n 2400 --log /work/bench/runs.jsonl
 
---paired (issue 28): for every `<line>-<seed>` folder (--line, default `default`), retrain each configuration
+--paired: for every `<line>-<seed>` folder (--line, default `default`), retrain each configuration
 --ties K would retrain with the same seeds (0, 1) and score all of them on test: --ties 1's pick (the
 search's best) and --ties K's pick (the highest mean retrained val_acc) are then compared on the same
 retrains, so a difference is the tie-break's own effect, not retrain noise.

@@ -2,7 +2,7 @@
 early on, and TPE for the rest (`--sampler mix`).
 
 Why: at 16-50 trials in a space of ~20 dimensions, TPE gets a handful of guided proposals
-after its random start-up, and they land far from the good region (issue 28: the winners of
+after its random start-up, and they land far from the good region (the winners of
 earlier searches were single-step neighbours of the `std` recipe). PriorBand (Mallik et al.,
 NeurIPS 2023; neps/optimizers/priorband.py) mixes draws from an expert prior, mutations of the
 incumbent and random draws, with weights that move from the prior to the incumbent as rungs fill.
