@@ -142,7 +142,9 @@ def test_ctrl_c_at_any_moment_of_best_evaluate_stops_it_and_best_is_old_or_whole
             proc.communicate()
             pytest.fail(f"SIGINT after {delay} s was not honoured within 30 s")
         took = time.monotonic() - sent
-        assert proc.returncode in (130, 0), (delay, proc.returncode, err)
+        # -SIGINT: the signal came while the interpreter was shutting down after the command had ended (its
+        # handlers are gone then); a shell reports that as 130 too, and best/ must be the whole new set
+        assert proc.returncode in (130, 0, -signal.SIGINT), (delay, proc.returncode, err)
         assert "Traceback" not in err and "Exception ignored" not in err, (delay, err)
         now = checksums(exp / "best")
         if proc.returncode == 130:
