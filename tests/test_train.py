@@ -491,12 +491,12 @@ def test_the_epoch_clock_times_the_gpu_work_not_the_launches():
         pytest.skip("no CUDA GPU")
     import time
 
-    from fersearch.train.loop import _Clock
+    from fersearch.train.device import DeviceClock
 
     dev = torch.device("cuda")
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    clock = _Clock(dev)
+    clock = DeviceClock(dev)
     torch.cuda._sleep(int(2e8))  # queued: returns at once, runs for ~0.1 s on the GPU
     clock.stop()
     launched = time.perf_counter() - t0

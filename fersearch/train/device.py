@@ -1,5 +1,5 @@
 """Where and in what precision training runs: device choice, bf16 detection, autocast, seeding,
-determinism."""
+determinism, and a clock of the device's own time."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -94,3 +95,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class DeviceClock:
+    """Seconds of device work without a host sync: CUDA events on a GPU, read after the epoch's one
+    sync (summary); perf_counter on the CPU. Starts when made."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.t0, self.elapsed = time.perf_counter(), 0.0
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            self.elapsed = time.perf_counter() - self.t0
+
+    def seconds(self) -> float:
+        return self.start.elapsed_time(self.end) / 1000 if self.cuda else self.elapsed

@@ -44,11 +44,12 @@ from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..model import build_model
 from .augment import augment_batch
-from .device import autocast, resolve_device, resolve_precision, seed_everything, set_deterministic
+from .device import DeviceClock, autocast, resolve_device, resolve_precision, seed_everything, set_deterministic
 from .graphs import GraphedEval, GraphedSteps, graphed_eval, portable_optimizer_state, use_graphs
 from .predict import EVAL_BATCH, as_input, log_probs
 from .progress import EpochProgress
 from .recipe import class_weights, make_optimizer, make_scheduler, split_tensors, training_loss
+from .snapshot import STATE_FORMAT, as_tuples, check_resumable, to_cpu
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,12 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "fersearch-train-state"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_time_s",
                "best_val_acc")
-# Keys a resumed run may change: training longer or with more patience continues the same run, and
-# graphs or not is how a step runs, not what it computes.
-RESUMABLE_CHANGES = ("epochs", "patience", "cuda_graphs")
 DIVERGENCE_CHECK_EVERY = 16  # batches between checks for a non-finite loss (each check syncs with the device)
 
 
@@ -176,13 +173,13 @@ class _Run:
         torch.randperm(n, generator=self.perm_gen, out=self.perm_host)
         return self.perm_host.to(self.device, non_blocking=True)
 
-    def train_epoch(self, progress: EpochProgress | None) -> tuple[int, _Clock]:
+    def train_epoch(self, progress: EpochProgress | None) -> tuple[int, DeviceClock]:
         """Trains one epoch; returns (images, its clock). The loss and accuracy sums stay on the device."""
         self.model.train()
         self.loss_sum.zero_()
         self.correct.zero_()
         seen, n = 0, self.train_y.numel()
-        clock = _Clock(self.device)
+        clock = DeviceClock(self.device)
         perm = self.permutation()
         graphs = self._graphs()
         replayed = graphs.start_epoch(perm) if graphs is not None else 0
@@ -231,7 +228,7 @@ class _Run:
         self.epoch += 1
         lr = self.optimizer.param_groups[0]["lr"]
         train_n, train_clock = self.train_epoch(progress)
-        eval_clock = _Clock(self.device)
+        eval_clock = DeviceClock(self.device)
         val_lp = self.validate()
         eval_clock.stop()
         train_loss, train_acc, val_loss, val_acc, record = self.summary(val_lp, train_n)
@@ -301,12 +298,12 @@ class _Run:
                 "python": random.getstate(),
             },
         }
-        return _to_cpu(copy.deepcopy(snap))
+        return to_cpu(copy.deepcopy(snap))
 
     def load(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ConfigError("resume state is not a fersearch training state; pass the dict from on_epoch's state()")
-        _check_resumable(state.get("config") or {}, self.cfg)
+        check_resumable(state.get("config") or {}, self.cfg)
         self.epoch = int(state["epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -330,7 +327,7 @@ class _Run:
             torch.cuda.set_rng_state(rng["cuda"][0], self.device)
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-        random.setstate(_tuples(rng["python"]))
+        random.setstate(as_tuples(rng["python"]))
 
     def _load_aug(self, rng: dict) -> None:
         """The augmentation generator's state, when it comes from this device type; else a fresh seed."""
@@ -348,64 +345,9 @@ class _Run:
         return self.model.eval()
 
 
-class _Clock:
-    """Seconds of device work without a host sync: CUDA events on a GPU, read after the epoch's one
-    sync (summary); perf_counter on the CPU. Starts when made."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.t0, self.elapsed = time.perf_counter(), 0.0
-        if self.cuda:
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.start.record()
-
-    def stop(self) -> None:
-        if self.cuda:
-            self.end.record()
-        else:
-            self.elapsed = time.perf_counter() - self.t0
-
-    def seconds(self) -> float:
-        return self.start.elapsed_time(self.end) / 1000 if self.cuda else self.elapsed
-
-
-def per_image(log_probs: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
-    """The labelled validation images' correctness and cross-entropy, encoded (fersearch.paired)."""
-    labelled = y >= 0
-    lp, y = log_probs[labelled], y[labelled]
-    losses = -lp.gather(1, y[:, None])[:, 0]
-    return paired.encode((lp.argmax(1) == y).cpu().numpy(), losses.cpu().numpy())
-
-
 def _running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
     """(mean loss, accuracy) so far: a device sync, so only when the progress bar asks."""
     return float(loss_sum) / seen, float(correct) / seen
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def _tuples(obj: Any) -> Any:
-    """random.setstate needs tuples; a state that went through JSON or a checkpoint may hold lists."""
-    return tuple(_tuples(v) for v in obj) if isinstance(obj, (list, tuple)) else obj
-
-
-def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    now, defaults = cfg.to_dict(), TrainConfig().to_dict()
-    for key, value in now.items():
-        # A key newer than the state (e.g. `deterministic`) held its default then.
-        if key not in RESUMABLE_CHANGES and saved.get(key, defaults[key]) != value:
-            raise ConfigError(
-                f"cannot resume: config key {key!r} was {saved.get(key)!r} in the saved state but is {value!r} now; "
-                f"resume with the same config (only {', '.join(RESUMABLE_CHANGES)} may change)"
-            )
 
 
 def fit(cfg: TrainConfig, data: FerData, on_epoch: Callable[[dict, Callable[[], dict]], Any] | None = None,
