@@ -1,8 +1,8 @@
 """The `fersearch` command line: thin typer commands over the Python API.
 
-Library code raises FersearchError; only this module turns it into a one-line
-`error: ...` on stderr and exit code 1. Heavy imports (torch, ray) happen
-inside commands so `fersearch --help` stays fast.
+Library code raises FersearchError; only the commands' group (commands/common.py) turns it
+into a one-line `error: ...` on stderr and exit code 1. Heavy imports (torch, ray) happen
+inside commands so `fersearch --help` stays fast. `fersearch data ...` is commands/data.py.
 """
 
 from __future__ import annotations
@@ -11,135 +11,27 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from typer.core import TyperGroup
 
 from . import interrupts
-from .errors import FersearchError
-from .search.guard import full_disk_error
+from .commands.common import DataOpt, Group, JsonOpt, QuietOpt
+from .commands.data import data_app
 from .search.options import Sampler, Scheduler, SearchOptions
 
-
-class _Group(TyperGroup):
-    """Turns a user's mistake into one line and exit 1, for every (sub)command."""
-
-    def invoke(self, ctx: typer.Context):  # type: ignore[override]  # typer's Context is click's, vendored
-        try:
-            return interrupts.finished(super().invoke(ctx))  # a Ctrl+C some library swallowed: still 130
-        except KeyboardInterrupt:
-            interrupts.stopped()
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(interrupts.EXIT_CODE) from None
-        except FersearchError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-        except typer.BadParameter as e:  # e.g. a choice flag's value: one line too, not a usage screen
-            typer.echo(f"error: {e.format_message().replace('Value error, ', '')}", err=True)
-            raise typer.Exit(1) from None
-        except OSError as e:  # a full disk is no bug of fersearch's: say so in one line
-            full = full_disk_error(e)
-            if full is None:
-                raise
-            typer.echo(f"error: {full}", err=True)
-            raise typer.Exit(1) from None
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     help="Distributed hyperparameter search for facial-expression CNNs on FER2013.",
 )
-data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Inspect, generate and preview FER2013 data.")
 app.add_typer(data_app, name="data")
 
-DataOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--data",
-        help="FER2013 file or folder (fer2013.csv, icml_face_data.csv, train.csv+test.csv, "
-        "train/ test/ image folders, fer2013new.csv beside fer2013.csv). "
-        "Default: data/fer2013.csv if present, else the synthetic set in data/synthetic/.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars; print only the result.")]
 _TUNE = SearchOptions()  # `tune`'s defaults: SearchOptions' own
-SYNTH_PRESETS = Literal["default", "hard"]  # data.presets.PRESETS (not imported: --help stays light; a test compares)
 
 
 @app.callback()
 def _main() -> None:
     """Distributed hyperparameter search for facial-expression CNNs on FER2013."""
-
-
-ResizeOpt = Annotated[
-    bool, typer.Option("--resize", help="Scale images that are not 48x48 (image folders) to 48x48 instead of "
-                       "stopping with an error.")
-]
-_PathArg = Annotated[
-    Optional[Path], typer.Argument(help="FER2013 file or folder (same as --data; default as --data).",
-                                   show_default=False)
-]
-
-
-@data_app.command("synth")
-def data_synth_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write fer2013.csv (+ synthetic.json) into.")] = Path(
-        "data/synthetic"),
-    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Number of faces (default 4000; FER2013 has 35887).",
-                                             show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same file.")] = 0,
-    preset: Annotated[Literal[SYNTH_PRESETS], typer.Option(
-        "--preset", help="default, or hard: low-contrast faces at random brightness, stronger lighting and noise, "
-        "weaker expressions (the seed recipe stays at the majority-class rate for its first epochs).")] = "default",
-) -> None:
-    """Generate synthetic FER-format faces (not real FER2013) as a fer2013.csv."""
-    from .data.synth import DEFAULT_SYNTH_N, write_synthetic
-
-    n = n or DEFAULT_SYNTH_N
-    path = write_synthetic(out, n, seed, preset=preset)
-    kind = "" if preset == "default" else f"{preset} "
-    typer.echo(f"wrote {n} {kind}synthetic faces (seed {seed}) to {path}")
-
-
-@data_app.command("info")
-def data_info_cmd(path: _PathArg = None, data: DataOpt = None, json_out: JsonOpt = False,
-                  resize: ResizeOpt = False, quiet: QuietOpt = False) -> None:
-    """Counts per split and emotion, the detected format, notes and the content hash."""
-    from .data import load
-    from .outputs import json_text
-
-    d = load(path or data, resize=resize, quiet=quiet)
-    if json_out:
-        typer.echo(json_text(d.info()))
-        return
-    kind = f"{d.format}  (SYNTHETIC faces, not FER2013)" if d.synthetic else d.format
-    typer.echo(f"source  {d.source}\nformat  {kind}\nsha256  {d.sha256}\nimages  {d.n} (48x48 grayscale)\n")
-    typer.echo(d.table())
-    for note in d.notes:
-        typer.echo(f"note: {note}")
-
-
-@data_app.command("preview")
-def data_preview_cmd(
-    path: _PathArg = None,
-    data: DataOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("preview.png"),
-    per_class: Annotated[int, typer.Option("--per-class", min=1, max=30, help="Samples per emotion.")] = 8,
-    split: Annotated[Literal["train", "val", "test"],
-                     typer.Option("--split", help="Which split to sample.")] = "train",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for picking the samples.")] = 0,
-    resize: ResizeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Draw a labelled grid of sample faces per emotion (PNG)."""
-    from .data import load
-    from .data.preview import preview_grid
-
-    written = preview_grid(load(path or data, resize=resize, quiet=quiet), out, per_class=per_class,
-                           split=split, seed=seed)
-    typer.echo(f"wrote {written}")
 
 
 @app.command("train")
@@ -262,7 +154,7 @@ def tune_cmd(
         "--quiet", "-q", show_default=False,
         help="No live view; print only the summary.")] = False,
 ) -> None:
-    """Search hyperparameters with Ray Tune + Optuna (TPE) + ASHA; results in results/<name>/."""
+    """Search hyperparameters with Ray Tune, Optuna (mix sampler) and ASHA; results in results/<name>/."""
     from .search.driver import tune
 
     result = tune(SearchOptions(

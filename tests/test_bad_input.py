@@ -180,10 +180,10 @@ def test_bad_input_is_one_line_and_changes_nothing(in_tmp, ray_never_started, ca
 def test_choice_flags_list_their_values_in_help_and_refuse_others_in_one_line():
     from typing import get_args
 
-    from fersearch import cli
+    from fersearch.commands.common import SYNTH_PRESETS
     from fersearch.data.presets import PRESETS
 
-    assert get_args(cli.SYNTH_PRESETS) == PRESETS  # cli.py does not import data/ (a light --help)
+    assert get_args(SYNTH_PRESETS) == PRESETS  # the commands do not import data/ (a light --help)
     for args, shown in ((["tune"], ("<asha|fifo>", "<mix|tpe|random>")), (["best"], ("<test|val>",)),
                         (["data", "synth"], ("<default|hard>",)), (["data", "preview"], ("<train|val|test>",))):
         out = runner.invoke(app, [*args, "--help"], terminal_width=200).output

@@ -1,4 +1,4 @@
-"""`fersearch tune`: Ray Tune + Optuna (TPE) + ASHA over a search space, on CPUs, GPUs or a cluster.
+"""`fersearch tune`: Ray Tune + Optuna (search/sampler.py) + ASHA over a search space, on CPUs, GPUs or a cluster.
 
     result = fersearch.tune(space="wide", trials=8)       # or: fersearch tune --trials 8
     result.path, result.trials, result.best

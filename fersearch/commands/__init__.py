@@ -1,0 +1,1 @@
+"""The `fersearch` command line's pieces; fersearch/cli.py assembles them."""
