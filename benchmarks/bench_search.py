@@ -24,6 +24,7 @@ recipes and the proposal sources; then the mix sampler's targets, checked (targe
     python benchmarks/bench_search.py --lines oracle                      # the headroom, once per data set
     python benchmarks/bench_search.py --quick                             # tiny data, 4 trials x 2 epochs: < 1 min
     python benchmarks/bench_search.py --log runs.jsonl                    # cut short? run again: finished runs kept
+    python benchmarks/bench_search.py --log runs.jsonl --keep runs/       # ...and a search cut short resumes
     python benchmarks/bench_search.py --log runs.jsonl --report --out bench.json   # summarise, train nothing
 
 Searches run one after another in one local Ray (every CPU), so their wall times compare;
@@ -82,14 +83,20 @@ def fit_and_test(cfg: Any, fer: Any) -> dict[str, Any]:
 
 
 def run_search(line: str, fer: Any, seed: int, trials: int, max_epochs: int, root: Path) -> dict[str, Any]:
-    """One search, alone on the machine (its wall time is the line's); the winner's retrain is left to `trainings`."""
+    """One search, alone on the machine (its wall time is the line's); the winner's retrain is left to `trainings`.
+    A search whose folder is already under --keep (a run cut short before its row was logged) is resumed:
+    its finished trials are kept, and the row says `resumed` (its wall time is then the resumed part's)."""
     from fersearch.report.best import best
     from fersearch.search.driver import tune
 
+    name = f"{line}-{seed}"
+    resumed = (root / name / "fersearch.json").exists()
     t0, load = time.time(), os.getloadavg()[0]
     result = tune(trials=trials, max_epochs=max_epochs, seed=seed, data=fer, results=root,
-                  name=f"{line}-{seed}", verbose=False, **SEARCHES[line])
+                  name=name, verbose=False, resume=resumed, **SEARCHES[line])
     wall = time.time() - t0
+    if result.interrupted:  # Ctrl+C: Tune stopped the search and saved it; the next run resumes it
+        sys.exit(f"bench_search: {line}-{seed} interrupted in {result.path}; run the same command again to resume it")
     winner = best(result.path)
     t = result.trials
     row = t[t["trial_id"] == winner.trial_id].iloc[0]
@@ -98,7 +105,7 @@ def run_search(line: str, fer: Any, seed: int, trials: int, max_epochs: int, roo
             "stopped": int((t["status"] == "stopped").sum()), "winner": winner.trial_id, "folder": str(result.path),
             "winner_recipe": is_recipe(row), "winner_source": winner_source(result.path, row),
             "sources": dict(Counter(sources)), "load": [round(load, 2), round(os.getloadavg()[0], 2)],
-            "retrain": winner.config.replace(epochs=max_epochs, seed=seed)}
+            "retrain": winner.config.replace(epochs=max_epochs, seed=seed), **({"resumed": True} if resumed else {})}
 
 
 def _params_match(params: dict[str, Any], row: Any) -> bool:
