@@ -11,6 +11,8 @@ import inspect
 import logging
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,32 @@ def test_the_filtered_ray_log_lines_still_exist_and_are_filtered():
     import ray.train._internal.storage as storage  # where Ray Train logs each persisted checkpoint
 
     assert storage.logger.name.startswith(wa.TRAIN_LOGGER + ".") and "logger.info" in inspect.getsource(storage)
+
+
+def test_a_trial_worker_stopped_inside_a_finaliser_prints_no_traceback_and_other_errors_still_print():
+    from ray._private import worker
+
+    # Ray's workers still stop on SIGTERM by raising SystemExit, wherever the signal lands
+    assert "raise_sys_exit_with_custom_error_message" in inspect.getsource(worker)
+    code = """
+import gc, weakref
+from fersearch.search import workarounds as wa
+wa.quiet_trial_worker()
+class Stopped:
+    def __del__(self): raise SystemExit(1)
+class Interrupted:
+    def __del__(self): raise KeyboardInterrupt
+class Broken:
+    def __del__(self): raise ValueError("a real fault")
+for cls in (Stopped, Interrupted, Broken):
+    cls()
+gc.collect()
+print("went on")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "went on\n", done
+    assert done.stderr.count("Exception ignored") == 1 and "ValueError: a real fault" in done.stderr, done.stderr
+    assert "SystemExit" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
 
 
 def test_the_private_ray_apis_still_exist_with_the_shape_used():

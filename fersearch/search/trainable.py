@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import TrainConfig
 from .resources import Resources
-from .workarounds import quiet_checkpoint_logs
+from .workarounds import quiet_trial_worker
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -60,7 +60,7 @@ def run_trial(config: dict[str, Any], data: Any = None, settings: TrialSettings 
     from .gauges import TrialGauges
 
     entered = time.perf_counter()
-    quiet_checkpoint_logs()  # workarounds.py: Ray Train's INFO line per checkpoint
+    quiet_trial_worker()  # workarounds.py: Ray Train's INFO line per checkpoint, stop tracebacks
     assert settings is not None  # given by trainable() through with_parameters
     cfg = settings.train_config(config)
     resume = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +72,22 @@ def quiet_experiment_analysis() -> None:
 
 # Ray Train logs every persisted checkpoint at INFO from the trial's worker: one line per checkpoint.
 TRAIN_LOGGER = "ray.train"
+# A worker told to stop (Ray's SIGTERM handler raises SystemExit; a terminal's Ctrl+C reaches the
+# workers of a local Ray as KeyboardInterrupt) can take the signal inside a weakref callback or a
+# __del__. Python then prints "Exception ignored in ... Traceback" for it, and Ray forwards that to
+# the user's terminal after Ctrl+C (seen now and then in the Ctrl+C test, Ray 2.60.0).
+STOP_EXCEPTIONS = (SystemExit, KeyboardInterrupt)
 
 
-def quiet_checkpoint_logs() -> None:
-    """In the trial's worker process (trainable.run_trial)."""
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    if not isinstance(info.exc_value, STOP_EXCEPTIONS):
+        sys.__unraisablehook__(info)
+
+
+def quiet_trial_worker() -> None:
+    """In the trial's worker process (trainable.run_trial): no checkpoint lines, no stop tracebacks."""
     logging.getLogger(TRAIN_LOGGER).setLevel(logging.WARNING)
+    sys.unraisablehook = _unraisable
 
 
 # ---- Private Ray APIs, Ray 2.60.0 (no public route to these facts)
