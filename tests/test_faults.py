@@ -283,16 +283,16 @@ def test_ctrl_c_stops_the_driver_cleanly_and_resume_reruns_no_finished_trial(loc
 
 @pytest.mark.slow
 def test_a_killed_driver_resumes_from_its_last_saved_state(local_ray, fast_space, tiny_csv, tmp_path):
-    results, log, trials = tmp_path / "results", tmp_path / "first.log", 4
+    results, log, trials, max_epochs = tmp_path / "results", tmp_path / "first.log", 4, 4
     exp = results / "sigkill"
-    args = tune_args("sigkill", results, fast_space, tiny_csv, trials=trials, max_epochs=4, grace_period=1,
+    args = tune_args("sigkill", results, fast_space, tiny_csv, trials=trials, max_epochs=max_epochs, grace_period=1,
                      reduction_factor=2)  # ASHA: its rungs, and the searcher, come back from Ray's state too
     proc = start_driver([*args, "--quiet"], log)
     try:
         # one trial ended and another with two epochs or more to go: waiting for two ended left, on a slow
         # machine, no moment when a third was still in flight (the second ended as the last were stopped)
-        wait_for(lambda: len(finished(exp)) >= 1 and in_flight(exp, 4), 150, "a finished trial and one in flight",
-                 proc, log)
+        wait_for(lambda: len(finished(exp)) >= 1 and in_flight(exp, max_epochs), 150,
+                 "a finished trial and one in flight", proc, log)
         # Ray snapshots its experiment state every session.STATE_SAVE_S (2 s): a trial that ended
         # within that much of a crash is not yet known as ended there, and runs again on resume.
         time.sleep(2.5)
