@@ -5,7 +5,9 @@ swallow it: a weakref callback or a `__del__` prints "Exception ignored" and goe
 library's `except BaseException` retries. The CLI therefore installs `handler` (`install`):
 it records the Ctrl+C and raises KeyboardInterrupt as Python would, and a watchdog thread
 raises it again every REPEAT_S until the command has stopped (`stopped`), so an interrupt
-that was swallowed is delivered again a moment later in ordinary code.
+that was swallowed is delivered again a moment later in ordinary code. The "Exception ignored
+... KeyboardInterrupt" traceback Python prints for one swallowed by a finaliser is dropped
+(`_unraisable`): the watchdog's next delivery is the one that stops the command.
 
 `deferred()` holds a Ctrl+C back for a block that must not be cut in two (a directory swap):
 it is raised when the block ends, so a result is the old one or the new one, never neither.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import _thread
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ def install(armed: bool = True) -> None:
     modules import, see fersearch/__init__.py): a Ctrl+C is recorded, and `arm` then exits 130 at once."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
+        sys.unraisablehook = _unraisable
         if armed:
             arm()
 
@@ -54,6 +58,12 @@ def handler(signum: int, frame: object) -> None:
         _watchdog.append(threading.Thread(target=_repeat, daemon=True, name="fersearch-interrupt"))
         _watchdog[0].start()
     raise KeyboardInterrupt
+
+
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    """Python's hook, less the KeyboardInterrupt our handler raised inside a finaliser."""
+    if not (isinstance(info.exc_value, KeyboardInterrupt) and _state["requested"]):
+        sys.__unraisablehook__(info)
 
 
 def _repeat() -> None:
