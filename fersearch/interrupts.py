@@ -80,6 +80,11 @@ def requested() -> bool:
     return bool(_state["requested"] or _state["pending"])
 
 
+def uncaught() -> bool:
+    """A Ctrl+C arrived and the command has not caught it yet: an error raised now is its consequence."""
+    return requested() and not _state["stopped"]
+
+
 def stopped() -> None:
     """The command has caught the interrupt and is leaving: no more re-raising."""
     _state["stopped"] = True

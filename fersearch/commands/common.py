@@ -19,7 +19,12 @@ class Group(TyperGroup):
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]  # typer's Context is click's, vendored
         try:
-            return interrupts.finished(super().invoke(ctx))  # a Ctrl+C some library swallowed: still 130
+            try:
+                return interrupts.finished(super().invoke(ctx))  # a Ctrl+C some library swallowed: still 130
+            except Exception:
+                if interrupts.uncaught():  # a library turned the Ctrl+C into its own error (a pybind11
+                    raise KeyboardInterrupt from None  # module's import: ImportError "initialization failed")
+                raise
         except KeyboardInterrupt:
             interrupts.stopped()
             typer.echo("interrupted", err=True)
