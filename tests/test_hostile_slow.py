@@ -103,6 +103,20 @@ def test_a_tampered_ray_pickle_is_refused_before_it_runs(tuned_experiment, tmp_p
 
 
 @pytest.mark.slow
+def test_ray_state_a_full_disk_cut_short_is_named_so_not_called_tampered(tuned_experiment, tmp_path, ray_never_started):
+    """Ray copies its state from staging, where fersearch signed it: a full disk leaves a shorter file whose
+    signature cannot match. Refused either way; the line gives the true reason (seen under load in CI)."""
+    results = tmp_path / "results"
+    exp = resumable_copy(tuned_experiment, results)
+    state = max(exp.glob("callback-states-*.pkl"))
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    before = checksums(exp)
+    res = runner.invoke(app, ["tune", "--name", exp.name, "--results", str(results), "--resume", "-q"])
+    assert_one_line_error(res, "--resume: Ray's saved state", state.name, "is cut short", "--name")
+    assert checksums(exp) == before, "the refused resume changed the folder"
+
+
+@pytest.mark.slow
 def test_the_untampered_copy_passes_the_check(tuned_experiment, tmp_path):
     from fersearch.search.pickles import pickle_files, verify
 

@@ -276,12 +276,15 @@ def _resumable_record(exp_dir: Path, storage: str, name: str) -> ExperimentRecor
     record.require_settings(exp_dir)  # before any file changes
     ray_dir = f"{record.storage or storage}/{name}"
     if "://" not in ray_dir:
-        pickles.verify(Path(ray_dir), name)  # before Ray unpickles anything, and before any file changes
+        # Before Ray unpickles anything, and before any file changes. Cut short first (it parses opcodes, runs
+        # none): a full disk leaves Ray's state shorter than the file signed in staging, and "cut short" is the
+        # true reason for that mismatch
+        check_ray_state(Path(ray_dir), name)
+        pickles.verify(Path(ray_dir), name)
     if not Tuner.can_restore(ray_dir):
         raise ExperimentError(f"--resume: {ray_dir} has no Ray experiment state to restore "
                               f"(the search stopped before Ray saved any); start a new search with another --name")
     if "://" not in ray_dir:
-        check_ray_state(Path(ray_dir), name)
         bridge_checkpoints(Path(ray_dir))
     return record
 
