@@ -615,7 +615,9 @@ def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_resume_completes(
     try:
         history = disk / "results" / "full" / ex.HISTORY_FILE
         deadline = time.monotonic() + 180
-        while not history.exists() and search.poll() is None and time.monotonic() < deadline:
+        # a row in it, not the file alone: appending opens (makes) the file a moment before it writes the row
+        while not (history.exists() and len(ex.read_history(history.parent))) and search.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         fill(disk)
         out, err = search.communicate(timeout=300)
@@ -641,7 +643,13 @@ def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_resume_completes(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = ex.read_trials(exp)
     assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped", "diverged"}, trials
-    assert (trials["status"] == "diverged").sum() == 1
+    # lr 10 diverges, and only it. A configuration Optuna handed out just before the disk filled, but that Ray's
+    # saved state never got to, is drawn anew on resume: with three choices, now and then lr 10 again (seen on CI)
+    diverged = trials["status"] == "diverged"
+    assert diverged.any() and (trials["config/lr"].astype(float)[diverged] == 10.0).all(), trials.to_string()
+    ended = before[0][before[0]["status"].isin(["completed", "stopped", "diverged"])]
+    kept = trials.set_index("trial_id").loc[ended["trial_id"], ["status", "epochs", "best_val_acc"]]
+    assert kept.equals(ended.set_index("trial_id")[["status", "epochs", "best_val_acc"]]), trials.to_string()
 
 
 def test_resume_bridges_a_checkpoint_ray_deleted_just_before_a_crash(tmp_path):
