@@ -7,7 +7,7 @@ it records the Ctrl+C and raises KeyboardInterrupt as Python would, and a watchd
 raises it again every REPEAT_S until the command has stopped (`stopped`), so an interrupt
 that was swallowed is delivered again a moment later in ordinary code. The "Exception ignored
 ... KeyboardInterrupt" traceback Python prints for one swallowed by a finaliser is dropped
-(`_unraisable`): the watchdog's next delivery is the one that stops the command.
+(`quiet_unraisable`): the watchdog's next delivery is the one that stops the command.
 
 `deferred()` holds a Ctrl+C back for a block that must not be cut in two (a directory swap):
 it is raised when the block ends, so a result is the old one or the new one, never neither.
@@ -34,7 +34,7 @@ def install(armed: bool = True) -> None:
     modules import, see fersearch/__init__.py): a Ctrl+C is recorded, and `arm` then exits 130 at once."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
-        sys.unraisablehook = _unraisable
+        quiet_unraisable(KeyboardInterrupt)
         if armed:
             arm()
 
@@ -60,10 +60,15 @@ def handler(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _unraisable(info: sys.UnraisableHookArgs) -> None:
-    """Python's hook, less the KeyboardInterrupt our handler raised inside a finaliser."""
-    if not (isinstance(info.exc_value, KeyboardInterrupt) and _state["requested"]):
-        sys.__unraisablehook__(info)
+def quiet_unraisable(*stops: type[BaseException]) -> None:
+    """Python's unraisable hook, less these stop signals raised inside a finaliser: in the CLI our handler's
+    KeyboardInterrupt (delivered again by the watchdog), in a trial worker Ray's SystemExit too."""
+
+    def hook(info: sys.UnraisableHookArgs) -> None:
+        if not isinstance(info.exc_value, stops):
+            sys.__unraisablehook__(info)
+
+    sys.unraisablehook = hook
 
 
 def _repeat() -> None:

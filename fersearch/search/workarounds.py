@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,15 +78,12 @@ TRAIN_LOGGER = "ray.train"
 STOP_EXCEPTIONS = (SystemExit, KeyboardInterrupt)
 
 
-def _unraisable(info: sys.UnraisableHookArgs) -> None:
-    if not isinstance(info.exc_value, STOP_EXCEPTIONS):
-        sys.__unraisablehook__(info)
-
-
 def quiet_trial_worker() -> None:
     """In the trial's worker process (trainable.run_trial): no checkpoint lines, no stop tracebacks."""
+    from ..interrupts import quiet_unraisable
+
     logging.getLogger(TRAIN_LOGGER).setLevel(logging.WARNING)
-    sys.unraisablehook = _unraisable
+    quiet_unraisable(*STOP_EXCEPTIONS)
 
 
 # ---- Private Ray APIs, Ray 2.60.0 (no public route to these facts)
